@@ -1,0 +1,200 @@
+"""Request bodies of the internal request/reply endpoints (docs/subjects.md is the prose).
+
+The gateway builds these from authenticated client frames and HTTP calls; services validate
+them on arrival (a ``pydantic.ValidationError`` becomes ``validation_error``). Ids of the acting
+user always come from a verified token, never from client input.
+
+Replies: auth, notify and room-management endpoints answer JSON objects; ``chat.join``,
+``chat.leave``, ``chat.send``, ``chat.history``, ``chat.presence``, ``notify.list`` and
+``notify.read`` answer the *final client frame* without ``id`` (the gateway splices the request
+``id`` into the bytes, :func:`with_request_id`), so nothing re-encodes them.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+
+Username = Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_]{3,32}$")]
+Password = Annotated[StrictStr, Field(min_length=8, max_length=128)]
+RoomName = Annotated[StrictStr, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
+UserId = Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+NotificationType = Literal["info", "warning", "error", "success"]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+# --- auth ------------------------------------------------------------------------------------
+class RegisterRequest(_Body):
+    """``auth.register``: answers ``{"user_id","username"}``; 409 ``conflict`` if taken."""
+
+    username: Username
+    password: Password
+    client_ip: str | None = None
+
+
+class LoginRequest(_Body):
+    """``auth.login``: answers the token pair; ``unauthorized`` or ``rate_limited``."""
+
+    username: Annotated[StrictStr, Field(min_length=1, max_length=64)]
+    password: Annotated[StrictStr, Field(min_length=1, max_length=1024)]
+    client_ip: str | None = None
+
+
+class RefreshRequest(_Body):
+    """``auth.refresh``: answers a new token pair; ``unauthorized`` for unknown/reused tokens."""
+
+    refresh_token: Annotated[StrictStr, Field(min_length=1, max_length=512)]
+
+
+class LogoutRequest(_Body):
+    """``auth.logout``: answers ``{}``; ``all`` revokes every session of the user."""
+
+    refresh_token: Annotated[StrictStr, Field(min_length=1, max_length=512)]
+    all: StrictBool = False
+
+
+class ServiceTokenRequest(_Body):
+    """``auth.service_token``: answers ``{"access_token","expires_at","role"}``."""
+
+    name: Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_-]{1,48}$")]
+    ttl_days: Annotated[StrictInt, Field(ge=1, le=3650)] = 365
+    role: Literal["service", "admin"] = "service"
+
+
+class LookupRequest(_Body):
+    """``auth.lookup`` / ``auth.me``: by ``username`` (case-insensitive) or ``user_id``;
+    answers ``{"user_id","username","created_at"}`` or ``not_found``."""
+
+    username: StrictStr | None = None
+    user_id: StrictStr | None = None
+
+
+# --- chat ------------------------------------------------------------------------------------
+class Actor(_Body):
+    """The authenticated user a chat request acts for."""
+
+    user_id: UserId
+    username: StrictStr
+
+
+class JoinRequest(Actor):
+    """``chat.join``: answers the ``joined`` frame (``last_seq`` also in header ``Natter-Seq``).
+
+    ``first_local`` is true when this is the user's first socket in the room on this gateway:
+    chat_service then records presence (``natter_presence`` key ``room.user.gateway``) and
+    publishes ``user_joined`` if the user was not online in the room anywhere.
+    """
+
+    room: RoomName
+    since: Annotated[StrictInt, Field(ge=0)] | None = None
+    gateway_id: UserId
+    first_local: StrictBool = True
+
+
+class LeaveRequest(Actor):
+    """``chat.leave``: answers the ``left`` frame; ``last_local`` removes this gateway's presence
+    key and publishes ``user_left`` when no other gateway has the user in the room."""
+
+    room: RoomName
+    gateway_id: UserId
+    last_local: StrictBool = True
+
+
+class SendRequest(Actor):
+    """``chat.send``: answers the ``ack`` frame. Idempotent on (room, user, client_msg_id)."""
+
+    room: RoomName
+    message: Annotated[StrictStr, Field(min_length=1, max_length=4000)]
+    client_msg_id: Annotated[StrictStr, Field(min_length=1, max_length=64)] | None = None
+
+
+class HistoryRequest(_Body):
+    """``chat.history``: answers the ``history`` frame.
+
+    ``before``: messages with ``seq < before`` (latest ``limit`` of them). ``after`` (internal,
+    used by gateways to fill gaps): messages with ``seq > after``, oldest first, up to ``limit``.
+    """
+
+    room: RoomName
+    user_id: UserId
+    before: Annotated[StrictInt, Field(ge=1)] | None = None
+    after: Annotated[StrictInt, Field(ge=0)] | None = None
+    limit: Annotated[StrictInt, Field(ge=1, le=1000)] = 50
+
+
+class PresenceRequest(_Body):
+    """``chat.presence``: answers the ``presence`` frame."""
+
+    room: RoomName
+    user_id: UserId
+
+
+class RoomsListRequest(_Body):
+    """``chat.rooms.list``: answers ``{"rooms":[{"name","private","owner","last_seq","online"}]}``."""
+
+    user_id: UserId
+
+
+class RoomCreateRequest(Actor):
+    """``chat.rooms.create``: answers the room; ``conflict`` if it exists, ``invalid_room``."""
+
+    name: StrictStr
+    private: StrictBool = False
+
+
+class RoomMemberRequest(Actor):
+    """``chat.rooms.add_member`` / ``chat.rooms.remove_member`` (owner only): answers the room."""
+
+    room: RoomName
+    member: Username
+
+
+# --- notify ----------------------------------------------------------------------------------
+class NotifySendRequest(_Body):
+    """``notify.send``: answers ``{"status":"sent","id":..}``; ``user_id`` or ``username``."""
+
+    user_id: StrictStr | None = None
+    username: StrictStr | None = None
+    title: Annotated[StrictStr, Field(min_length=1, max_length=200)]
+    message: Annotated[StrictStr, Field(min_length=1, max_length=4000)]
+    notification_type: NotificationType = "info"
+    metadata: dict[str, object] = Field(default_factory=dict)
+
+
+class NotifyBroadcastRequest(_Body):
+    """``notify.broadcast``: answers ``{"status":"broadcasted"}``."""
+
+    title: Annotated[StrictStr, Field(min_length=1, max_length=200)]
+    message: Annotated[StrictStr, Field(min_length=1, max_length=4000)]
+    notification_type: NotificationType = "info"
+
+
+class NotifyListRequest(_Body):
+    """``notify.list``: answers ``{"type":"notifications","unread":N,"items":[..]}``."""
+
+    user_id: UserId
+    unread_only: StrictBool = False
+    limit: Annotated[StrictInt, Field(ge=1, le=500)] = 50
+
+
+class NotifyReadRequest(_Body):
+    """``notify.read``: answers the same summary as ``notify.list`` with ``unread_only``."""
+
+    user_id: UserId
+    ids: list[StrictStr] = Field(default_factory=list)
+    all: StrictBool = False
+
+
+def with_request_id(frame: bytes, request_id: str | int | None) -> bytes:
+    """Splice ``"id": request_id`` into an encoded JSON object without decoding it.
+
+    ``frame`` must be a compact JSON object (``{...}``); the result is still valid JSON.
+    """
+    if request_id is None:
+        return frame
+    return frame[:-1] + b',"id":' + json.dumps(request_id).encode() + b"}"

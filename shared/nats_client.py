@@ -1,0 +1,113 @@
+"""Connecting to NATS and talking to services over request/reply.
+
+:func:`connect` retries the first connection and then reconnects forever (DESIGN.md rule 9);
+:func:`request` sends one request to a service endpoint and turns the NATS service API error
+headers, ``NoRespondersError`` and timeouts into :class:`~shared.errors.ProtocolError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+import nats
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+
+from shared.errors import ErrorCode, ProtocolError, decode_service_error
+
+logger = logging.getLogger(__name__)
+
+
+async def connect(servers: list[str], *, name: str, connect_timeout: float = 2.0) -> Client:
+    """Connect to NATS, retrying the first connect forever, then reconnecting forever.
+
+    Args:
+        servers: NATS URLs (``nats://host:port``).
+        name: client name shown by ``nats server report connections``.
+
+    Returns:
+        A connected :class:`nats.aio.client.Client`; callers ``drain()`` it on shutdown.
+    """
+
+    async def error_cb(error: Exception) -> None:
+        logger.warning("nats error name=%s error=%r", name, error)
+
+    async def disconnected_cb() -> None:
+        logger.warning("nats disconnected name=%s", name)
+
+    async def reconnected_cb() -> None:
+        logger.info("nats reconnected name=%s", name)
+
+    async def closed_cb() -> None:
+        logger.info("nats connection closed name=%s", name)
+
+    delay = 0.1
+    while True:
+        try:
+            return await nats.connect(
+                servers=servers,
+                name=name,
+                connect_timeout=connect_timeout,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                allow_reconnect=True,
+                ping_interval=10,
+                max_outstanding_pings=3,
+                error_cb=error_cb,
+                disconnected_cb=disconnected_cb,
+                reconnected_cb=reconnected_cb,
+                closed_cb=closed_cb,
+            )
+        except (TimeoutError, OSError, NatsTimeoutError, nats.errors.NoServersError) as error:
+            logger.warning("nats connect failed name=%s error=%r; retrying in %.1fs", name, error, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+def check_reply(msg: Msg) -> bytes:
+    """Return the reply's body, or raise the :class:`ProtocolError` its headers carry."""
+    error = decode_service_error(msg.headers)
+    if error is not None:
+        raise error
+    return msg.data
+
+
+async def request(
+    nc: Client,
+    subject: str,
+    payload: bytes,
+    *,
+    timeout: float,
+    headers: dict[str, str] | None = None,
+) -> bytes:
+    """Send ``payload`` to a service endpoint and return the reply body.
+
+    Raises:
+        ProtocolError: the service's own error; ``unavailable`` when nobody answers in
+            ``timeout`` seconds or no replica is subscribed (STYLE.md: map ``NoRespondersError``
+            and timeouts to ``unavailable``).
+    """
+    try:
+        msg = await nc.request(subject, payload, timeout=timeout, headers=headers)
+    except (TimeoutError, NoRespondersError, NatsTimeoutError) as error:
+        raise ProtocolError(ErrorCode.UNAVAILABLE) from error
+    except nats.errors.Error as error:  # closed, draining, reconnect buffer full
+        raise ProtocolError(ErrorCode.UNAVAILABLE) from error
+    return check_reply(msg)
+
+
+async def request_json(
+    nc: Client,
+    subject: str,
+    body: dict[str, Any],
+    *,
+    timeout: float,
+) -> Any:
+    """:func:`request` with a JSON body and a JSON reply (``None`` for an empty reply)."""
+    data = await request(nc, subject, json.dumps(body, separators=(",", ":")).encode(), timeout=timeout)
+    return json.loads(data) if data else None

@@ -1,0 +1,238 @@
+"""Client wire protocol v1 (PROTOCOL.md): client frames as one discriminated union, and the
+encoders for server frames.
+
+Client frames are validated at the edge (DESIGN.md rule 8) in two steps, so each failure gets the
+code PROTOCOL.md section 7 names: :func:`parse_frame` turns text into a dict (``invalid_json``),
+checks ``type`` (``unknown_type``) and validates the variant (``validation_error`` with
+``details``). Room names are checked afterwards with :func:`shared.subjects.check_room`
+(``invalid_room``).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    field_validator,
+)
+from pydantic import ValidationError as PydanticValidationError
+
+from shared.errors import ErrorCode, ProtocolError
+
+#: ``id`` of a client request: a string of at most 64 characters or an integer (PROTOCOL.md s1).
+RequestId = Annotated[StrictStr, Field(max_length=64)] | StrictInt
+#: Chat message text limits after trimming (PROTOCOL.md section 1).
+MAX_MESSAGE_CHARS = 4000
+MAX_CLIENT_MSG_ID = 64
+
+
+class _Frame(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    id: RequestId | None = None
+
+
+class AuthFrame(_Frame):
+    """``{"type":"auth","token":...}``: first-message auth, or refresh on a live socket."""
+
+    type: Literal["auth"]
+    token: Annotated[StrictStr, Field(min_length=1, max_length=8192)]
+
+
+class PingFrame(_Frame):
+    """``{"type":"ping"}``, answered ``pong``."""
+
+    type: Literal["ping"]
+
+
+class _RoomFrame(_Frame):
+    room: Annotated[StrictStr, Field(max_length=256)]
+
+
+class JoinFrame(_RoomFrame):
+    """``{"type":"join","room":..,"since":41}``; ``since`` >= 0 asks for recovery."""
+
+    type: Literal["join"]
+    since: Annotated[StrictInt, Field(ge=0)] | None = None
+
+
+class LeaveFrame(_RoomFrame):
+    """``{"type":"leave","room":..}``."""
+
+    type: Literal["leave"]
+
+
+class PresenceFrame(_RoomFrame):
+    """``{"type":"presence","room":..}``."""
+
+    type: Literal["presence"]
+
+
+class TypingFrame(_RoomFrame):
+    """``{"type":"typing","room":..}``; relayed, not stored."""
+
+    type: Literal["typing"]
+
+
+class ChatMessageFrame(_RoomFrame):
+    """``{"type":"chat_message","room":..,"message":..,"client_msg_id":..}``.
+
+    ``message`` is trimmed and must then hold 1..4000 characters.
+    """
+
+    type: Literal["chat_message"]
+    message: StrictStr
+    client_msg_id: Annotated[StrictStr, Field(min_length=1, max_length=MAX_CLIENT_MSG_ID)] | None = None
+
+    @field_validator("message")
+    @classmethod
+    def _trim(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("message must not be empty")
+        if len(value) > MAX_MESSAGE_CHARS:
+            raise ValueError(f"message must be at most {MAX_MESSAGE_CHARS} characters")
+        return value
+
+
+class HistoryFrame(_RoomFrame):
+    """``{"type":"history","room":..,"before":58,"limit":50}``."""
+
+    type: Literal["history"]
+    before: Annotated[StrictInt, Field(ge=1)] | None = None
+    limit: Annotated[StrictInt, Field(ge=1, le=100)] = 50
+
+
+class NotificationsFrame(_Frame):
+    """``{"type":"notifications","unread_only":true,"limit":50}``."""
+
+    type: Literal["notifications"]
+    unread_only: StrictBool = False
+    limit: Annotated[StrictInt, Field(ge=1, le=500)] = 50
+
+
+class MarkReadFrame(_Frame):
+    """``{"type":"mark_read","ids":[..]}`` or ``{"type":"mark_read","all":true}``."""
+
+    type: Literal["mark_read"]
+    ids: Annotated[list[Annotated[StrictStr, Field(max_length=128)]], Field(max_length=500)] = []
+    all: StrictBool = False
+
+
+ClientFrame = Annotated[
+    AuthFrame
+    | PingFrame
+    | JoinFrame
+    | LeaveFrame
+    | PresenceFrame
+    | TypingFrame
+    | ChatMessageFrame
+    | HistoryFrame
+    | NotificationsFrame
+    | MarkReadFrame,
+    Field(discriminator="type"),
+]
+CLIENT_FRAME_TYPES = frozenset(
+    {
+        "auth",
+        "ping",
+        "join",
+        "leave",
+        "presence",
+        "typing",
+        "chat_message",
+        "history",
+        "notifications",
+        "mark_read",
+    }
+)
+_client_frame: TypeAdapter[ClientFrame] = TypeAdapter(ClientFrame)
+
+
+def request_id_of(raw: Any) -> str | int | None:
+    """The ``id`` of a decoded frame if it is a valid request id, else ``None`` (for echoing)."""
+    if isinstance(raw, dict):
+        value = raw.get("id")
+        if isinstance(value, str) and len(value) <= 64:
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
+def parse_frame(text: str) -> tuple[Any, ClientFrame]:
+    """Decode and validate one client text frame.
+
+    Returns:
+        ``(raw_dict, frame)``.
+
+    Raises:
+        ProtocolError: ``invalid_json`` (not JSON), ``validation_error`` (not an object, no
+            string ``type``, or a bad field; ``details`` lists each problem), ``unknown_type``.
+    """
+    try:
+        raw = json.loads(text)
+    except ValueError as error:
+        raise ProtocolError(ErrorCode.INVALID_JSON) from error
+    if not isinstance(raw, dict):
+        raise ProtocolError(
+            ErrorCode.VALIDATION_ERROR,
+            "A frame must be a JSON object",
+            details=[{"loc": [], "msg": "expected a JSON object", "type": "object_type"}],
+        )
+    frame_type = raw.get("type")
+    if not isinstance(frame_type, str):
+        raise ProtocolError(
+            ErrorCode.VALIDATION_ERROR,
+            "Field 'type' must be a string",
+            details=[{"loc": ["type"], "msg": "expected a string", "type": "string_type"}],
+        )
+    if frame_type not in CLIENT_FRAME_TYPES:
+        raise ProtocolError(ErrorCode.UNKNOWN_TYPE)
+    try:
+        return raw, _client_frame.validate_python(raw)
+    except PydanticValidationError as error:
+        details = [
+            {"loc": [str(p) for p in item["loc"][1:]], "msg": item["msg"], "type": item["type"]}
+            for item in error.errors(include_url=False, include_context=False, include_input=False)
+        ]
+        first = details[0]
+        where = ".".join(first["loc"]) or "frame"
+        raise ProtocolError(
+            ErrorCode.VALIDATION_ERROR, f"{where}: {first['msg']}", details=details
+        ) from error
+
+
+# --- server frames ---------------------------------------------------------------------------
+
+
+def utc_timestamp(moment: datetime | None = None) -> str:
+    """ISO 8601 UTC with milliseconds and ``Z``, e.g. ``2026-11-22T10:00:00.123Z``."""
+    moment = moment or datetime.now(UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def dumps(obj: Any) -> str:
+    """Compact JSON (no spaces), UTF-8 kept as is."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def encode_frame(frame_type: str, request_id: str | int | None = None, /, **fields: Any) -> str:
+    """A server frame as text: ``{"type": frame_type, **fields}`` plus ``id`` when given."""
+    body: dict[str, Any] = {"type": frame_type, **fields}
+    if request_id is not None:
+        body["id"] = request_id
+    return dumps(body)
+
+
+def error_frame(error: ProtocolError, request_id: str | int | None = None) -> str:
+    """``{"type":"error","code":..,"message":..,"id":..}`` plus ``details`` / ``retry_after``."""
+    return encode_frame("error", request_id, code=error.code.value, message=error.message, **error.extra)

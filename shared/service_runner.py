@@ -1,0 +1,212 @@
+"""Run a natter service as a NATS micro service (DESIGN.md rule 3).
+
+:class:`ServiceApp` registers endpoints on ``nats.micro`` (queue group = the service name, so
+replicas share the load and ``$SRV.PING|INFO|STATS`` work with the standard NATS tools), runs
+each request in its own task (``nats.micro`` awaits handlers one at a time per subscription;
+a bounded semaphore gives concurrency with backpressure), maps errors onto PROTOCOL.md codes
+without leaking internals, and shuts down gracefully: stop taking requests, finish in-flight
+ones, drain the connection (STYLE.md, nats.py ``examples/micro/service.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from nats.aio.client import Client
+from nats.micro import add_service
+from nats.micro.request import Request
+from nats.micro.service import ServiceConfig
+from pydantic import ValidationError
+
+from shared.config import CommonSettings
+from shared.errors import ErrorCode, ProtocolError, encode_service_error
+from shared.nats_client import connect
+
+logger = logging.getLogger(__name__)
+
+#: What an endpoint handler returns: a dict/list (JSON-encoded), raw bytes (sent as is) or None.
+Reply = dict[str, Any] | list[Any] | bytes | None
+#: An endpoint handler: the decoded JSON body (``{}`` for an empty body) and the NATS headers.
+Handler = Callable[[dict[str, Any], dict[str, str]], Awaitable[Reply]]
+#: A background task factory started after setup, cancelled at shutdown.
+Background = Callable[[], Awaitable[None]]
+
+
+def validation_details(error: ValidationError) -> list[dict[str, Any]]:
+    """pydantic errors as JSON-safe ``{"loc": [...], "msg": str, "type": str}`` entries."""
+    return [
+        {"loc": [str(part) for part in item["loc"]], "msg": item["msg"], "type": item["type"]}
+        for item in error.errors(include_url=False, include_context=False, include_input=False)
+    ]
+
+
+def encode_reply(reply: Reply) -> bytes:
+    """Encode a handler's return value as a reply body."""
+    if reply is None:
+        return b""
+    if isinstance(reply, bytes):
+        return reply
+    return json.dumps(reply, separators=(",", ":")).encode()
+
+
+class ServiceApp:
+    """One micro service: endpoints, background tasks, lifecycle.
+
+    Args:
+        name: service name (``auth``, ``chat``, ``notify``); also the queue group.
+        version: semantic version for ``$SRV.INFO``.
+        settings: the process's settings (NATS URL, timeouts).
+        max_concurrency: requests handled at once by this replica; beyond it the subscription
+            stops reading (NATS then buffers, and a caller may time out and retry).
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        version: str,
+        description: str,
+        settings: CommonSettings,
+        max_concurrency: int = 256,
+    ) -> None:
+        self.name = name
+        self.version = version
+        self.description = description
+        self.settings = settings
+        self._handlers: dict[str, Handler] = {}
+        self._background: list[Background] = []
+        self._semaphore = asyncio.Semaphore(max_concurrency)
+        self._inflight: set[asyncio.Task[None]] = set()
+        self.nc: Client | None = None
+
+    def endpoint(self, subject: str) -> Callable[[Handler], Handler]:
+        """Decorator registering ``handler`` for request subject ``subject``."""
+
+        def register(handler: Handler) -> Handler:
+            self._handlers[subject] = handler
+            return handler
+
+        return register
+
+    def add_endpoint(self, subject: str, handler: Handler) -> None:
+        """Register ``handler`` for request subject ``subject``."""
+        self._handlers[subject] = handler
+
+    def background(self, factory: Background) -> None:
+        """Run ``factory()`` as a task once the service is up; it is cancelled at shutdown."""
+        self._background.append(factory)
+
+    async def _handle(self, subject: str, handler: Handler, request: Request) -> None:
+        try:
+            try:
+                body: Any = json.loads(request.data) if request.data else {}
+            except (ValueError, UnicodeDecodeError) as error:
+                raise ProtocolError(ErrorCode.INVALID_JSON) from error
+            if not isinstance(body, dict):
+                raise ProtocolError(ErrorCode.VALIDATION_ERROR, "Request body must be a JSON object")
+            reply = await handler(body, dict(request.headers or {}))
+            await request.respond(encode_reply(reply))
+        except ProtocolError as error:
+            code, description = encode_service_error(error)
+            await _safe_respond_error(request, code, description)
+        except ValidationError as error:
+            details = validation_details(error)
+            first = details[0] if details else {"loc": [], "msg": "invalid"}
+            message = f"{'.'.join(first['loc']) or 'body'}: {first['msg']}"
+            code, description = encode_service_error(ProtocolError(ErrorCode.VALIDATION_ERROR, message))
+            await _safe_respond_error(request, code, description)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("service=%s subject=%s unhandled error", self.name, subject)
+            code, description = encode_service_error(ProtocolError(ErrorCode.INTERNAL))
+            await _safe_respond_error(request, code, description)
+        finally:
+            self._semaphore.release()
+
+    def _dispatcher(self, subject: str, handler: Handler) -> Callable[[Request], Awaitable[None]]:
+        async def dispatch(request: Request) -> None:
+            await self._semaphore.acquire()
+            task = asyncio.create_task(self._handle(subject, handler, request))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+
+        return dispatch
+
+    async def run(
+        self,
+        setup: Callable[[Client], Awaitable[None]],
+        *,
+        stop: asyncio.Event | None = None,
+        shutdown_grace: float = 10.0,
+    ) -> None:
+        """Connect, ``await setup(nc)``, serve until SIGTERM/SIGINT (or ``stop`` is set), then
+        stop taking requests, wait up to ``shutdown_grace`` seconds for in-flight ones, drain."""
+        stop = stop or asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, stop.set)
+            except (NotImplementedError, RuntimeError):  # not the main thread
+                pass
+        nc = await connect(self.settings.nats_servers, name=self.name)
+        self.nc = nc
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            await setup(nc)
+            service = await add_service(
+                nc,
+                config=ServiceConfig(
+                    name=self.name,
+                    version=self.version,
+                    description=self.description,
+                    queue_group=self.name,
+                ),
+            )
+            for subject, handler in self._handlers.items():
+                await service.add_endpoint(
+                    name=subject.replace(".", "_"),
+                    subject=subject,
+                    handler=self._dispatcher(subject, handler),
+                )
+            tasks = [asyncio.create_task(_supervise(self.name, factory)) for factory in self._background]
+            logger.info("service=%s ready endpoints=%s", self.name, sorted(self._handlers))
+            await stop.wait()
+            logger.info("service=%s stopping", self.name)
+            await service.stop()
+            if self._inflight:
+                await asyncio.wait(set(self._inflight), timeout=shutdown_grace)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            try:
+                await asyncio.wait_for(nc.drain(), timeout=5)
+            except Exception:  # already closed, or NATS is gone
+                await nc.close()
+            logger.info("service=%s stopped", self.name)
+
+
+async def _safe_respond_error(request: Request, code: str, description: str) -> None:
+    try:
+        await request.respond_error(code, description)
+    except Exception:  # the connection may be gone; the caller will time out and retry
+        logger.warning("could not send error reply subject=%s", request.subject)
+
+
+async def _supervise(name: str, factory: Background) -> None:
+    """Run a background loop forever, restarting it (after 1 s) if it raises."""
+    while True:
+        try:
+            await factory()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("service=%s background task failed; restarting", name)
+            await asyncio.sleep(1.0)

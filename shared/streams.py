@@ -1,0 +1,127 @@
+"""JetStream streams and KV buckets, created idempotently by whoever starts first.
+
+Every process calls the ``ensure_*`` functions for what it uses, in any order, any number of
+times (DESIGN.md rule 9): an existing stream with another config is updated in place.
+Storage is always file; ``replicas`` is 1 on a single node and 3 on a cluster (DESIGN.md rule 11).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Final
+
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, KeyValueConfig, StorageType, StreamConfig
+from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.kv import KeyValue
+
+from shared import subjects
+
+logger = logging.getLogger(__name__)
+
+DAY: Final = 86_400.0
+#: Idempotency window for ``client_msg_id`` (PROTOCOL.md section 4: 10 minutes), in seconds.
+DEDUP_WINDOW: Final = 600.0
+#: Notifications are kept per user: the latest 500, for 30 days (PROTOCOL.md section 5).
+NOTIFICATIONS_PER_USER: Final = 500
+NOTIFICATIONS_MAX_AGE: Final = 30 * DAY
+
+#: KV buckets and their TTL in seconds (None: entries live until deleted).
+BUCKET_TTLS: Final[dict[str, float | None]] = {
+    subjects.KV_USERS: None,
+    subjects.KV_SESSIONS: 30 * DAY,
+    subjects.KV_REFRESH: 30 * DAY,
+    subjects.KV_AUTH_KEYS: None,
+    subjects.KV_LOGIN_FAILURES: 900.0,
+    subjects.KV_REVOCATIONS: DAY,
+    subjects.KV_ROOMS: None,
+    subjects.KV_PRESENCE: None,
+    subjects.KV_GATEWAYS: 30.0,
+    subjects.KV_NOTIFY_READ: 30 * DAY,
+}
+
+
+async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
+    """Create ``config.name`` or update it to ``config``; safe to call concurrently."""
+    try:
+        await js.add_stream(config)
+    except BadRequestError as error:
+        # 10058: stream name already in use with a different configuration.
+        if error.err_code != 10058:
+            raise
+        await js.update_stream(config)
+        logger.info("stream=%s updated", config.name)
+
+
+async def ensure_messages_stream(js: JetStreamContext, *, replicas: int, max_age_days: float) -> None:
+    """``CHAT_MESSAGES`` on ``msgs.<room>``: room messages, de-duplicated on ``Nats-Msg-Id``
+    for :data:`DEDUP_WINDOW` seconds; ``max_age_days`` 0 keeps them forever."""
+    await ensure_stream(
+        js,
+        StreamConfig(
+            name=subjects.MESSAGES_STREAM,
+            subjects=[subjects.MESSAGES_SUBJECTS],
+            storage=StorageType.FILE,
+            num_replicas=replicas,
+            duplicate_window=DEDUP_WINDOW,
+            max_age=max_age_days * DAY if max_age_days > 0 else None,
+            allow_direct=True,
+            deny_delete=True,
+        ),
+    )
+
+
+async def ensure_notifications_stream(js: JetStreamContext, *, replicas: int) -> None:
+    """``NOTIFICATIONS`` on ``notif.<user_id>``: 500 per user, 30 days, de-duplicated."""
+    await ensure_stream(
+        js,
+        StreamConfig(
+            name=subjects.NOTIFICATIONS_STREAM,
+            subjects=[subjects.NOTIFICATIONS_SUBJECTS],
+            storage=StorageType.FILE,
+            num_replicas=replicas,
+            duplicate_window=DEDUP_WINDOW,
+            max_age=NOTIFICATIONS_MAX_AGE,
+            max_msgs_per_subject=NOTIFICATIONS_PER_USER,
+            allow_direct=True,
+        ),
+    )
+
+
+async def ensure_events_stream(js: JetStreamContext, *, replicas: int) -> None:
+    """``EVENTS`` on ``events.>``: domain events for durable consumers, kept 7 days."""
+    await ensure_stream(
+        js,
+        StreamConfig(
+            name=subjects.EVENTS_STREAM,
+            subjects=[subjects.EVENTS_ALL],
+            storage=StorageType.FILE,
+            num_replicas=replicas,
+            duplicate_window=DEDUP_WINDOW,
+            max_age=7 * DAY,
+            discard=DiscardPolicy.OLD,
+        ),
+    )
+
+
+async def ensure_bucket(js: JetStreamContext, bucket: str, *, replicas: int) -> KeyValue:
+    """Open KV ``bucket`` (one of :data:`BUCKET_TTLS`), creating it if needed."""
+    try:
+        return await js.key_value(bucket)
+    except (NotFoundError, BadRequestError):
+        pass
+    ttl = BUCKET_TTLS[bucket]
+    try:
+        return await js.create_key_value(
+            KeyValueConfig(
+                bucket=bucket,
+                history=1,
+                ttl=ttl,
+                storage=StorageType.FILE,
+                replicas=replicas,
+                direct=True,
+            )
+        )
+    except BadRequestError:
+        # Another process created it first with the same name.
+        return await js.key_value(bucket)

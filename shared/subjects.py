@@ -1,0 +1,153 @@
+"""Every NATS subject, stream and bucket name natter uses, and the only place they are built.
+
+Subject tokens that come from user input (room names, user ids) are validated here so that no
+input can widen a subscription: NATS treats ``.`` as a token separator and ``*`` / ``>`` as
+wildcards, and whitespace ends a subject (NATS docs, "Subject-Based Messaging"). The rule is
+the one centrifuge's NATS broker applies to channel names.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+from shared.errors import ErrorCode, ProtocolError
+
+#: Room names, PROTOCOL.md section 3.
+ROOM_RE: Final = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+#: User ids are minted by auth_service as 32 lowercase hex characters (uuid4().hex);
+#: service principals are ``svc-<name>``.
+USER_ID_RE: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+#: Gateway ids are minted by each gateway process at start.
+GATEWAY_ID_RE: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+# --- request/reply endpoints (micro services, queue groups) ----------------------------------
+AUTH_REGISTER: Final = "auth.register"
+AUTH_LOGIN: Final = "auth.login"
+AUTH_REFRESH: Final = "auth.refresh"
+AUTH_LOGOUT: Final = "auth.logout"
+AUTH_JWKS: Final = "auth.jwks"
+AUTH_SERVICE_TOKEN: Final = "auth.service_token"
+AUTH_LOOKUP: Final = "auth.lookup"
+AUTH_ME: Final = "auth.me"
+
+CHAT_JOIN: Final = "chat.join"
+CHAT_LEAVE: Final = "chat.leave"
+CHAT_SEND: Final = "chat.send"
+CHAT_HISTORY: Final = "chat.history"
+CHAT_PRESENCE: Final = "chat.presence"
+CHAT_TYPING: Final = "chat.typing"
+CHAT_ROOMS_LIST: Final = "chat.rooms.list"
+CHAT_ROOMS_CREATE: Final = "chat.rooms.create"
+CHAT_ROOMS_ADD_MEMBER: Final = "chat.rooms.add_member"
+CHAT_ROOMS_REMOVE_MEMBER: Final = "chat.rooms.remove_member"
+
+NOTIFY_SEND: Final = "notify.send"
+NOTIFY_BROADCAST: Final = "notify.broadcast"
+NOTIFY_LIST: Final = "notify.list"
+NOTIFY_READ: Final = "notify.read"
+
+# --- delivery (core pub/sub, final client frames as bytes) -----------------------------------
+DELIVER_ALL: Final = "deliver.all"
+DELIVER_ROOM_WILDCARD: Final = "deliver.room.*"
+DELIVER_USER_WILDCARD: Final = "deliver.user.*"
+
+# --- events (JetStream stream EVENTS, durable consumers) -------------------------------------
+EVENTS_STREAM: Final = "EVENTS"
+EVENTS_ALL: Final = "events.>"
+EVENT_USER_REGISTERED: Final = "events.user.registered"
+EVENT_CHAT_MESSAGE: Final = "events.chat.message"
+EVENT_SESSION_REVOKED: Final = "events.session.revoked"
+
+# --- gateway liveness ------------------------------------------------------------------------
+GATEWAY_HEARTBEAT_PREFIX: Final = "gateway.heartbeat"
+
+# --- streams and KV buckets ------------------------------------------------------------------
+MESSAGES_STREAM: Final = "CHAT_MESSAGES"
+MESSAGES_SUBJECTS: Final = "msgs.>"
+NOTIFICATIONS_STREAM: Final = "NOTIFICATIONS"
+NOTIFICATIONS_SUBJECTS: Final = "notif.>"
+
+KV_USERS: Final = "natter_users"
+KV_SESSIONS: Final = "natter_sessions"
+KV_REFRESH: Final = "natter_refresh"
+KV_AUTH_KEYS: Final = "natter_auth_keys"
+KV_LOGIN_FAILURES: Final = "natter_login_failures"
+KV_REVOCATIONS: Final = "natter_revocations"
+KV_ROOMS: Final = "natter_rooms"
+KV_PRESENCE: Final = "natter_presence"
+KV_GATEWAYS: Final = "natter_gateways"
+KV_NOTIFY_READ: Final = "natter_notify_read"
+
+# --- headers ---------------------------------------------------------------------------------
+HDR_ROOM: Final = "Natter-Room"
+HDR_SEQ: Final = "Natter-Seq"
+HDR_USER: Final = "Natter-User"
+HDR_CLIENT_MSG_ID: Final = "Natter-Client-Msg-Id"
+HDR_KIND: Final = "Natter-Kind"
+
+
+def is_valid_room(name: object) -> bool:
+    """True when ``name`` is a str matching ``^[a-z0-9][a-z0-9_-]{0,63}$`` (PROTOCOL.md s3)."""
+    return isinstance(name, str) and ROOM_RE.fullmatch(name) is not None
+
+
+def check_room(name: object) -> str:
+    """Return ``name`` if it is a valid room name.
+
+    Raises:
+        ProtocolError: ``invalid_room`` for anything else (dots, wildcards, spaces, uppercase...).
+    """
+    if not is_valid_room(name):
+        raise ProtocolError(ErrorCode.INVALID_ROOM, "Invalid room name")
+    assert isinstance(name, str)
+    return name
+
+
+def check_user_id(user_id: object) -> str:
+    """Return ``user_id`` if it is safe as one subject token; raise ``validation_error`` if not."""
+    if not isinstance(user_id, str) or USER_ID_RE.fullmatch(user_id) is None:
+        raise ProtocolError(ErrorCode.VALIDATION_ERROR, "Invalid user id")
+    return user_id
+
+
+def deliver_room(room: str) -> str:
+    """``deliver.room.<room>``: final frames for every local subscriber of ``room``."""
+    return f"deliver.room.{check_room(room)}"
+
+
+def deliver_user(user_id: str) -> str:
+    """``deliver.user.<user_id>``: final frames for every socket of one user."""
+    return f"deliver.user.{check_user_id(user_id)}"
+
+
+def room_from_deliver_subject(subject: str) -> str:
+    """Inverse of :func:`deliver_room`; raises ``ValueError`` for any other subject."""
+    prefix = "deliver.room."
+    if not subject.startswith(prefix):
+        raise ValueError(subject)
+    return subject[len(prefix) :]
+
+
+def messages_subject(room: str) -> str:
+    """``msgs.<room>``: the stream subject holding one room's messages, in room ``seq`` order."""
+    return f"msgs.{check_room(room)}"
+
+
+def notifications_subject(user_id: str) -> str:
+    """``notif.<user_id>``: the stream subject holding one user's notifications."""
+    return f"notif.{check_user_id(user_id)}"
+
+
+def gateway_heartbeat(gateway_id: str) -> str:
+    """``gateway.heartbeat.<gateway_id>``."""
+    if GATEWAY_ID_RE.fullmatch(gateway_id) is None:
+        raise ValueError(gateway_id)
+    return f"{GATEWAY_HEARTBEAT_PREFIX}.{gateway_id}"
+
+
+def presence_key(room: str, user_id: str, gateway_id: str) -> str:
+    """KV key in ``natter_presence``: ``<room>.<user_id>.<gateway_id>``."""
+    if GATEWAY_ID_RE.fullmatch(gateway_id) is None:
+        raise ValueError(gateway_id)
+    return f"{check_room(room)}.{check_user_id(user_id)}.{gateway_id}"

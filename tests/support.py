@@ -1,0 +1,100 @@
+"""Client-side helpers for integration tests: real HTTP (httpx) and real WebSockets (websockets)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+
+def unique_name(prefix: str = "u") -> str:
+    """A username/room-safe unique name: lowercase letters, digits, underscore; <= 32 chars."""
+    return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+@dataclass
+class User:
+    user_id: str
+    username: str
+    password: str
+    access_token: str
+    refresh_token: str
+
+
+async def register(http: httpx.AsyncClient, username: str | None = None, password: str = "correct horse 1") -> User:
+    """Register and log in a fresh user through the gateway's HTTP API."""
+    username = username or unique_name()
+    response = await http.post("/api/auth/register", json={"username": username, "password": password})
+    assert response.status_code == 201, response.text
+    response = await http.post("/api/auth/login", json={"username": username, "password": password})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    return User(
+        user_id=body["user_id"],
+        username=body["username"],
+        password=password,
+        access_token=body["access_token"],
+        refresh_token=body["refresh_token"],
+    )
+
+
+class WsClient:
+    """A thin JSON wrapper over one real WebSocket connection."""
+
+    def __init__(self, conn: ClientConnection) -> None:
+        self.conn = conn
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        await self.conn.send(json.dumps(frame))
+
+    async def recv(self, timeout: float = 5.0) -> dict[str, Any]:
+        raw = await asyncio.wait_for(self.conn.recv(), timeout)
+        assert isinstance(raw, str), raw
+        return json.loads(raw)
+
+    async def recv_type(self, frame_type: str, timeout: float = 5.0) -> dict[str, Any]:
+        """Receive frames until one of ``frame_type`` arrives (others are skipped)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                raise TimeoutError(f"no {frame_type!r} frame within {timeout}s")
+            frame = await self.recv(remaining)
+            if frame.get("type") == frame_type:
+                return frame
+
+    async def request(self, frame: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
+        """Send ``frame`` with a fresh ``id`` and return the answer carrying that ``id``."""
+        request_id = uuid.uuid4().hex[:16]
+        await self.send({**frame, "id": request_id})
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                raise TimeoutError(f"no answer to {frame.get('type')!r}")
+            answer = await self.recv(remaining)
+            if answer.get("id") == request_id:
+                return answer
+
+    async def close(self) -> None:
+        await self.conn.close()
+
+
+async def connect(ws_url: str, token: str | None = None, *, expect_auth: bool = True, **kwargs: Any) -> WsClient:
+    """Open a socket (``?token=`` when given); with ``expect_auth`` read ``auth_success`` and the
+    ``notifications`` summary that follows it."""
+    url = f"{ws_url}?token={token}" if token else ws_url
+    conn = await websockets.connect(url, open_timeout=5, **kwargs)
+    client = WsClient(conn)
+    if token and expect_auth:
+        first = await client.recv()
+        assert first["type"] == "auth_success", first
+        summary = await client.recv()
+        assert summary["type"] == "notifications", summary
+    return client
