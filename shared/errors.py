@@ -11,6 +11,7 @@ Over NATS, a service answers an error with the NATS service API headers
 
 from __future__ import annotations
 
+import json
 from enum import IntEnum, StrEnum
 from typing import Any
 
@@ -125,8 +126,19 @@ def encode_service_error(error: ProtocolError) -> tuple[str, str]:
     return str(error.status), f"{error.code.value}: {message}"
 
 
-def decode_service_error(headers: dict[str, str] | None) -> ProtocolError | None:
-    """Inverse of :func:`encode_service_error`; ``None`` when the headers carry no error.
+#: Extra error fields that may travel in an error reply's JSON body (PROTOCOL.md section 7).
+EXTRA_FIELDS = ("retry_after", "details")
+
+
+def encode_error_body(error: ProtocolError) -> bytes:
+    """The error reply body: a JSON object with the error's extra fields, or empty."""
+    extra = {key: error.extra[key] for key in EXTRA_FIELDS if key in error.extra}
+    return json.dumps(extra, separators=(",", ":")).encode() if extra else b""
+
+
+def decode_service_error(headers: dict[str, str] | None, data: bytes = b"") -> ProtocolError | None:
+    """Inverse of :func:`encode_service_error` (+ :func:`encode_error_body`); ``None`` when the
+    headers carry no error.
 
     An error header without a known protocol code (e.g. a raw ``nats.micro`` ``500``) becomes
     ``internal`` so that internals never reach a client.
@@ -139,4 +151,12 @@ def decode_service_error(headers: dict[str, str] | None) -> ProtocolError | None
         code = ErrorCode(code_text)
     except ValueError:
         return ProtocolError(ErrorCode.INTERNAL)
-    return ProtocolError(code, message or None)
+    extra: dict[str, Any] = {}
+    if data:
+        try:
+            body = json.loads(data)
+        except ValueError:
+            body = None
+        if isinstance(body, dict):
+            extra = {key: body[key] for key in EXTRA_FIELDS if key in body}
+    return ProtocolError(code, message or None, **extra)

@@ -71,7 +71,7 @@ async def connect(servers: list[str], *, name: str, connect_timeout: float = 2.0
 
 def check_reply(msg: Msg) -> bytes:
     """Return the reply's body, or raise the :class:`ProtocolError` its headers carry."""
-    error = decode_service_error(msg.headers)
+    error = decode_service_error(msg.headers, msg.data)
     if error is not None:
         raise error
     return msg.data

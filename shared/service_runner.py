@@ -24,7 +24,7 @@ from nats.micro.service import ServiceConfig
 from pydantic import ValidationError
 
 from shared.config import CommonSettings
-from shared.errors import ErrorCode, ProtocolError, encode_service_error
+from shared.errors import ErrorCode, ProtocolError, encode_error_body, encode_service_error
 from shared.nats_client import connect
 
 logger = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ class ServiceApp:
             await request.respond(encode_reply(reply))
         except ProtocolError as error:
             code, description = encode_service_error(error)
-            await _safe_respond_error(request, code, description)
+            await _safe_respond_error(request, code, description, encode_error_body(error))
         except ValidationError as error:
             details = validation_details(error)
             first = details[0] if details else {"loc": [], "msg": "invalid"}
@@ -192,9 +192,9 @@ class ServiceApp:
             logger.info("service=%s stopped", self.name)
 
 
-async def _safe_respond_error(request: Request, code: str, description: str) -> None:
+async def _safe_respond_error(request: Request, code: str, description: str, data: bytes = b"") -> None:
     try:
-        await request.respond_error(code, description)
+        await request.respond_error(code, description, data=data)
     except Exception:  # the connection may be gone; the caller will time out and retry
         logger.warning("could not send error reply subject=%s", request.subject)
 

@@ -1,0 +1,52 @@
+"""auth_service settings from ``NATTER_AUTH_*`` environment variables (DESIGN.md rule 10).
+
+The common fields of :class:`shared.config.CommonSettings` keep their unprefixed names
+(``NATS_URL``, ``NATTER_STREAM_REPLICAS``, ``NATTER_LOG_LEVEL``...) through their aliases.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from shared.config import CommonSettings
+
+
+class Settings(CommonSettings):
+    """Settings of one auth_service replica.
+
+    Environment variables (prefix ``NATTER_AUTH_``): ``ACCESS_TTL_SECONDS``, ``ISSUER``,
+    ``AUDIENCE``, ``REFRESH_TTL_DAYS``, ``ARGON2_TIME_COST``, ``ARGON2_MEMORY_COST_KIB``,
+    ``ARGON2_PARALLELISM``, ``HASH_CONCURRENCY``, ``LOGIN_MAX_FAILURES``,
+    ``LOGIN_FAILURE_WINDOW_SECONDS``.
+
+    The argon2id defaults are the OWASP Password Storage Cheat Sheet minimum
+    (m=19 MiB, t=2, p=1), DESIGN.md rule 12.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="NATTER_AUTH_", extra="ignore")
+
+    access_ttl_seconds: int = Field(default=900, ge=30, le=86_400, description="Access token lifetime (s).")
+    issuer: str = Field(default="natter", min_length=1, description="JWT `iss`.")
+    audience: str = Field(default="natter", min_length=1, description="JWT `aud`.")
+    refresh_ttl_days: int = Field(
+        default=30,
+        ge=1,
+        le=30,
+        description="Session (refresh token) lifetime in days, counted from login; at most the "
+        "30-day TTL of the natter_sessions / natter_refresh buckets.",
+    )
+    argon2_time_cost: int = Field(default=2, ge=1, description="argon2id iterations (t).")
+    argon2_memory_cost_kib: int = Field(default=19_456, ge=8, description="argon2id memory (m), KiB.")
+    argon2_parallelism: int = Field(default=1, ge=1, description="argon2id lanes (p).")
+    hash_concurrency: int = Field(default=2, ge=1, description="Password hashes computed at once.")
+    login_max_failures: int = Field(
+        default=5, ge=1, description="Failed logins per username before `rate_limited`; 4x per client IP."
+    )
+    login_failure_window_seconds: int = Field(
+        default=900,
+        ge=1,
+        le=900,
+        description="A failure counts until this many seconds pass without another one "
+        "(at most the 900 s TTL of natter_login_failures).",
+    )

@@ -1,0 +1,258 @@
+"""The auth endpoints (docs/subjects.md): one method per subject, request bodies from
+``shared/internal.py``, errors as :class:`~shared.errors.ProtocolError`.
+
+Secrets never reach the logs: lines carry user ids, session ids and outcomes only.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from nats.js import JetStreamContext
+
+from auth_service import events
+from auth_service.clock import now_ms
+from auth_service.config import Settings
+from auth_service.keys import SigningKey
+from auth_service.passwords import MAX_PASSWORD_CHARS, PasswordService
+from auth_service.sessions import ResolvedRefresh, SessionStore
+from auth_service.throttle import LoginThrottle
+from auth_service.tokens import access_claims, service_claims, sign
+from auth_service.users import UserStore, public_user
+from shared import subjects
+from shared.errors import ErrorCode, ProtocolError
+from shared.internal import (
+    LoginRequest,
+    LogoutRequest,
+    LookupRequest,
+    RefreshRequest,
+    RegisterRequest,
+    ServiceTokenRequest,
+)
+from shared.service_runner import Handler
+
+logger = logging.getLogger(__name__)
+
+BAD_CREDENTIALS = "Invalid username or password"
+BAD_REFRESH = "Invalid refresh token"
+DAY_MS = 86_400_000
+
+
+def _unauthorized(message: str) -> ProtocolError:
+    return ProtocolError(ErrorCode.UNAUTHORIZED, message)
+
+
+@dataclass
+class AuthHandlers:
+    """Everything an auth replica needs to answer requests; build it once NATS is connected."""
+
+    settings: Settings
+    js: JetStreamContext
+    users: UserStore
+    sessions: SessionStore
+    throttle: LoginThrottle
+    passwords: PasswordService
+    key: SigningKey
+
+    def endpoints(self) -> dict[str, Handler]:
+        """Subject -> handler for every ``auth.*`` endpoint."""
+        return {
+            subjects.AUTH_REGISTER: self.register,
+            subjects.AUTH_LOGIN: self.login,
+            subjects.AUTH_REFRESH: self.refresh,
+            subjects.AUTH_LOGOUT: self.logout,
+            subjects.AUTH_JWKS: self.jwks,
+            subjects.AUTH_SERVICE_TOKEN: self.service_token,
+            subjects.AUTH_LOOKUP: self.lookup,
+            subjects.AUTH_ME: self.lookup,
+        }
+
+    # --- auth.register -----------------------------------------------------------------------
+    async def register(self, body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
+        """``RegisterRequest`` -> ``{"user_id","username"}``; ``conflict`` 409 if the name is
+        taken in any case, ``validation_error`` for a bad username or a password outside 8..128.
+        Publishes ``events.user.registered`` once stored."""
+        request = RegisterRequest.model_validate(body)
+        password_hash = await self.passwords.hash(request.password)
+        record = await self.users.create(username=request.username, password_hash=password_hash)
+        logger.info("registered user_id=%s", record["user_id"])
+        await events.user_registered(
+            self.js, user_id=record["user_id"], username=record["username"], timestamp=record["created_at"]
+        )
+        return {"user_id": record["user_id"], "username": record["username"]}
+
+    # --- auth.login --------------------------------------------------------------------------
+    async def login(self, body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
+        """``LoginRequest`` -> the token pair.
+
+        Unknown user and wrong password give the same ``unauthorized`` "Invalid username or
+        password" after the same argon2 work (OWASP Authentication Cheat Sheet). Throttled
+        attempts get ``rate_limited`` with ``retry_after`` before any password check.
+        """
+        request = LoginRequest.model_validate(body)
+        started = now_ms()
+        await self.throttle.check(request.username, request.client_ip, now_ms=started)
+        user = await self.users.find_by_name(request.username)
+        if len(request.password) > MAX_PASSWORD_CHARS:
+            ok = False  # can never have been registered; not worth hashing
+        elif user is None:
+            ok = await self.passwords.verify_dummy(request.password)
+        else:
+            ok = await self.passwords.verify(str(user.value.get("password_hash", "")), request.password)
+        if not ok or user is None:
+            await self.throttle.record_failure(request.username, request.client_ip, now_ms=now_ms())
+            logger.info("login failed")
+            raise _unauthorized(BAD_CREDENTIALS)
+        await self.throttle.clear(request.username)
+        if self.passwords.needs_rehash(str(user.value["password_hash"])):
+            await self.users.replace_password_hash(user, await self.passwords.hash(request.password))
+        record = user.value
+        issued = now_ms()
+        sid = await self.sessions.create_session(record["user_id"], now_ms=issued)
+        logger.info("login user_id=%s sid=%s", record["user_id"], sid)
+        return await self._token_pair(record, sid=sid, session_created_ms=issued)
+
+    async def _token_pair(self, user: dict[str, Any], *, sid: str, session_created_ms: int) -> dict[str, Any]:
+        issued = now_ms()
+        refresh = await self.sessions.issue_refresh(
+            sid=sid,
+            user_id=user["user_id"],
+            expires_ms=session_created_ms + self.settings.refresh_ttl_days * DAY_MS,
+        )
+        claims = access_claims(
+            user_id=user["user_id"],
+            username=user["username"],
+            session_id=sid,
+            role=str(user.get("role", "user")),
+            now_ms=issued,
+            ttl_seconds=self.settings.access_ttl_seconds,
+            issuer=self.settings.issuer,
+            audience=self.settings.audience,
+        )
+        return {
+            "access_token": sign(claims, self.key),
+            "token_type": "bearer",
+            "expires_in": self.settings.access_ttl_seconds,
+            "refresh_token": str(refresh),
+            "user_id": user["user_id"],
+            "username": user["username"],
+        }
+
+    # --- auth.refresh ------------------------------------------------------------------------
+    async def refresh(self, body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
+        """``RefreshRequest`` -> a new token pair in the same session; the presented token is
+        rotated and stops working.
+
+        ``unauthorized`` for malformed, unknown, expired or forged tokens and for revoked
+        sessions. Presenting a token that was already rotated (or losing a race to use the same
+        token twice) is reuse: the whole session is revoked (RFC 9700 s4.14.2).
+        """
+        request = RefreshRequest.model_validate(body)
+        resolved = await self.sessions.resolve(request.refresh_token)
+        if resolved is None:
+            raise _unauthorized(BAD_REFRESH)
+        expires_ms = resolved.record.value.get("expires_ms")
+        if not isinstance(expires_ms, int) or expires_ms <= now_ms():
+            raise _unauthorized(BAD_REFRESH)
+        if resolved.record.value.get("state") != "active":
+            await self._reuse_detected(resolved)
+        session = await self.sessions.get_session(resolved.sid)
+        if session is None or session.value.get("revoked") is not False:
+            raise _unauthorized(BAD_REFRESH)
+        user = await self.users.find_by_id(resolved.user_id)
+        if user is None:
+            raise _unauthorized(BAD_REFRESH)
+        created_ms = int(session.value.get("created_ms", 0))
+        revoked_before = max(
+            await self.sessions.user_revoked_before(resolved.user_id),
+            int(user.value.get("sessions_revoked_before_ms", 0)),
+        )
+        if created_ms < revoked_before:
+            raise _unauthorized(BAD_REFRESH)
+        if not await self.sessions.mark_rotated(resolved):
+            await self._reuse_detected(resolved)
+        logger.info("refresh user_id=%s sid=%s", resolved.user_id, resolved.sid)
+        return await self._token_pair(user.value, sid=resolved.sid, session_created_ms=created_ms)
+
+    async def _reuse_detected(self, resolved: ResolvedRefresh) -> NoReturn:
+        logger.warning(
+            "refresh token reuse user_id=%s sid=%s: session revoked", resolved.user_id, resolved.sid
+        )
+        await self._revoke_session(resolved)
+        raise _unauthorized(BAD_REFRESH)
+
+    async def _revoke_session(self, resolved: ResolvedRefresh) -> None:
+        await self.sessions.revoke_session(resolved.sid, resolved.user_id)
+        await events.session_revoked(
+            self.js, user_id=resolved.user_id, session_id=resolved.sid, stamp_ms=now_ms()
+        )
+
+    # --- auth.logout -------------------------------------------------------------------------
+    async def logout(self, body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
+        """``LogoutRequest`` -> ``{}``. ``all`` false revokes the token's session; ``all`` true
+        revokes every session and access token of the user issued until now.
+
+        Raises:
+            ProtocolError: ``unauthorized`` when the token does not resolve to a session.
+        """
+        request = LogoutRequest.model_validate(body)
+        resolved = await self.sessions.resolve(request.refresh_token)
+        if resolved is None or await self.sessions.get_session(resolved.sid) is None:
+            raise _unauthorized(BAD_REFRESH)
+        if not request.all:
+            await self._revoke_session(resolved)
+            logger.info("logout user_id=%s sid=%s", resolved.user_id, resolved.sid)
+            return {}
+        before_ms = now_ms() + 1
+        await self.sessions.revoke_user(resolved.user_id, before_ms=before_ms)
+        await self.users.revoke_sessions_before(resolved.user_id, before_ms)
+        await events.session_revoked(self.js, user_id=resolved.user_id, session_id=None, stamp_ms=before_ms)
+        logger.info("logout all user_id=%s", resolved.user_id)
+        return {}
+
+    # --- auth.jwks ---------------------------------------------------------------------------
+    async def jwks(self, body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
+        """``{"keys":[JWK]}``: the public signing key(s) (``kty``, ``n``, ``e``, ``kid``,
+        ``alg`` RS256, ``use`` sig)."""
+        return {"keys": [dict(self.key.public_jwk)]}
+
+    # --- auth.service_token ------------------------------------------------------------------
+    async def service_token(self, body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
+        """``ServiceTokenRequest`` -> ``{"access_token","expires_at" (Unix s),"role"}``.
+
+        Callers are trusted NATS clients (the CLI, backend services); the gateway does not
+        expose this subject.
+        """
+        request = ServiceTokenRequest.model_validate(body)
+        claims = service_claims(
+            name=request.name,
+            role=request.role,
+            now_ms=now_ms(),
+            ttl_days=request.ttl_days,
+            issuer=self.settings.issuer,
+            audience=self.settings.audience,
+        )
+        logger.info("service token issued sub=%s role=%s", claims["sub"], request.role)
+        return {"access_token": sign(claims, self.key), "expires_at": claims["exp"], "role": request.role}
+
+    # --- auth.lookup / auth.me ---------------------------------------------------------------
+    async def lookup(self, body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
+        """``LookupRequest`` -> ``{"user_id","username","created_at"}``; by ``user_id`` or by
+        ``username`` (case-insensitive).
+
+        Raises:
+            ProtocolError: ``not_found`` "User not found"; ``validation_error`` if neither field
+                is given.
+        """
+        request = LookupRequest.model_validate(body)
+        if request.user_id is not None:
+            user = await self.users.find_by_id(request.user_id)
+        elif request.username is not None:
+            user = await self.users.find_by_name(request.username)
+        else:
+            raise ProtocolError(ErrorCode.VALIDATION_ERROR, "username or user_id is required")
+        if user is None:
+            raise ProtocolError(ErrorCode.NOT_FOUND, "User not found")
+        return public_user(user.value)

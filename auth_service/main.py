@@ -1,0 +1,85 @@
+"""auth_service entry point: ``natter auth`` runs :func:`serve` (one replica).
+
+Replicas share the work through the ``auth`` queue group and share all state through JetStream
+KV, so any number can run side by side (DESIGN.md rules 1 and 3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from nats.aio.client import Client
+
+from auth_service.config import Settings
+from auth_service.handlers import AuthHandlers
+from auth_service.keys import load_or_create_signing_key
+from auth_service.passwords import PasswordService
+from auth_service.sessions import SessionStore
+from auth_service.throttle import LoginThrottle
+from auth_service.users import UserStore
+from shared import __version__, subjects
+from shared.logs import configure_logging
+from shared.service_runner import ServiceApp
+from shared.streams import ensure_bucket, ensure_events_stream
+
+logger = logging.getLogger(__name__)
+
+BUCKETS = (
+    subjects.KV_USERS,
+    subjects.KV_SESSIONS,
+    subjects.KV_REFRESH,
+    subjects.KV_AUTH_KEYS,
+    subjects.KV_LOGIN_FAILURES,
+    subjects.KV_REVOCATIONS,
+)
+
+
+async def serve(settings: Settings | None = None, stop: asyncio.Event | None = None) -> None:
+    """Run one auth replica until SIGTERM/SIGINT or until ``stop`` is set.
+
+    Setup (idempotent, any replica in any order): the KV buckets of :data:`BUCKETS` and the
+    ``EVENTS`` stream with ``settings.stream_replicas`` replicas, and the shared signing key.
+    """
+    settings = settings or Settings()
+    configure_logging(settings.log_level)
+    app = ServiceApp(
+        name="auth",
+        version=__version__,
+        description="natter users, passwords, tokens, sessions and JWKS",
+        settings=settings,
+    )
+    passwords = PasswordService(
+        time_cost=settings.argon2_time_cost,
+        memory_cost_kib=settings.argon2_memory_cost_kib,
+        parallelism=settings.argon2_parallelism,
+        concurrency=settings.hash_concurrency,
+    )
+
+    async def setup(nc: Client) -> None:
+        js = nc.jetstream()
+        kv = {name: await ensure_bucket(js, name, replicas=settings.stream_replicas) for name in BUCKETS}
+        await ensure_events_stream(js, replicas=settings.stream_replicas)
+        key = await load_or_create_signing_key(kv[subjects.KV_AUTH_KEYS])
+        handlers = AuthHandlers(
+            settings=settings,
+            js=js,
+            users=UserStore(kv[subjects.KV_USERS]),
+            sessions=SessionStore(
+                sessions=kv[subjects.KV_SESSIONS],
+                refresh=kv[subjects.KV_REFRESH],
+                revocations=kv[subjects.KV_REVOCATIONS],
+            ),
+            throttle=LoginThrottle(
+                kv[subjects.KV_LOGIN_FAILURES],
+                max_failures=settings.login_max_failures,
+                window_seconds=settings.login_failure_window_seconds,
+            ),
+            passwords=passwords,
+            key=key,
+        )
+        for subject, handler in handlers.endpoints().items():
+            app.add_endpoint(subject, handler)
+        logger.info("auth setup done kid=%s replicas=%d", key.kid, settings.stream_replicas)
+
+    await app.run(setup, stop=stop)
