@@ -27,7 +27,9 @@ class User:
     refresh_token: str
 
 
-async def register(http: httpx.AsyncClient, username: str | None = None, password: str = "correct horse 1") -> User:
+async def register(
+    http: httpx.AsyncClient, username: str | None = None, password: str = "correct horse 1"
+) -> User:
     """Register and log in a fresh user through the gateway's HTTP API."""
     username = username or unique_name()
     response = await http.post("/api/auth/register", json={"username": username, "password": password})
@@ -86,7 +88,9 @@ class WsClient:
         await self.conn.close()
 
 
-async def connect(ws_url: str, token: str | None = None, *, expect_auth: bool = True, **kwargs: Any) -> WsClient:
+async def connect(
+    ws_url: str, token: str | None = None, *, expect_auth: bool = True, **kwargs: Any
+) -> WsClient:
     """Open a socket (``?token=`` when given); with ``expect_auth`` read ``auth_success`` and the
     ``notifications`` summary that follows it."""
     url = f"{ws_url}?token={token}" if token else ws_url
@@ -98,3 +102,37 @@ async def connect(ws_url: str, token: str | None = None, *, expect_auth: bool = 
         summary = await client.recv()
         assert summary["type"] == "notifications", summary
     return client
+
+
+async def service_token(nats_url: str, name: str = "tests", role: str = "service") -> str:
+    """Mint a service token the way ``natter service-token`` does: ``auth.service_token`` over NATS."""
+    import nats
+
+    from shared import subjects
+    from shared.nats_client import request_json
+
+    nc = await nats.connect(nats_url)
+    try:
+        reply = await request_json(nc, subjects.AUTH_SERVICE_TOKEN, {"name": name, "role": role}, timeout=5)
+    finally:
+        await nc.close()
+    return str(reply["access_token"])
+
+
+async def expect_close(client: WsClient, timeout: float = 5.0) -> tuple[int | None, str | None]:
+    """Read until the server closes; return (code, reason)."""
+    from websockets.exceptions import ConnectionClosed
+
+    try:
+        while True:
+            await asyncio.wait_for(client.conn.recv(), timeout)
+    except ConnectionClosed as closed:
+        rcvd = closed.rcvd
+        return (rcvd.code, rcvd.reason) if rcvd else (None, None)
+
+
+async def join(client: WsClient, room: str, **extra: Any) -> dict[str, Any]:
+    """Join ``room`` and return the ``joined`` answer (asserting it is one)."""
+    answer = await client.request({"type": "join", "room": room, **extra})
+    assert answer["type"] == "joined", answer
+    return answer

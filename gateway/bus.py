@@ -1,0 +1,188 @@
+"""NATS side of delivery: subscribe per room / per user while local sockets need it, relay.
+
+centrifuge ``node.go`` ``addSubscription``: subscribe to the broker on a room's first local
+member and unsubscribe on its last. Here a room subscription is a shared task, so a second socket
+joining while the first subscription is still being set up waits for it: nothing published after
+a ``chat.join`` read can be missed. Frames are relayed as the bytes the producing service encoded
+(decoded to ``str`` once per NATS message, never per recipient, never re-encoded).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import TYPE_CHECKING
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from shared import subjects
+from shared.errors import ErrorCode, ProtocolError
+from shared.internal import HistoryRequest
+from shared.nats_client import request
+from shared.protocol import dumps
+
+if TYPE_CHECKING:
+    from gateway.hub import Hub
+    from gateway.metrics import Metrics
+
+logger = logging.getLogger(__name__)
+
+
+class Bus:
+    """Owns the gateway's delivery subscriptions and fills ordering gaps from storage.
+
+    Args:
+        nc: connected NATS client.
+        hub: the local registry to relay into.
+        request_timeout: seconds for ``chat.history`` gap fills.
+        gap_wait: seconds to wait for a late frame before reading the gap from storage.
+    """
+
+    def __init__(
+        self, nc: Client, hub: Hub, metrics: Metrics, *, request_timeout: float, gap_wait: float
+    ) -> None:
+        self.nc = nc
+        self.hub = hub
+        self.metrics = metrics
+        self.request_timeout = request_timeout
+        self.gap_wait = gap_wait
+        self._rooms: dict[str, asyncio.Task[Subscription]] = {}
+        self._users: dict[str, Subscription] = {}
+        self._all: Subscription | None = None
+        self._gap_tasks: dict[str, asyncio.Task[None]] = {}
+
+    async def start(self) -> None:
+        """Subscribe to ``deliver.all``."""
+        self._all = await self.nc.subscribe(subjects.DELIVER_ALL, cb=self._on_all)
+
+    async def stop(self) -> None:
+        """Cancel gap fills; subscriptions go with the connection's drain."""
+        for task in self._gap_tasks.values():
+            task.cancel()
+
+    # --- rooms ----------------------------------------------------------------------------
+    async def ensure_room(self, room: str) -> None:
+        """Subscribe to ``deliver.room.<room>`` unless already (being) subscribed; wait for it.
+
+        Raises:
+            ProtocolError: ``unavailable`` if NATS does not accept the subscription.
+        """
+        task = self._rooms.get(room)
+        if task is None:
+            task = asyncio.ensure_future(self._subscribe_room(room))
+            self._rooms[room] = task
+        try:
+            await asyncio.shield(task)
+        except Exception as error:
+            if self._rooms.get(room) is task:
+                del self._rooms[room]
+            raise ProtocolError(ErrorCode.UNAVAILABLE) from error
+
+    async def _subscribe_room(self, room: str) -> Subscription:
+        sub = await self.nc.subscribe(subjects.deliver_room(room), cb=self._on_room)
+        await self.nc.flush(timeout=self.request_timeout)
+        return sub
+
+    def release_room(self, room: str) -> None:
+        """Unsubscribe from a room that has no local socket left (non-blocking)."""
+        if room in self.hub.rooms:
+            return
+        task = self._rooms.pop(room, None)
+        gap = self._gap_tasks.pop(room, None)
+        if gap is not None:
+            gap.cancel()
+        if task is not None:
+            asyncio.ensure_future(_unsubscribe_when_done(task))
+
+    async def _on_room(self, msg: Msg) -> None:
+        headers = msg.headers or {}
+        room = headers.get(subjects.HDR_ROOM) or subjects.room_from_deliver_subject(msg.subject)
+        text = msg.data.decode()
+        kind = headers.get(subjects.HDR_KIND, "message")
+        seq_header = headers.get(subjects.HDR_SEQ)
+        if seq_header is not None:
+            relayed_frames = self.hub.deliver_message(room, int(seq_header), text)
+            if relayed_frames:
+                state = self.hub.rooms.get(room)
+                self.metrics.relayed("message", relayed_frames * (len(state.floors) if state else 0))
+            if self.hub.gap(room) is not None and room not in self._gap_tasks:
+                self._gap_tasks[room] = asyncio.ensure_future(self._fill_gap(room))
+        else:
+            count = self.hub.deliver_event(room, text, skip_user=headers.get(subjects.HDR_USER))
+            self.metrics.relayed(kind, count)
+
+    async def _fill_gap(self, room: str) -> None:
+        """Wait ``gap_wait`` for late frames, then read the missing seqs from storage."""
+        try:
+            await asyncio.sleep(self.gap_wait)
+            for _ in range(10):
+                gap = self.hub.gap(room)
+                user_id = self.hub.member_user_id(room)
+                if gap is None or user_id is None:
+                    return
+                after, count = gap
+                body = HistoryRequest(room=room, user_id=user_id, after=after, limit=min(max(count, 1), 1000))
+                try:
+                    reply = await request(
+                        self.nc,
+                        subjects.CHAT_HISTORY,
+                        body.model_dump_json(exclude_none=True).encode(),
+                        timeout=self.request_timeout,
+                    )
+                except ProtocolError as error:
+                    logger.warning("gap fill failed room=%s error=%s", room, error)
+                    await asyncio.sleep(0.5)
+                    continue
+                page = json.loads(reply)
+                self.metrics.gap_fills.inc()
+                for data in page.get("messages", []):
+                    frame = dumps({"type": "message", "room": room, "data": data})
+                    self.hub.deliver_message(room, int(data["seq"]), frame)
+        finally:
+            self._gap_tasks.pop(room, None)
+
+    # --- users ----------------------------------------------------------------------------
+    async def subscribe_user(self, user_id: str) -> None:
+        """Subscribe to ``deliver.user.<user_id>`` (idempotent)."""
+        if user_id in self._users:
+            return
+        sub = await self.nc.subscribe(subjects.deliver_user(user_id), cb=self._on_user)
+        if user_id in self._users:  # a concurrent call won
+            await sub.unsubscribe()
+            return
+        self._users[user_id] = sub
+
+    def release_user(self, user_id: str) -> None:
+        """Unsubscribe from a user that has no local socket left (non-blocking)."""
+        if user_id in self.hub.users:
+            return
+        sub = self._users.pop(user_id, None)
+        if sub is not None:
+            asyncio.ensure_future(_quiet_unsubscribe(sub))
+
+    async def _on_user(self, msg: Msg) -> None:
+        user_id = msg.subject.rsplit(".", 1)[-1]
+        count = self.hub.deliver_user(user_id, msg.data.decode())
+        self.metrics.relayed((msg.headers or {}).get(subjects.HDR_KIND, "notification"), count)
+
+    async def _on_all(self, msg: Msg) -> None:
+        count = self.hub.deliver_all(msg.data.decode())
+        self.metrics.relayed((msg.headers or {}).get(subjects.HDR_KIND, "broadcast"), count)
+
+
+async def _quiet_unsubscribe(sub: Subscription) -> None:
+    try:
+        await sub.unsubscribe()
+    except Exception:  # connection closed or draining: the subscription is gone anyway
+        pass
+
+
+async def _unsubscribe_when_done(task: asyncio.Task[Subscription]) -> None:
+    try:
+        sub = await task
+    except Exception:
+        return
+    await _quiet_unsubscribe(sub)

@@ -1,0 +1,54 @@
+"""Gateway settings (env prefix ``NATTER_GATEWAY_``), PROTOCOL.md section 1 limits as defaults."""
+
+from __future__ import annotations
+
+import secrets
+
+from pydantic import Field, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from shared.config import CommonSettings
+
+
+class Settings(CommonSettings):
+    """Gateway configuration.
+
+    Environment: ``NATTER_GATEWAY_<FIELD>`` (e.g. ``NATTER_GATEWAY_ALLOWED_ORIGINS``), plus the
+    common ``NATS_URL`` / ``NATTER_*`` settings.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="NATTER_GATEWAY_", extra="ignore")
+
+    gateway_id: str = Field(
+        default_factory=lambda: f"gw-{secrets.token_hex(6)}",
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="Unique id of this gateway process (presence keys, heartbeats).",
+    )
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins allowed to open a socket (JSON list). Empty: same host only. '*': any.",
+    )
+    max_frame_bytes: int = Field(
+        default=64 * 1024, ge=1024, description="Largest client frame; larger: close 1009."
+    )
+    rate_per_second: float = Field(default=20.0, gt=0, description="Sustained client frames per second.")
+    rate_burst: int = Field(default=40, ge=1, description="Client frame burst.")
+    abuse_limit: int = Field(
+        default=100, ge=1, description="Rate-limited frames within 10 s that close the socket 1008."
+    )
+    auth_timeout: float = Field(default=10.0, gt=0, description="Seconds to authenticate after connect.")
+    ping_interval: float = Field(default=20.0, gt=0, description="Seconds between WebSocket pings.")
+    ping_timeout: float = Field(default=20.0, gt=0, description="Seconds to wait for a pong.")
+    send_queue_frames: int = Field(default=1024, ge=8, description="Per-socket send queue; overflow: 1013.")
+    max_connections: int = Field(default=20_000, ge=1, description="Sockets per gateway; beyond: 1013.")
+    jwt_issuer: str = Field(default="natter", description="Expected `iss` of access tokens.")
+    jwt_audience: str = Field(default="natter", description="Expected `aud` of access tokens.")
+    heartbeat_interval: float = Field(default=10.0, gt=0, description="Presence heartbeat period, seconds.")
+    gap_wait: float = Field(default=0.15, ge=0, description="Seconds to wait for an out-of-order frame.")
+    per_message_deflate: bool = Field(default=False, description="WebSocket compression (off, DESIGN.md 12).")
+
+    @model_validator(mode="after")
+    def _refuse_insecure(self) -> Settings:
+        if self.env == "production" and "*" in self.allowed_origins:
+            raise ValueError("NATTER_GATEWAY_ALLOWED_ORIGINS must not contain '*' in production")
+        return self

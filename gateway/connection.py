@@ -1,0 +1,538 @@
+"""One client socket: its protocol state machine (PROTOCOL.md sections 1-5 and 7).
+
+States: connected -> authenticated -> closed. Frames are handled one at a time in arrival order
+(a client's sends are stored in the order it sent them); everything the socket receives goes
+through its :class:`~gateway.writer.SendQueue`. Teardown follows centrifuge ``Client.close``:
+leave the hub and close first, the slow work (presence leaves) after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import time
+from typing import TYPE_CHECKING, Any
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from gateway.ratelimit import AbuseCounter, TokenBucket
+from gateway.tokens import Claims
+from gateway.writer import SendQueue
+from shared import subjects
+from shared.errors import CloseCode, ErrorCode, ProtocolError
+from shared.internal import (
+    HistoryRequest,
+    JoinRequest,
+    LeaveRequest,
+    NotifyListRequest,
+    NotifyReadRequest,
+    PresenceRequest,
+    SendRequest,
+    with_request_id,
+)
+from shared.protocol import (
+    AuthFrame,
+    ChatMessageFrame,
+    HistoryFrame,
+    JoinFrame,
+    LeaveFrame,
+    MarkReadFrame,
+    NotificationsFrame,
+    PingFrame,
+    PresenceFrame,
+    TypingFrame,
+    encode_frame,
+    error_frame,
+    parse_frame,
+    request_id_of,
+)
+
+if TYPE_CHECKING:
+    from gateway.node import Node
+
+logger = logging.getLogger(__name__)
+
+RequestId = str | int | None
+
+
+class Connection:
+    """The protocol state of one WebSocket.
+
+    Args:
+        websocket: the accepted-or-not Starlette socket.
+        node: the gateway node (hub, bus, verifier, metrics, settings).
+    """
+
+    def __init__(self, websocket: WebSocket, node: Node) -> None:
+        self.ws = websocket
+        self.node = node
+        self.settings = node.settings
+        self.conn_id = secrets.token_hex(8)
+        self.user_id = ""
+        self.username = ""
+        self.session_id: str | None = None
+        self.role = "user"
+        self.expires_at = 0
+        self.authenticated = False
+        self.rooms: set[str] = set()
+        self.closing = False
+        self.queue = SendQueue(self._send_text, self._close_socket, node.settings.send_queue_frames)
+        self.bucket = TokenBucket(node.settings.rate_per_second, node.settings.rate_burst)
+        self.abuse = AbuseCounter(node.settings.abuse_limit)
+        self._expiry: asyncio.TimerHandle | None = None
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.conn_id} user={self.user_id or '-'}>"
+
+    # --- output ---------------------------------------------------------------------------
+    async def _send_text(self, text: str) -> None:
+        await self.ws.send_text(text)
+
+    async def _close_socket(self, code: int, reason: str) -> None:
+        self.node.metrics.closes.labels(str(code)).inc()
+        await self.ws.close(code, reason)
+
+    def enqueue(self, text: str) -> None:
+        """Queue a frame; on overflow close this socket 1013 (others are unaffected)."""
+        if not self.queue.put(text):
+            self._overflow()
+
+    def _overflow(self) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        logger.info("conn=%s user=%s send queue overflow: closing 1013", self.conn_id, self.user_id)
+        self.node.spawn(self.queue.abort(CloseCode.TRY_AGAIN_LATER, "send queue overflow"))
+
+    def send(self, frame_type: str, request_id: RequestId = None, /, **fields: Any) -> None:
+        """Queue a server frame built from fields."""
+        self.node.metrics.frames_out.labels(frame_type).inc()
+        self.enqueue(encode_frame(frame_type, request_id, **fields))
+
+    def send_reply(self, frame_type: str, reply: bytes, request_id: RequestId) -> None:
+        """Queue a service's pre-encoded frame with the request ``id`` spliced in."""
+        self.node.metrics.frames_out.labels(frame_type).inc()
+        self.enqueue(with_request_id(reply, request_id).decode())
+
+    def send_error(self, error: ProtocolError, request_id: RequestId = None) -> None:
+        """Queue an ``error`` frame (PROTOCOL.md section 7)."""
+        self.node.metrics.errors.labels(error.code.value).inc()
+        self.node.metrics.frames_out.labels("error").inc()
+        self.enqueue(error_frame(error, request_id))
+
+    def close(self, code: int, reason: str, error: ProtocolError | None = None) -> None:
+        """Queue ``error`` (if any) then a close; the reader sees the disconnect."""
+        if self.closing:
+            return
+        if error is not None:
+            self.send_error(error)
+        self.closing = True
+        self.queue.put_close(code, reason)
+
+    async def shutdown(self, code: int, reason: str) -> None:
+        """Close now, dropping queued frames (gateway shutdown)."""
+        self.closing = True
+        await self.queue.abort(code, reason)
+
+    # --- lifecycle ------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Serve the socket until it closes: origin check, accept, auth, frames, teardown."""
+        if not self._origin_allowed():
+            logger.info("conn=%s refused: origin not allowed", self.conn_id)
+            await self.ws.close(code=CloseCode.POLICY_VIOLATION)
+            return
+        await self.ws.accept()
+        self.queue.start()
+        if len(self.node.connections) >= self.settings.max_connections:
+            self.close(CloseCode.TRY_AGAIN_LATER, "gateway full")
+            await self._drain_reader()
+            await self.queue.stop()
+            return
+        self.node.connections.add(self)
+        try:
+            token = self._token_from_handshake()
+            if token is not None:
+                authenticated = await self._authenticate(token, None)
+            else:
+                authenticated = await self._await_auth_frame()
+            if authenticated:
+                await self._receive_loop()
+            else:
+                await self._drain_reader()
+        except WebSocketDisconnect:
+            pass
+        finally:
+            await self._teardown()
+
+    def _origin_allowed(self) -> bool:
+        """RFC 6455 section 10.2: browsers send ``Origin``; non-browser clients may omit it."""
+        origin = self.ws.headers.get("origin")
+        if origin is None:
+            return True
+        allowed = self.settings.allowed_origins
+        if "*" in allowed or origin in allowed:
+            return True
+        if allowed:
+            return False
+        host = self.ws.headers.get("host", "")
+        return origin.split("://", 1)[-1].rstrip("/") == host
+
+    def _token_from_handshake(self) -> str | None:
+        token = self.ws.query_params.get("token")
+        if token:
+            return token
+        header = self.ws.headers.get("authorization", "")
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+        return None
+
+    async def _drain_reader(self) -> None:
+        """Read until the peer's disconnect after we queued a close (bounded)."""
+        try:
+            async with asyncio.timeout(5):
+                while True:
+                    message = await self.ws.receive()
+                    if message["type"] == "websocket.disconnect":
+                        return
+        except (TimeoutError, WebSocketDisconnect, RuntimeError):
+            return
+
+    async def _teardown(self) -> None:
+        self.closing = True
+        if self._expiry is not None:
+            self._expiry.cancel()
+        self.node.connections.discard(self)
+        hub, bus = self.node.hub, self.node.bus
+        assert bus is not None
+        leaves: list[tuple[str, bool]] = []
+        for room in list(self.rooms):
+            empty, last_of_user = hub.leave(room, self)
+            if empty:
+                bus.release_room(room)
+            leaves.append((room, last_of_user))
+        self.rooms.clear()
+        if self.authenticated:
+            self.node.metrics.connections.dec()
+            if hub.remove_user_socket(self):
+                bus.release_user(self.user_id)
+        await self.queue.stop()
+        presence_leaves = [room for room, last in leaves if last]
+        if presence_leaves:
+            self.node.spawn(self._leave_presence(presence_leaves))
+
+    async def _leave_presence(self, rooms: list[str]) -> None:
+        for room in rooms:
+            body = LeaveRequest(
+                room=room,
+                user_id=self.user_id,
+                username=self.username,
+                gateway_id=self.node.gateway_id,
+                last_local=True,
+            )
+            try:
+                await self.node.request(subjects.CHAT_LEAVE, body.model_dump_json().encode())
+            except ProtocolError as error:
+                logger.warning("conn=%s room=%s presence leave failed: %s", self.conn_id, room, error)
+
+    # --- authentication -------------------------------------------------------------------
+    async def _await_auth_frame(self) -> bool:
+        """PROTOCOL.md section 2, method 3: ``auth`` within ``auth_timeout``; ``ping`` allowed."""
+        deadline = time.monotonic() + self.settings.auth_timeout
+        while not self.closing:
+            remaining = deadline - time.monotonic()
+            try:
+                if remaining <= 0:
+                    raise TimeoutError
+                async with asyncio.timeout(remaining):
+                    message = await self.ws.receive()
+            except TimeoutError:
+                self.close(
+                    CloseCode.POLICY_VIOLATION,
+                    "auth timeout",
+                    ProtocolError(ErrorCode.AUTH_TIMEOUT, "No auth frame within the time limit"),
+                )
+                return False
+            if message["type"] == "websocket.disconnect":
+                raise WebSocketDisconnect(message.get("code", 1000))
+            text = message.get("text")
+            if text is None:
+                self.send_error(ProtocolError(ErrorCode.UNSUPPORTED_FRAME))
+                continue
+            if not self._admit():
+                continue
+            try:
+                _raw, frame = parse_frame(text)
+            except ProtocolError as error:
+                self.send_error(error, _id_of_text(text))
+                continue
+            self.node.metrics.frames_in.labels(frame.type).inc()
+            if isinstance(frame, PingFrame):
+                self.send("pong", frame.id)
+            elif isinstance(frame, AuthFrame):
+                return await self._authenticate(frame.token, frame.id)
+            else:
+                self.close(
+                    CloseCode.POLICY_VIOLATION,
+                    "auth required",
+                    ProtocolError(ErrorCode.AUTH_REQUIRED, "Authenticate first"),
+                )
+                return False
+        return False
+
+    async def _authenticate(self, token: str, request_id: RequestId) -> bool:
+        """Verify ``token``; first auth or refresh (PROTOCOL.md section 2). True if authenticated."""
+        assert self.node.verifier is not None
+        try:
+            claims = await self.node.verifier.verify(token)
+        except ProtocolError as error:
+            if self.authenticated:
+                self.send_error(error, request_id)
+                return True
+            if error.code is ErrorCode.UNAVAILABLE:
+                self.close(
+                    CloseCode.TRY_AGAIN_LATER, "auth unavailable", ProtocolError(ErrorCode.UNAVAILABLE)
+                )
+                return False
+            failure = ProtocolError(ErrorCode.AUTH_FAILED, error.message)
+            self.node.metrics.errors.labels(failure.code.value).inc()
+            self.node.metrics.frames_out.labels("error").inc()
+            self.enqueue(error_frame(failure, request_id))
+            self.closing = True
+            self.queue.put_close(CloseCode.POLICY_VIOLATION, "auth failed")
+            return False
+        if self.authenticated:
+            if claims.user_id != self.user_id:
+                self.send_error(ProtocolError(ErrorCode.FORBIDDEN, "Token is for another user"), request_id)
+                return True
+            self._apply_claims(claims)
+            self._send_auth_success(request_id)
+            return True
+        self._apply_claims(claims)
+        self.authenticated = True
+        self.node.metrics.connections.inc()
+        assert self.node.bus is not None
+        self.node.hub.add_user_socket(self)
+        try:
+            await self.node.bus.subscribe_user(self.user_id)
+        except Exception:
+            logger.warning("conn=%s user subscription failed", self.conn_id)
+        self._send_auth_success(request_id)
+        await self._send_summary()
+        return True
+
+    def _apply_claims(self, claims: Claims) -> None:
+        self.user_id = claims.user_id
+        self.username = claims.username
+        self.session_id = claims.session_id
+        self.role = claims.role
+        self.expires_at = claims.expires_at
+        if self._expiry is not None:
+            self._expiry.cancel()
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, claims.expires_at - time.time())
+        self._expiry = loop.call_at(loop.time() + delay, self._expired)
+
+    def _expired(self) -> None:
+        self.close(CloseCode.POLICY_VIOLATION, "token expired", ProtocolError(ErrorCode.TOKEN_EXPIRED))
+
+    def _send_auth_success(self, request_id: RequestId) -> None:
+        self.send(
+            "auth_success",
+            request_id,
+            user_id=self.user_id,
+            username=self.username,
+            session_id=self.session_id,
+            expires_at=self.expires_at,
+        )
+
+    async def _send_summary(self) -> None:
+        body = NotifyListRequest(user_id=self.user_id, unread_only=True, limit=50)
+        try:
+            reply = await self.node.request(subjects.NOTIFY_LIST, body.model_dump_json().encode())
+        except ProtocolError as error:
+            self.send_error(error)
+            return
+        self.send_reply("notifications", reply, None)
+
+    # --- frames ---------------------------------------------------------------------------
+    def _admit(self) -> bool:
+        """Rate limit (PROTOCOL.md section 1); persistent abuse closes 1008."""
+        wait = self.bucket.take()
+        if wait == 0.0:
+            return True
+        if self.abuse.hit():
+            self.close(CloseCode.POLICY_VIOLATION, "rate limit abuse")
+            return False
+        self.send_error(ProtocolError(ErrorCode.RATE_LIMITED, retry_after=round(max(wait, 0.01), 2)))
+        return False
+
+    async def _receive_loop(self) -> None:
+        while True:
+            message = await self.ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            if self.closing:
+                continue
+            text = message.get("text")
+            if text is None:
+                if self._admit():
+                    self.send_error(ProtocolError(ErrorCode.UNSUPPORTED_FRAME))
+                continue
+            if not self._admit():
+                continue
+            await self._handle_text(text)
+
+    async def _handle_text(self, text: str) -> None:
+        request_id: RequestId = None
+        try:
+            raw, frame = parse_frame(text)
+            request_id = request_id_of(raw)
+            self.node.metrics.frames_in.labels(frame.type).inc()
+            if isinstance(frame, PingFrame):
+                self.send("pong", frame.id)
+            elif isinstance(frame, AuthFrame):
+                await self._authenticate(frame.token, frame.id)
+            elif isinstance(frame, JoinFrame):
+                await self._join(frame)
+            elif isinstance(frame, LeaveFrame):
+                await self._leave(frame)
+            elif isinstance(frame, ChatMessageFrame):
+                await self._chat_message(frame)
+            elif isinstance(frame, TypingFrame):
+                await self._typing(frame)
+            elif isinstance(frame, PresenceFrame):
+                subjects.check_room(frame.room)
+                body = PresenceRequest(room=frame.room, user_id=self.user_id)
+                reply = await self.node.request(subjects.CHAT_PRESENCE, body.model_dump_json().encode())
+                self.send_reply("presence", reply, frame.id)
+            elif isinstance(frame, HistoryFrame):
+                subjects.check_room(frame.room)
+                history = HistoryRequest(
+                    room=frame.room, user_id=self.user_id, before=frame.before, limit=frame.limit
+                )
+                reply = await self.node.request(
+                    subjects.CHAT_HISTORY, history.model_dump_json(exclude_none=True).encode()
+                )
+                self.send_reply("history", reply, frame.id)
+            elif isinstance(frame, NotificationsFrame):
+                listing = NotifyListRequest(
+                    user_id=self.user_id, unread_only=frame.unread_only, limit=frame.limit
+                )
+                reply = await self.node.request(subjects.NOTIFY_LIST, listing.model_dump_json().encode())
+                self.send_reply("notifications", reply, frame.id)
+            elif isinstance(frame, MarkReadFrame):
+                if not frame.all and not frame.ids:
+                    raise ProtocolError(ErrorCode.VALIDATION_ERROR, "Give 'ids' or 'all': true")
+                read = NotifyReadRequest(user_id=self.user_id, ids=frame.ids, all=frame.all)
+                reply = await self.node.request(subjects.NOTIFY_READ, read.model_dump_json().encode())
+                self.send_reply("notifications", reply, frame.id)
+        except ProtocolError as error:
+            self.send_error(error, request_id if request_id is not None else _id_of_text(text))
+        except Exception:
+            logger.exception("conn=%s user=%s frame handling failed", self.conn_id, self.user_id)
+            self.send_error(ProtocolError(ErrorCode.INTERNAL), request_id)
+
+    async def _join(self, frame: JoinFrame) -> None:
+        room = subjects.check_room(frame.room)
+        hub, bus = self.node.hub, self.node.bus
+        assert bus is not None
+        first_local = hub.join_pending(room, self)
+        self.rooms.add(room)
+        try:
+            await bus.ensure_room(room)
+            body = JoinRequest(
+                room=room,
+                user_id=self.user_id,
+                username=self.username,
+                since=frame.since,
+                gateway_id=self.node.gateway_id,
+                first_local=first_local,
+            )
+            reply = await self.node.request(
+                subjects.CHAT_JOIN, body.model_dump_json(exclude_none=True).encode()
+            )
+            last_seq = int(json.loads(reply)["last_seq"])
+        except BaseException:
+            self.rooms.discard(room)
+            empty, _ = hub.leave(room, self)
+            if empty:
+                bus.release_room(room)
+            raise
+        buffered = hub.join_complete(room, self, last_seq)
+        self.send_reply("joined", reply, frame.id)
+        for text in buffered:
+            self.enqueue(text)
+
+    async def _leave(self, frame: LeaveFrame) -> None:
+        room = subjects.check_room(frame.room)
+        if room not in self.rooms:
+            raise ProtocolError(ErrorCode.NOT_JOINED)
+        hub, bus = self.node.hub, self.node.bus
+        assert bus is not None
+        self.rooms.discard(room)
+        empty, last_of_user = hub.leave(room, self)
+        if empty:
+            bus.release_room(room)
+        body = LeaveRequest(
+            room=room,
+            user_id=self.user_id,
+            username=self.username,
+            gateway_id=self.node.gateway_id,
+            last_local=last_of_user,
+        )
+        try:
+            reply = await self.node.request(subjects.CHAT_LEAVE, body.model_dump_json().encode())
+        except ProtocolError as error:
+            logger.warning("conn=%s room=%s leave not recorded: %s", self.conn_id, room, error)
+            self.send("left", frame.id, room=room)
+            return
+        self.send_reply("left", reply, frame.id)
+
+    def _require_joined(self, room: str) -> None:
+        if room not in self.rooms or not self.node.hub.is_joined(room, self):
+            raise ProtocolError(ErrorCode.NOT_JOINED)
+
+    async def _chat_message(self, frame: ChatMessageFrame) -> None:
+        room = subjects.check_room(frame.room)
+        self._require_joined(room)
+        body = SendRequest(
+            room=room,
+            user_id=self.user_id,
+            username=self.username,
+            message=frame.message,
+            client_msg_id=frame.client_msg_id,
+        )
+        reply = await self.node.request(subjects.CHAT_SEND, body.model_dump_json(exclude_none=True).encode())
+        self.send_reply("ack", reply, frame.id)
+
+    async def _typing(self, frame: TypingFrame) -> None:
+        room = subjects.check_room(frame.room)
+        self._require_joined(room)
+        assert self.node.nc is not None
+        text = encode_frame("typing", None, room=room, user_id=self.user_id, username=self.username)
+        try:
+            await self.node.nc.publish(
+                subjects.deliver_room(room),
+                text.encode(),
+                headers={
+                    subjects.HDR_ROOM: room,
+                    subjects.HDR_USER: self.user_id,
+                    subjects.HDR_KIND: "typing",
+                },
+            )
+        except Exception as error:
+            raise ProtocolError(ErrorCode.UNAVAILABLE) from error
+
+
+def _id_of_text(text: str) -> RequestId:
+    """Best-effort ``id`` of a frame that failed validation (for echoing in the error)."""
+    try:
+        return request_id_of(json.loads(text))
+    except ValueError:
+        return None

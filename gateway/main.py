@@ -1,0 +1,35 @@
+"""Run one gateway process under uvicorn (uvloop, httptools, websockets-sansio)."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from gateway.app import create_app
+from gateway.config import Settings
+from shared.logs import configure_logging
+
+
+def serve(*, host: str = "127.0.0.1", port: int = 8000, settings: Settings | None = None) -> None:
+    """Serve the gateway on ``host:port`` until SIGTERM/SIGINT.
+
+    uvicorn enforces the frame limit (``ws_max_size``: larger frames close 1009), sends pings every
+    ``ping_interval`` seconds and closes sockets that miss ``ping_timeout`` (RFC 6455 section 5.5.2);
+    on shutdown it closes sockets 1012 and the lifespan drains NATS.
+    """
+    settings = settings or Settings()
+    configure_logging(settings.log_level)
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        ws="websockets-sansio",
+        ws_max_size=settings.max_frame_bytes,
+        ws_ping_interval=settings.ping_interval,
+        ws_ping_timeout=settings.ping_timeout,
+        ws_per_message_deflate=settings.per_message_deflate,
+        log_config=None,
+        timeout_graceful_shutdown=10,
+        backlog=4096,
+    )

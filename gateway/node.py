@@ -1,0 +1,175 @@
+"""The gateway node: everything one gateway process shares between its sockets and routes.
+
+Holds the NATS connection, the hub, the bus, the token verifier, revocations, metrics and the
+presence heartbeat. Built in the FastAPI lifespan (:func:`gateway.app.lifespan`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from nats.aio.client import Client
+from nats.js.kv import KeyValue
+
+from gateway.bus import Bus
+from gateway.config import Settings
+from gateway.hub import Hub
+from gateway.metrics import Metrics
+from gateway.revocations import Revocations
+from gateway.tokens import TokenVerifier
+from shared import __version__, subjects
+from shared.errors import CloseCode, ProtocolError
+from shared.nats_client import connect, request
+from shared.streams import ensure_bucket
+
+if TYPE_CHECKING:
+    from gateway.connection import Connection
+
+logger = logging.getLogger(__name__)
+
+
+class Node:
+    """Shared state of one gateway process.
+
+    Use :meth:`start` / :meth:`stop` (the app lifespan does).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.gateway_id = settings.gateway_id
+        self.version = __version__
+        self.started = time.monotonic()
+        self.metrics = Metrics()
+        self.hub = Hub()
+        self.revocations = Revocations()
+        self.connections: set[Connection] = set()
+        self.nc: Client | None = None
+        self.bus: Bus | None = None
+        self.verifier: TokenVerifier | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._background: set[asyncio.Task[Any]] = set()
+        self._gateways_kv: KeyValue | None = None
+
+    async def start(self) -> None:
+        """Connect to NATS, subscribe ``deliver.all``, start heartbeat and revocation watch."""
+        self.nc = await connect(self.settings.nats_servers, name=f"gateway-{self.gateway_id}")
+        self.bus = Bus(
+            self.nc,
+            self.hub,
+            self.metrics,
+            request_timeout=self.settings.request_timeout,
+            gap_wait=self.settings.gap_wait,
+        )
+        await self.bus.start()
+        self.verifier = TokenVerifier(
+            self.nc,
+            issuer=self.settings.jwt_issuer,
+            audience=self.settings.jwt_audience,
+            revocations=self.revocations,
+            request_timeout=self.settings.request_timeout,
+        )
+        self._tasks.append(asyncio.create_task(self._keep(self._heartbeat, "heartbeat")))
+        self._tasks.append(asyncio.create_task(self._keep(self._watch_revocations, "revocations")))
+        self._tasks.append(asyncio.create_task(self._keep(self._prefetch_keys, "jwks")))
+        logger.info("gateway=%s started nats=%s", self.gateway_id, self.settings.nats_url)
+
+    async def stop(self) -> None:
+        """Close remaining sockets 1012, send presence leaves, drop the heartbeat, drain NATS."""
+        for conn in list(self.connections):
+            await conn.shutdown(CloseCode.SERVICE_RESTART, "service restart")
+        if self._background:
+            await asyncio.wait(set(self._background), timeout=5)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.bus is not None:
+            await self.bus.stop()
+        if self._gateways_kv is not None:
+            try:
+                await asyncio.wait_for(self._gateways_kv.delete(self.gateway_id), timeout=2)
+            except Exception:
+                logger.warning("gateway=%s could not remove heartbeat", self.gateway_id)
+        if self.nc is not None:
+            try:
+                await asyncio.wait_for(self.nc.drain(), timeout=5)
+            except Exception:
+                await self.nc.close()
+        logger.info("gateway=%s stopped", self.gateway_id)
+
+    # --- helpers for connections and routes ----------------------------------------------
+    @property
+    def nats_connected(self) -> bool:
+        return self.nc is not None and self.nc.is_connected
+
+    def spawn(self, coro: Any) -> None:
+        """Run ``coro`` in a task tracked until shutdown (teardown work, closes)."""
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def request(self, subject: str, body: bytes) -> bytes:
+        """A NATS request to a service, timed into ``natter_gateway_nats_request_seconds``.
+
+        Raises:
+            ProtocolError: the service's error, or ``unavailable``.
+        """
+        assert self.nc is not None
+        started = time.perf_counter()
+        try:
+            return await request(self.nc, subject, body, timeout=self.settings.request_timeout)
+        finally:
+            self.metrics.nats_latency.labels(subject).observe(time.perf_counter() - started)
+
+    async def request_json(self, subject: str, body: dict[str, Any]) -> Any:
+        """:meth:`request` with JSON in and out."""
+        reply = await self.request(subject, json.dumps(body, separators=(",", ":")).encode())
+        return json.loads(reply) if reply else None
+
+    def on_revoke(self, user_id: str, session_id: str | None) -> None:
+        """Close the user's sockets (all, or those of ``session_id``) 1008 "session revoked"."""
+        for sub in self.hub.user_sockets(user_id):
+            conn: Connection = sub  # type: ignore[assignment]
+            if session_id is None or conn.session_id == session_id:
+                conn.close(CloseCode.POLICY_VIOLATION, "session revoked")
+
+    # --- background loops -----------------------------------------------------------------
+    async def _keep(self, loop: Any, name: str) -> None:
+        while True:
+            try:
+                await loop()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                logger.warning("gateway=%s %s loop failed: %r; retrying", self.gateway_id, name, error)
+                await asyncio.sleep(1.0)
+
+    async def _heartbeat(self) -> None:
+        assert self.nc is not None
+        js = self.nc.jetstream(timeout=self.settings.request_timeout)
+        self._gateways_kv = await ensure_bucket(
+            js, subjects.KV_GATEWAYS, replicas=self.settings.stream_replicas
+        )
+        while True:
+            body = {"gateway_id": self.gateway_id, "connections": len(self.connections), "ts": time.time()}
+            await self._gateways_kv.put(self.gateway_id, json.dumps(body).encode())
+            await asyncio.sleep(self.settings.heartbeat_interval)
+
+    async def _watch_revocations(self) -> None:
+        assert self.nc is not None
+        js = self.nc.jetstream(timeout=self.settings.request_timeout)
+        kv = await ensure_bucket(js, subjects.KV_REVOCATIONS, replicas=self.settings.stream_replicas)
+        await self.revocations.watch(kv, self.on_revoke)
+
+    async def _prefetch_keys(self) -> None:
+        assert self.verifier is not None
+        while True:
+            try:
+                await self.verifier.refresh_keys()
+                return
+            except ProtocolError:
+                await asyncio.sleep(1.0)

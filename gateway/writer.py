@@ -1,0 +1,112 @@
+"""One socket's bounded send queue drained by its own writer task (DESIGN.md rule 5).
+
+Fan-out never awaits: :meth:`SendQueue.put` is ``put_nowait`` semantics; a queue that would
+exceed its limit reports overflow and the socket is closed 1013 from a separate task
+(centrifuge ``writer.enqueue`` -> ``DisconnectSlow``). A close is queued behind the frames
+before it so that, for instance, ``error`` then close 1008 reach the client in that order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class CloseRequest:
+    """Queue item: close the socket with ``code`` and ``reason`` (RFC 6455 section 7.4)."""
+
+    code: int
+    reason: str
+
+
+class SendQueue:
+    """A bounded FIFO of text frames (and a final :class:`CloseRequest`) with a writer task.
+
+    Args:
+        send_text: coroutine sending one text frame (Starlette ``WebSocket.send_text``).
+        close: coroutine closing the socket with (code, reason).
+        limit: frames allowed in the queue; one more is an overflow.
+    """
+
+    def __init__(
+        self,
+        send_text: Callable[[str], Awaitable[None]],
+        close: Callable[[int, str], Awaitable[None]],
+        limit: int,
+    ) -> None:
+        self._send_text = send_text
+        self._close = close
+        self.limit = limit
+        self._items: deque[str | CloseRequest] = deque()
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.closed = False
+
+    def start(self) -> None:
+        """Start the writer task."""
+        self._task = asyncio.create_task(self._run())
+
+    def put(self, text: str) -> bool:
+        """Queue one frame without awaiting; False if the queue is full (overflow) or closed."""
+        if self.closed:
+            return True
+        if len(self._items) >= self.limit:
+            return False
+        self._items.append(text)
+        self._wakeup.set()
+        return True
+
+    def put_close(self, code: int, reason: str) -> None:
+        """Queue a close after the frames already queued; nothing is accepted after it."""
+        if self.closed:
+            return
+        self.closed = True
+        self._items.append(CloseRequest(code, reason))
+        self._wakeup.set()
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                while not self._items:
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                item = self._items.popleft()
+                if isinstance(item, CloseRequest):
+                    await self._close(item.code, item.reason)
+                    return
+                await self._send_text(item)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # the peer went away; the reader notices the disconnect
+            logger.debug("writer stopped: %r", error)
+
+    async def abort(self, code: int, reason: str) -> None:
+        """Drop everything queued, stop the writer and close now (overflow, shutdown)."""
+        self.closed = True
+        self._items.clear()
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+        try:
+            await self._close(code, reason)
+        except Exception:  # already closed
+            pass
+
+    async def stop(self) -> None:
+        """Cancel the writer task (after the socket is gone)."""
+        self.closed = True
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass

@@ -1,0 +1,95 @@
+"""Client frame validation and subject-token rules (pure logic)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.ratelimit import AbuseCounter, TokenBucket
+from shared import subjects
+from shared.errors import ErrorCode, ProtocolError, decode_service_error, encode_service_error
+from shared.internal import with_request_id
+from shared.protocol import ChatMessageFrame, parse_frame, utc_timestamp
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ("not json", ErrorCode.INVALID_JSON),
+        ("[1,2]", ErrorCode.VALIDATION_ERROR),
+        ('{"room":"x"}', ErrorCode.VALIDATION_ERROR),
+        ('{"type":"dance"}', ErrorCode.UNKNOWN_TYPE),
+        ('{"type":"chat_message","room":"a","message":42}', ErrorCode.VALIDATION_ERROR),
+        ('{"type":"chat_message","room":"a","message":"   "}', ErrorCode.VALIDATION_ERROR),
+        ('{"type":"chat_message","room":"a","message":"' + "x" * 4001 + '"}', ErrorCode.VALIDATION_ERROR),
+        ('{"type":"join","room":"a","since":-1}', ErrorCode.VALIDATION_ERROR),
+        ('{"type":"history","room":"a","limit":101}', ErrorCode.VALIDATION_ERROR),
+        ('{"type":"ping","id":"' + "i" * 65 + '"}', ErrorCode.VALIDATION_ERROR),
+    ],
+)
+def test_bad_frames_get_the_protocol_code(text: str, code: ErrorCode) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        parse_frame(text)
+    assert caught.value.code is code
+
+
+def test_message_is_trimmed() -> None:
+    _, frame = parse_frame('{"type":"chat_message","room":"general","message":"  hi  ","id":7}')
+    assert isinstance(frame, ChatMessageFrame)
+    assert frame.message == "hi" and frame.id == 7
+
+
+@given(st.text(min_size=1, max_size=70))
+def test_no_room_name_can_widen_a_subject(name: str) -> None:
+    if subjects.is_valid_room(name):
+        assert not set(name) & {".", "*", ">", " ", "\t", "\n"}
+        assert subjects.deliver_room(name).count(".") == 2
+    else:
+        with pytest.raises(ProtocolError):
+            subjects.deliver_room(name)
+
+
+@pytest.mark.parametrize("name", ["a.b", "a*", "a>", "a b", "General", "-x", "", "x" * 65])
+def test_invalid_room_names(name: str) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        subjects.check_room(name)
+    assert caught.value.code is ErrorCode.INVALID_ROOM
+
+
+def test_service_error_headers_round_trip() -> None:
+    status, description = encode_service_error(ProtocolError(ErrorCode.FORBIDDEN, "Private room"))
+    assert status == "403"
+    error = decode_service_error({"Nats-Service-Error-Code": status, "Nats-Service-Error": description})
+    assert error is not None and error.code is ErrorCode.FORBIDDEN and error.message == "Private room"
+    leaked = decode_service_error({"Nats-Service-Error-Code": "500", "Nats-Service-Error": "KeyError('x')"})
+    assert leaked is not None and leaked.code is ErrorCode.INTERNAL and "KeyError" not in leaked.message
+
+
+@given(st.one_of(st.integers(), st.text(max_size=64)))
+def test_request_id_splice_is_valid_json(request_id: int | str) -> None:
+    frame = b'{"type":"ack","seq":3}'
+    assert json.loads(with_request_id(frame, request_id)) == {"type": "ack", "seq": 3, "id": request_id}
+
+
+def test_token_bucket_burst_then_rate() -> None:
+    bucket = TokenBucket(rate=20, burst=40)
+    now = bucket.stamp
+    assert all(bucket.take(now) == 0.0 for _ in range(40))
+    wait = bucket.take(now)
+    assert 0.04 < wait <= 0.05 + 1e-9
+    assert bucket.take(now + 0.051) == 0.0
+
+
+def test_abuse_counter_window() -> None:
+    counter = AbuseCounter(limit=3, window=10)
+    assert not counter.hit(0) and not counter.hit(1)
+    assert counter.hit(2)
+    assert not AbuseCounter(limit=2, window=1).hit(0)
+
+
+def test_timestamp_format() -> None:
+    stamp = utc_timestamp()
+    assert stamp.endswith("Z") and len(stamp) == len("2026-11-22T10:00:00.123Z")
