@@ -153,3 +153,17 @@ async def test_token_expiry_closes_1008(stack_factory) -> None:  # type: ignore[
     assert error["code"] == "token_expired"
     code, reason = await expect_close(client)
     assert code == 1008 and reason == "token expired"
+
+
+async def test_tokens_never_reach_the_gateway_log(stack: Stack) -> None:
+    async with httpx.AsyncClient(base_url=stack.base_url) as http:
+        user = await register(http)
+    client = await connect(stack.ws_url, user.access_token)
+    await client.request({"type": "ping"})
+    await client.close()
+    await asyncio.sleep(0.3)
+    log = (stack.tmp / "gateway-0.log").read_text()
+    assert "/ws?token=" in log  # the access log line is there...
+    assert user.access_token not in log  # ...with the token redacted
+    assert user.access_token.split(".")[2] not in log
+    assert user.password not in log

@@ -1,0 +1,80 @@
+"""Store-then-push of per-user notifications, and broadcasts (DESIGN.md rules 4 and 11).
+
+A notification is pushed to ``deliver.user.<user_id>`` (header ``Natter-Kind: notification``)
+only after JetStream acknowledged storing it, and only when that store was new: a duplicate
+PubAck means the notification already exists and was pushed when it was first stored, so a
+redelivered event or a retried request never shows the user the same notification twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import nats.errors
+from nats.aio.client import Client
+
+from notify_service.notifications import broadcast_frame, notification_frame
+from notify_service.store import NotificationStore
+from shared import subjects
+from shared.errors import ErrorCode, ProtocolError
+
+logger = logging.getLogger(__name__)
+
+
+class Notifier:
+    """Stores and pushes notifications for one replica.
+
+    Args:
+        nc: the NATS client used for core publishes to delivery subjects.
+        store: where notifications are stored.
+    """
+
+    def __init__(self, *, nc: Client, store: NotificationStore) -> None:
+        self.nc = nc
+        self.store = store
+
+    async def notify(self, user_id: str, data: dict[str, Any], *, check_stored: bool = False) -> bool:
+        """Store ``data`` for ``user_id`` and push the ``notification`` frame if it is new.
+
+        Args:
+            check_stored: first look whether the id is already stored (for redelivered events
+                that may be older than JetStream's 10-minute de-duplication window).
+
+        Returns:
+            True when this call stored it; False when it already existed.
+
+        Raises:
+            ProtocolError: ``unavailable`` when storage does not acknowledge (nothing pushed).
+        """
+        if check_stored and await self.store.contains(user_id, str(data["id"])):
+            logger.info("notification exists user=%s id=%s", user_id, data["id"])
+            return False
+        result = await self.store.append(user_id, data)
+        if result.push:
+            await self._publish(
+                subjects.deliver_user(user_id), notification_frame(result.data), kind="notification"
+            )
+        if not result.new:
+            logger.info("duplicate notification user=%s id=%s", user_id, data["id"])
+        return result.new
+
+    async def broadcast(self, *, title: str, message: str, notification_type: str) -> None:
+        """Publish one ``broadcast_notification`` frame to ``deliver.all`` (header
+        ``Natter-Kind: broadcast``). Broadcasts are not stored: only sockets connected now get
+        them (core NATS, at most once).
+
+        Raises:
+            ProtocolError: ``unavailable`` when the connection cannot take the publish.
+        """
+        frame = broadcast_frame(title=title, message=message, notification_type=notification_type)
+        if not await self._publish(subjects.DELIVER_ALL, frame, kind="broadcast"):
+            raise ProtocolError(ErrorCode.UNAVAILABLE)
+
+    async def _publish(self, subject: str, frame: bytes, *, kind: str) -> bool:
+        try:
+            await self.nc.publish(subject, frame, headers={subjects.HDR_KIND: kind})
+        except nats.errors.Error as error:  # closed, or the reconnect buffer is full
+            logger.warning("push failed subject=%s error=%r", subject, error)
+            return False
+        return True

@@ -1,0 +1,190 @@
+"""Notifications in stream ``NOTIFICATIONS`` and read state in KV ``natter_notify_read``.
+
+Storage rules (docs/subjects.md): one notification per entry on ``notif.<user_id>``, body = the
+compact ``data`` object, ``Nats-Msg-Id`` = notification id, so JetStream de-duplicates a second
+store of the same id inside the 10-minute window (PubAck ``duplicate: true``). The stream keeps
+500 notifications per user for 30 days. Read state is updated with optimistic concurrency
+(``kv.create`` / ``kv.update(last=revision)``, retried on conflict), so two replicas marking
+notifications of the same user never lose each other's update.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any, Final
+
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
+
+from notify_service.notifications import encode_data
+from notify_service.read_state import ReadState, decode_state, encode_state, merge
+from notify_service.summary import StoredNotification, decode_stored
+from shared import subjects
+from shared.errors import ErrorCode, ProtocolError
+from shared.stream_reader import direct_batch
+from shared.streams import NOTIFICATIONS_PER_USER
+
+logger = logging.getLogger(__name__)
+
+#: Attempts to store one notification when its PubAck times out (same ``Nats-Msg-Id`` each time).
+PUBLISH_ATTEMPTS: Final = 3
+#: Attempts of a read-state update that keeps losing the optimistic-concurrency race.
+READ_STATE_ATTEMPTS: Final = 10
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """Outcome of :meth:`NotificationStore.append`.
+
+    Attributes:
+        data: the stored bytes (compact ``data`` JSON).
+        new: the PubAck was not a duplicate: this call stored the notification.
+        push: the caller should push it: it is new, or it is a duplicate of this very call's
+            earlier attempt whose PubAck timed out (the first attempt stored it, nobody pushed).
+    """
+
+    data: bytes
+    new: bool
+    push: bool
+
+
+class NotificationStore:
+    """Reads and writes one replica's notifications and read state.
+
+    Args:
+        nc: the connected NATS client (direct gets go through it).
+        js: a JetStream context.
+        kv: the ``natter_notify_read`` bucket.
+        timeout: seconds to wait for JetStream answers before ``unavailable``.
+    """
+
+    def __init__(self, *, nc: Client, js: JetStreamContext, kv: KeyValue, timeout: float) -> None:
+        self.nc = nc
+        self.js = js
+        self.kv = kv
+        self.timeout = timeout
+
+    async def append(self, user_id: str, data: dict[str, Any]) -> AppendResult:
+        """Store ``data`` on ``notif.<user_id>`` with ``Nats-Msg-Id`` = ``data["id"]``.
+
+        A PubAck timeout means "unknown" (DESIGN.md rule 11): the same message is published again
+        with the same ``Nats-Msg-Id``, up to :data:`PUBLISH_ATTEMPTS` times.
+
+        Raises:
+            ProtocolError: ``validation_error`` for a bad user id, ``unavailable`` when
+                JetStream does not acknowledge.
+        """
+        subject = subjects.notifications_subject(user_id)
+        payload = encode_data(data)
+        timed_out = False
+        for attempt in range(1, PUBLISH_ATTEMPTS + 1):
+            try:
+                ack = await self.js.publish(
+                    subject,
+                    payload,
+                    timeout=self.timeout,
+                    stream=subjects.NOTIFICATIONS_STREAM,
+                    headers={"Nats-Msg-Id": str(data["id"])},
+                )
+            except (nats.errors.TimeoutError, nats.js.errors.NoStreamResponseError) as error:
+                timed_out = timed_out or isinstance(error, nats.errors.TimeoutError)
+                logger.warning("notification store attempt=%d user=%s failed: %r", attempt, user_id, error)
+                await asyncio.sleep(0.2 * attempt)
+                continue
+            except nats.js.errors.APIError as error:
+                logger.error("notification store rejected user=%s error=%r", user_id, error)
+                raise ProtocolError(ErrorCode.UNAVAILABLE) from error
+            except nats.errors.Error as error:  # reconnecting, closed
+                logger.warning("notification store attempt=%d user=%s failed: %r", attempt, user_id, error)
+                await asyncio.sleep(0.2 * attempt)
+                continue
+            duplicate = bool(ack.duplicate)
+            return AppendResult(data=payload, new=not duplicate, push=not duplicate or timed_out)
+        raise ProtocolError(ErrorCode.UNAVAILABLE)
+
+    async def load(self, user_id: str) -> list[StoredNotification]:
+        """Every stored notification of ``user_id`` (at most 500), oldest first.
+
+        Raises:
+            ProtocolError: ``validation_error`` for a bad user id; ``unavailable`` on timeout.
+        """
+        messages = await direct_batch(
+            self.nc,
+            subjects.NOTIFICATIONS_STREAM,
+            subject=subjects.notifications_subject(user_id),
+            start_seq=1,
+            batch=NOTIFICATIONS_PER_USER,
+            timeout=self.timeout,
+        )
+        out: list[StoredNotification] = []
+        for message in messages:
+            item = decode_stored(message.stream_seq, message.data)
+            if item is not None:
+                out.append(item)
+        return out
+
+    async def contains(self, user_id: str, notification_id: str) -> bool:
+        """True when ``user_id`` still has a notification with ``notification_id``.
+
+        Used for redelivered events, whose first delivery may be older than the 10-minute
+        de-duplication window."""
+        return any(item.id == notification_id for item in await self.load(user_id))
+
+    async def read_state(self, user_id: str) -> tuple[ReadState, int | None]:
+        """The user's read state and its KV revision (``None`` when there is no entry yet).
+
+        Raises:
+            ProtocolError: ``unavailable`` when the bucket does not answer.
+        """
+        try:
+            entry = await self.kv.get(subjects.check_user_id(user_id))
+        except nats.js.errors.KeyNotFoundError:
+            return ReadState(), None
+        except (nats.errors.Error, TimeoutError) as error:
+            raise ProtocolError(ErrorCode.UNAVAILABLE) from error
+        return decode_state(entry.value), entry.revision
+
+    async def _save_state(self, user_id: str, state: ReadState, revision: int | None) -> bool:
+        """Write ``state`` if the entry is still at ``revision``; False on a concurrent change."""
+        value = encode_state(state)
+        try:
+            if revision is None:
+                await self.kv.create(user_id, value)
+            else:
+                await self.kv.update(user_id, value, last=revision)
+        except nats.js.errors.KeyWrongLastSequenceError:
+            return False
+        except (nats.errors.Error, TimeoutError) as error:
+            raise ProtocolError(ErrorCode.UNAVAILABLE) from error
+        return True
+
+    async def mark_read(
+        self, user_id: str, *, ids: list[str], mark_all: bool
+    ) -> tuple[list[StoredNotification], ReadState]:
+        """Mark ``ids`` (or, with ``mark_all``, everything stored now) as read for ``user_id``.
+
+        Returns:
+            The stored notifications and the new read state.
+
+        Raises:
+            ProtocolError: ``validation_error`` for a bad user id; ``unavailable`` when storage
+                does not answer or the update keeps conflicting.
+        """
+        subjects.check_user_id(user_id)
+        for _ in range(READ_STATE_ATTEMPTS):
+            stored = await self.load(user_id)
+            state, revision = await self.read_state(user_id)
+            new_state = merge(
+                state, stored=((item.stream_seq, item.id) for item in stored), ids=ids, mark_all=mark_all
+            )
+            if new_state == state:  # nothing to write (already read, or unknown ids)
+                return stored, state
+            if await self._save_state(user_id, new_state, revision):
+                return stored, new_state
+            logger.info("read state conflict user=%s; retrying", user_id)
+        raise ProtocolError(ErrorCode.UNAVAILABLE)
