@@ -3,10 +3,17 @@
 Used by ``natter up`` and by the test suite, so both run the very same commands. Every child is
 started in its own process group and stopped with SIGTERM, then SIGKILL after a grace period,
 so that Ctrl-C leaves no process behind.
+
+The last part is ``natter up``'s supervision: a :class:`Plan` of children in three tiers (NATS,
+services, gateways), a :class:`Supervisor` that restarts a dead child after a backoff and stops
+the tiers gateways-first, and :class:`StopSignals`, which turns SIGINT/SIGTERM/SIGHUP into a flag.
 """
 
 from __future__ import annotations
 
+import ctypes
+import json
+import logging
 import os
 import shutil
 import signal
@@ -14,8 +21,13 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
+from typing import Literal
+
+logger = logging.getLogger(__name__)
 
 SERVICES = ("auth", "chat", "notify", "gateway")
 
@@ -67,20 +79,33 @@ class ManagedProcess:
     env: dict[str, str]
     log_path: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
+    #: Linux: the kernel sends the child SIGTERM if the process that started it dies (even by
+    #: SIGKILL), so a killed ``natter up`` leaves nothing behind (prctl ``PR_SET_PDEATHSIG``).
+    die_with_parent: bool = False
 
     def start(self) -> ManagedProcess:
-        """Start (or restart) the process in its own process group."""
-        stdout: int | object = subprocess.DEVNULL
+        """Start (or restart) the process in its own process group (its pid is its pgid).
+
+        stdout and stderr are appended to ``log_path`` (discarded without one); the parent
+        closes its copy of the log file once the child has it.
+        """
+        log_file = None
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            stdout = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
-        self.proc = subprocess.Popen(
-            self.argv,
-            env=self.env,
-            stdout=stdout,  # type: ignore[arg-type]
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+            log_file = open(self.log_path, "ab")  # closed below; the child keeps its own copy
+        try:
+            self.proc = subprocess.Popen(
+                self.argv,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file if log_file is not None else subprocess.DEVNULL,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent if self.die_with_parent and _PRCTL is not None else None,
+            )
+        finally:
+            if log_file is not None:
+                log_file.close()
         return self
 
     @property
@@ -113,6 +138,56 @@ class ManagedProcess:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=10)
         return self.proc.returncode
+
+    def signal_group(self, sig: int) -> None:
+        """Send ``sig`` to the process group (no-op when it is already gone)."""
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def stop_together(processes: list[ManagedProcess], grace: float = 10.0) -> None:
+    """Stop several processes at once: SIGTERM every process group, wait until all exited or
+    ``grace`` seconds passed, then SIGKILL the groups still running.
+
+    Unlike calling :meth:`ManagedProcess.stop` in a loop, the graces run in parallel, so N
+    gateways take one grace period to drain, not N.
+    """
+    running = [p for p in processes if p.proc is not None]
+    for process in running:
+        if process.alive():
+            process.signal_group(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for process in running:
+        assert process.proc is not None
+        try:
+            process.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.signal_group(signal.SIGKILL)
+            process.proc.wait(timeout=10)
+
+
+def _libc_prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return prctl
+
+
+_PRCTL = _libc_prctl()
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """``preexec_fn``: ask the kernel for SIGTERM when our parent dies (Linux prctl)."""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def nats_server_process(
@@ -192,3 +267,170 @@ class ProcessGroup:
     def stop_all(self, grace: float = 10.0) -> None:
         for process in reversed(self.processes):
             process.stop(grace)
+
+
+# --- supervision (``natter up``) ---------------------------------------------------------------
+#: Seconds each tier (gateways, services, NATS) gets to exit after SIGTERM before SIGKILL.
+STOP_GRACE = 10.0
+#: A child that stayed up this many seconds has its restart backoff reset.
+STABLE_AFTER = 30.0
+
+ChildKind = Literal["nats", "service", "gateway"]
+
+
+class Interrupted(Exception):
+    """SIGINT/SIGTERM/SIGHUP arrived while ``natter up`` was still starting."""
+
+
+def backoff_delay(failures: int) -> float:
+    """Seconds to wait before restart number ``failures`` (1-based): 0.5, 1, 2, 4, 8, 10, 10..."""
+    return float(min(10.0, 0.5 * 2 ** max(0, failures - 1)))
+
+
+def describe_exit(returncode: int | None) -> str:
+    """``"exit code 3"``, ``"signal SIGKILL"``, or ``"still running"`` for ``None``."""
+    if returncode is None:
+        return "still running"
+    if returncode < 0:
+        try:
+            return f"signal {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"signal {-returncode}"
+    return f"exit code {returncode}"
+
+
+@dataclass
+class Child:
+    """One supervised process with what the table shows and its restart state."""
+
+    label: str
+    kind: ChildKind
+    process: ManagedProcess
+    url: str | None = None
+    failures: int = 0
+    started_at: float = 0.0
+    restart_at: float | None = None
+
+
+@dataclass
+class Plan:
+    """Every process ``natter up`` runs, and the NATS URL the services get."""
+
+    nats_url: str
+    nats: list[Child] = field(default_factory=list)
+    services: list[Child] = field(default_factory=list)
+    gateways: list[Child] = field(default_factory=list)
+
+    @property
+    def children(self) -> list[Child]:
+        """All children in start order: NATS, services, gateways."""
+        return [*self.nats, *self.services, *self.gateways]
+
+
+class Supervisor:
+    """Starts the plan's children, restarts those that die, stops them in order."""
+
+    def __init__(self, plan: Plan, pid_file: Path) -> None:
+        self.plan = plan
+        self.pid_file = pid_file
+        self.stopping = False
+
+    def start(self, children: list[Child]) -> None:
+        """Start ``children`` now and record their pids."""
+        for child in children:
+            self._start(child)
+        self.write_pid_file()
+
+    def _start(self, child: Child) -> None:
+        child.process.start()
+        child.started_at = time.monotonic()
+        child.restart_at = None
+        logger.info("started %s pid=%d", child.label, child.process.pid)
+
+    def tick(self, now: float | None = None) -> None:
+        """Notice dead children and restart those whose backoff has passed (never while stopping)."""
+        if self.stopping:
+            return
+        now = time.monotonic() if now is None else now
+        changed = False
+        for child in self.plan.children:
+            process = child.process
+            if process.proc is None:
+                continue
+            if process.alive():
+                if child.failures and now - child.started_at >= STABLE_AFTER:
+                    child.failures = 0
+                continue
+            if child.restart_at is None:
+                child.failures += 1
+                delay = backoff_delay(child.failures)
+                child.restart_at = now + delay
+                logger.warning(
+                    "%s (pid %d) died: %s; restarting in %.1fs (log: %s)",
+                    child.label,
+                    process.pid,
+                    describe_exit(process.proc.returncode),
+                    delay,
+                    process.log_path,
+                )
+            elif now >= child.restart_at:
+                self._start(child)
+                logger.warning("%s restarted pid=%d (restart #%d)", child.label, process.pid, child.failures)
+                changed = True
+        if changed:
+            self.write_pid_file()
+
+    def write_pid_file(self) -> None:
+        """Write ``pids.json`` atomically: ``{"natter_up": pid, "processes": {label: pid}}``."""
+        data = {
+            "natter_up": os.getpid(),
+            "processes": {
+                child.label: child.process.pid for child in self.plan.children if child.process.proc
+            },
+        }
+        tmp = self.pid_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        os.replace(tmp, self.pid_file)
+
+    def stop_all(self, grace: float = STOP_GRACE) -> None:
+        """Gateways first (they close sockets 1012 and drain), then services, then NATS."""
+        self.stopping = True
+        for tier, children in (
+            ("gateways", self.plan.gateways),
+            ("services", self.plan.services),
+            ("nats", self.plan.nats),
+        ):
+            started = [child.process for child in children if child.process.proc is not None]
+            if started:
+                logger.info("stopping %s", tier)
+                stop_together(started, grace=grace)
+        self.pid_file.unlink(missing_ok=True)
+
+
+class StopSignals:
+    """Turns SIGINT/SIGTERM/SIGHUP into a flag for the supervisor loop; restores the old handlers."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.received is None:
+            logger.info("received %s, stopping", signal.Signals(signum).name)
+        self.received = signum
+
+    def __enter__(self) -> StopSignals:
+        for sig in self.SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+
+    def check(self) -> None:
+        """Raise :class:`Interrupted` once a stop signal arrived."""
+        if self.received is not None:
+            raise Interrupted

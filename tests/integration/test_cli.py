@@ -1,0 +1,358 @@
+"""The operator's command line, run as an operator runs it: ``python -m natter ...`` subprocesses,
+a real embedded nats-server, the real services and gateways.
+
+How the tests see ``natter up``'s children: while it runs, ``natter up`` keeps
+``<data-dir>/pids.json`` = ``{"natter_up": pid, "processes": {label: pid}}`` (rewritten on each
+restart, removed on exit). Every child leads its own process group, so after ``natter up`` exits
+the tests scan ``/proc/*/stat`` for any live process in one of those groups, or whose parent is
+``natter up``: there must be none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import nats
+import pytest
+
+from natter.launcher import free_port, nats_server_process, wait_for_port
+from natter.up import port_is_free
+from shared import __version__
+from shared.subjects import MESSAGES_STREAM
+
+READY_TIMEOUT = 90.0
+STOP_TIMEOUT = 20.0
+
+
+def free_port_range(count: int) -> int:
+    """A port ``p`` such that ``p .. p+count-1`` were all free a moment ago."""
+    for _ in range(200):
+        first = free_port()
+        if first + count - 1 <= 65535 and all(port_is_free("127.0.0.1", first + i) for i in range(1, count)):
+            return first
+    raise RuntimeError(f"no {count} consecutive free ports")
+
+
+def live_processes() -> list[tuple[int, int, int, str]]:
+    """``(pid, ppid, pgid, state)`` of every process that is not a zombie (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        state, ppid, pgid = fields[0], int(fields[1]), int(fields[2])
+        if state != "Z":
+            found.append((int(entry.name), ppid, pgid, state))
+    return found
+
+
+@dataclass
+class UpRun:
+    """One ``natter up`` subprocess with its ports, data dir and captured output."""
+
+    proc: subprocess.Popen[bytes]
+    data_dir: Path
+    port: int
+    nats_port: int
+    stdout_path: Path
+    stderr_path: Path
+
+    @property
+    def nats_url(self) -> str:
+        return f"nats://127.0.0.1:{self.nats_port}"
+
+    def stdout(self) -> str:
+        return self.stdout_path.read_text(errors="replace")
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def pids(self) -> dict[str, int]:
+        data = json.loads((self.data_dir / "pids.json").read_text())
+        assert data["natter_up"] == self.proc.pid
+        return {label: int(pid) for label, pid in data["processes"].items()}
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
+        """Until ``natter up`` printed that it is ready (it checked NATS, services, /health)."""
+        deadline = time.monotonic() + timeout
+        while "Press Ctrl-C to stop" not in self.stdout():
+            if self.proc.poll() is not None:
+                pytest.fail(f"natter up exited {self.proc.returncode}:\n{self.stdout()}\n{self.stderr()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"natter up not ready after {timeout}s:\n{self.stdout()}\n{self.stderr()}")
+            time.sleep(0.1)
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = STOP_TIMEOUT) -> int:
+        """Send ``sig`` and return the exit code (fails the test if it takes over ``timeout``)."""
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"natter up still running {timeout}s after {sig!r}:\n{self.stderr()}")
+
+    def assert_nothing_left(self, children: dict[str, int]) -> None:
+        groups = set(children.values())
+        left = [p for p in live_processes() if p[2] in groups or p[1] == self.proc.pid]
+        assert left == [], f"processes left behind (pid, ppid, pgid, state): {left}"
+
+
+#: ``natter_up(*extra_args, gateways=N)`` starts one ``natter up``.
+StartUp = Callable[..., UpRun]
+
+
+def service_token(nats_url: str, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "NATS_URL": nats_url}
+    return subprocess.run(
+        [sys.executable, "-m", "natter", "service-token", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def jwt_claims(token: str) -> dict[str, object]:
+    """The (unverified) payload of a compact JWS."""
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+@pytest.fixture
+def natter_up(tmp_path: Path) -> Iterator[StartUp]:
+    """Start ``python -m natter up ...`` on free ports; whatever a test leaves running is killed."""
+    runs: list[UpRun] = []
+
+    def start(*args: str, gateways: int = 1) -> UpRun:
+        data_dir = tmp_path / f"natter-{len(runs)}"
+        port = free_port_range(gateways)
+        nats_port = free_port()
+        stdout_path = tmp_path / f"up-{len(runs)}.out"
+        stderr_path = tmp_path / f"up-{len(runs)}.err"
+        env = {k: v for k, v in os.environ.items() if k != "NATS_URL"}
+        env["COLUMNS"] = "200"
+        argv = [sys.executable, "-m", "natter", "up", "--port", str(port), "--nats-port", str(nats_port)]
+        argv += ["--data-dir", str(data_dir), "--gateways", str(gateways), *args]
+        with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
+            proc = subprocess.Popen(argv, stdout=out, stderr=err, env=env, start_new_session=True)
+        run = UpRun(proc, data_dir, port, nats_port, stdout_path, stderr_path)
+        runs.append(run)
+        return run
+
+    yield start
+    for run in runs:
+        if run.proc.poll() is None:
+            children = {}
+            try:
+                children = run.pids()
+            except (OSError, ValueError, AssertionError):
+                pass
+            run.proc.send_signal(signal.SIGTERM)
+            try:
+                run.proc.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                run.proc.kill()
+                run.proc.wait(timeout=10)
+            for pid in children.values():
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+
+
+def test_up_serves_mints_a_service_token_and_stops_cleanly_on_ctrl_c(natter_up: StartUp) -> None:
+    run = natter_up()
+    run.wait_ready()
+    base = f"http://127.0.0.1:{run.port}"
+
+    health = httpx.get(f"{base}/health", timeout=5)
+    assert health.status_code == 200
+    assert health.json()["status"] == "healthy"
+    children = run.pids()
+    assert set(children) == {"nats", "auth-0", "chat-0", "notify-0", "gateway-0"}
+    for label in children:
+        assert (run.data_dir / "logs" / f"{label}.log").exists()
+    assert (run.data_dir / "nats" / "jetstream").is_dir()
+    out = run.stdout()
+    assert base in out and str(children["gateway-0"]) in out and "ready" in out
+
+    minted = service_token(run.nats_url, "ci")
+    assert minted.returncode == 0, minted.stderr
+    token = minted.stdout.strip()
+    assert minted.stdout == token + "\n", "stdout must hold only the token"
+    assert len(token.split(".")) == 3 and all(token.split("."))
+    claims = jwt_claims(token)
+    assert claims["sub"] == "svc-ci"
+    assert claims["role"] == "service"
+    broadcast = httpx.post(
+        f"{base}/api/notifications/broadcast",
+        json={"title": "deploy", "message": "done", "notification_type": "info"},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert broadcast.status_code == 202, broadcast.text
+
+    assert run.stop(signal.SIGINT) == 0
+    run.assert_nothing_left(children)
+    assert not (run.data_dir / "pids.json").exists()
+    assert "stopped" in run.stdout()
+
+
+def test_up_with_two_gateways_serves_consecutive_ports_and_stops_on_sigterm(natter_up: StartUp) -> None:
+    run = natter_up(gateways=2)
+    run.wait_ready()
+    for port in (run.port, run.port + 1):
+        response = httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
+        assert response.status_code == 200, (port, response.text)
+    children = run.pids()
+    assert {"gateway-0", "gateway-1"} <= set(children)
+    assert run.stop(signal.SIGTERM) == 0
+    run.assert_nothing_left(children)
+
+
+@pytest.mark.slow
+def test_up_restarts_a_service_killed_with_sigkill(natter_up: StartUp) -> None:
+    run = natter_up()
+    run.wait_ready()
+    before = run.pids()
+    os.killpg(before["auth-0"], signal.SIGKILL)
+
+    deadline = time.monotonic() + 30
+    while True:
+        after = run.pids()
+        if after["auth-0"] != before["auth-0"]:
+            break
+        assert time.monotonic() < deadline, "auth-0 was not restarted"
+        time.sleep(0.1)
+    assert {k: v for k, v in after.items() if k != "auth-0"} == {
+        k: v for k, v in before.items() if k != "auth-0"
+    }
+    while True:  # the new replica answers once it registered its endpoints
+        minted = service_token(run.nats_url, "healed")
+        if minted.returncode == 0:
+            break
+        assert time.monotonic() < deadline, minted.stderr
+        time.sleep(0.2)
+    assert jwt_claims(minted.stdout.strip())["sub"] == "svc-healed"
+    assert "auth-0" in run.stderr() and "SIGKILL" in run.stderr()
+
+    assert run.stop(signal.SIGINT) == 0
+    run.assert_nothing_left({**before, **after})
+
+
+async def _stream_replicas(nats_url: str, stream: str) -> int:
+    nc = await nats.connect(nats_url, connect_timeout=5, allow_reconnect=False)
+    try:
+        info = await nc.jetstream(timeout=5).stream_info(stream)
+        assert info.config.num_replicas is not None
+        return info.config.num_replicas
+    finally:
+        await nc.close()
+
+
+@pytest.mark.slow
+def test_up_nats_cluster_runs_three_nodes_with_replicated_streams(natter_up: StartUp) -> None:
+    run = natter_up("--nats-cluster", "3")
+    run.wait_ready()
+    children = run.pids()
+    assert {"nats-0", "nats-1", "nats-2"} <= set(children)
+    assert "nats" not in children
+    for index in range(3):
+        assert (run.data_dir / "nats-cluster" / f"node-{index}" / "jetstream").is_dir()
+    # every node accepts clients; the services' streams are replicated on three of them
+    for port in (run.nats_port, run.nats_port + 1, run.nats_port + 2):
+        assert asyncio.run(_stream_replicas(f"nats://127.0.0.1:{port}", MESSAGES_STREAM)) == 3
+    minted = service_token(f"nats://127.0.0.1:{run.nats_port + 2}", "cluster")
+    assert minted.returncode == 0, minted.stderr
+    assert run.stop(signal.SIGINT) == 0
+    run.assert_nothing_left(children)
+
+
+def test_up_refuses_a_busy_nats_port_and_says_how_to_pick_another(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        nats_port = busy.getsockname()[1]
+        data_dir = tmp_path / "natter"
+        env = {k: v for k, v in os.environ.items() if k != "NATS_URL"}
+        argv = [sys.executable, "-m", "natter", "up", "--nats-port", str(nats_port)]
+        argv += ["--port", str(free_port()), "--data-dir", str(data_dir)]
+        result = subprocess.run(
+            argv,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    assert result.returncode == 1
+    assert str(nats_port) in result.stderr and "--nats-port" in result.stderr
+    assert not (data_dir / "pids.json").exists()
+    assert not (data_dir / "logs").exists(), "nothing may have been started"
+
+
+def test_up_rejects_an_unsupported_cluster_size(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "natter", "up", "--nats-cluster", "2", "--data-dir", str(tmp_path / "d")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "--nats-cluster" in result.stderr
+    assert not (tmp_path / "d").exists()
+
+
+def test_service_token_reports_an_unreachable_nats(tmp_path: Path) -> None:
+    result = service_token(f"nats://127.0.0.1:{free_port()}", "ci")
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert "cannot reach NATS" in result.stderr
+
+
+def test_service_token_reports_an_auth_service_that_does_not_answer(tmp_path: Path) -> None:
+    port = free_port()
+    server = nats_server_process(port=port, store_dir=tmp_path / "store", log_path=tmp_path / "nats.log")
+    server.start()
+    try:
+        wait_for_port(port)
+        started = time.monotonic()
+        result = service_token(f"nats://127.0.0.1:{port}", "ci")
+        assert time.monotonic() - started < 20
+    finally:
+        server.stop(grace=5)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert "auth service did not answer" in result.stderr
+
+
+def test_service_token_rejects_a_bad_name_before_asking() -> None:
+    result = service_token(f"nats://127.0.0.1:{free_port()}", "no spaces!")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert "name" in result.stderr
+
+
+def test_version_prints_the_package_version() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "natter", "version"], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"natter {__version__}"
