@@ -1,0 +1,1435 @@
+/*
+ * natter web client (PROTOCOL.md v1): plain JavaScript, no build step, no external resources.
+ *
+ * Safety rule: every string that comes from a user or the server is put into the page with
+ * textContent / createTextNode only. This file never uses innerHTML, outerHTML or
+ * insertAdjacentHTML.
+ *
+ * Shape:
+ *   session   - tokens in sessionStorage, access-token refresh before expiry (HTTP section 6)
+ *   socket    - one WebSocket at a time, first-message auth, reconnect with backoff + jitter
+ *   rooms     - joined rooms: messages by seq, presence, typing, pending (unacked) sends
+ *   notify    - bell, panel, mark read, broadcast toasts
+ */
+"use strict";
+
+(() => {
+  // ---- constants ----------------------------------------------------------------------------
+  const ROOM_RE = /^[a-z0-9][a-z0-9_-]{0,63}$/;
+  const USERNAME_RE = /^[A-Za-z0-9_]{3,32}$/;
+  const MAX_MESSAGE_CHARS = 4000;
+  const TYPING_SEND_INTERVAL_MS = 2000; // send `typing` at most this often
+  const TYPING_SHOW_MS = 3000; // show "x is typing…" this long after the last typing frame
+  const BACKOFF_START_MS = 500;
+  const BACKOFF_MAX_MS = 15000;
+  const PING_INTERVAL_MS = 25000; // app-level ping to detect half-open sockets
+  const PONG_TIMEOUT_MS = 10000;
+  const HISTORY_PAGE = 50;
+  const SEND_RETRY_LIMIT = 5; // `unavailable` / `rate_limited` retries per message
+  const STORE_KEY = "natter.session";
+  const ROOMS_KEY = "natter.rooms";
+
+  // ---- DOM helpers (text only) --------------------------------------------------------------
+  const $ = (id) => document.getElementById(id);
+
+  /** Create an element with optional class and text (set through textContent). */
+  function el(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    return node;
+  }
+
+  function show(node, visible) {
+    node.hidden = !visible;
+  }
+
+  function setText(node, text) {
+    node.textContent = text == null ? "" : String(text);
+    show(node, Boolean(text));
+  }
+
+  function formatTime(ts) {
+    const date = new Date(ts);
+    if (Number.isNaN(date.getTime())) return "";
+    const sameDay = date.toDateString() === new Date().toDateString();
+    const time = date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    return sameDay ? time : `${date.toLocaleDateString()} ${time}`;
+  }
+
+  // ---- app state ----------------------------------------------------------------------------
+  const state = {
+    session: null, // {accessToken, refreshToken, expiresAt (ms), userId, username}
+    refreshTimer: null,
+    refreshing: null, // Promise of the in-flight refresh (one at a time: refresh tokens rotate)
+
+    ws: null,
+    wsGen: 0, // increases with every socket; events of older sockets are ignored
+    authed: false, // current socket got auth_success
+    attempt: 0, // reconnect attempt (backoff exponent)
+    reconnectTimer: null,
+    connecting: false, // a connect() is waiting for a token refresh
+    pingTimer: null,
+    pongTimer: null,
+    expiredRetry: false, // one refresh+reconnect after a 1008 "token expired"
+    stopped: true, // true while logged out: no reconnects
+
+    reqSeq: 0,
+    requests: new Map(), // request id -> {kind, room, cmid}
+
+    rooms: new Map(), // name -> Room
+    active: null, // active room name
+    lastTypingSent: 0,
+
+    notifications: new Map(), // id -> {data, el}
+    unread: 0,
+  };
+
+  // ---- session (tokens in sessionStorage) ---------------------------------------------------
+  function saveSession() {
+    if (state.session) sessionStorage.setItem(STORE_KEY, JSON.stringify(state.session));
+    else sessionStorage.removeItem(STORE_KEY);
+  }
+
+  function loadSession() {
+    try {
+      const raw = sessionStorage.getItem(STORE_KEY);
+      if (!raw) return null;
+      const s = JSON.parse(raw);
+      if (s && typeof s.accessToken === "string" && typeof s.refreshToken === "string") return s;
+    } catch (_err) {
+      /* corrupt entry: ignore */
+    }
+    return null;
+  }
+
+  function saveRooms() {
+    const names = Array.from(state.rooms.keys());
+    sessionStorage.setItem(ROOMS_KEY, JSON.stringify({ rooms: names, active: state.active }));
+  }
+
+  function loadRooms() {
+    try {
+      const saved = JSON.parse(sessionStorage.getItem(ROOMS_KEY) || "null");
+      if (saved && Array.isArray(saved.rooms)) {
+        return { rooms: saved.rooms.filter((r) => typeof r === "string" && ROOM_RE.test(r)), active: saved.active };
+      }
+    } catch (_err) {
+      /* ignore */
+    }
+    return { rooms: [], active: null };
+  }
+
+  /** Session from a login/refresh answer: {access_token, refresh_token, expires_in, user_id, username}. */
+  function sessionFrom(body, previous) {
+    const expiresIn = Number(body.expires_in) > 0 ? Number(body.expires_in) : 900;
+    return {
+      accessToken: body.access_token,
+      refreshToken: body.refresh_token,
+      expiresAt: Date.now() + expiresIn * 1000,
+      lifetimeMs: expiresIn * 1000,
+      userId: body.user_id || (previous && previous.userId) || null,
+      username: body.username || (previous && previous.username) || null,
+    };
+  }
+
+  /** Text of an HTTP error body: FastAPI's {"detail": "..."} or a 422 list of {msg}. */
+  function detailText(body, status) {
+    if (body && typeof body.detail === "string") return body.detail;
+    if (body && Array.isArray(body.detail)) {
+      return body.detail
+        .map((d) => {
+          const where = Array.isArray(d.loc) ? d.loc.filter((p) => p !== "body").join(".") : "";
+          return where ? `${where}: ${d.msg}` : String(d.msg);
+        })
+        .join("; ");
+    }
+    return `Request failed (HTTP ${status})`;
+  }
+
+  class HttpError extends Error {
+    constructor(status, detail) {
+      super(detail);
+      this.status = status;
+    }
+  }
+
+  /** JSON request to the HTTP API. Resolves to the parsed body (or null); rejects HttpError. */
+  async function api(method, path, body, { auth = false } = {}) {
+    const headers = { Accept: "application/json" };
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    if (auth && state.session) {
+      if (state.session.expiresAt - Date.now() < 10000) await refreshTokens().catch(() => {});
+      if (state.session) headers.Authorization = `Bearer ${state.session.accessToken}`;
+    }
+    let response;
+    try {
+      response = await fetch(path, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        credentials: "same-origin",
+        cache: "no-store",
+      });
+    } catch (_err) {
+      throw new HttpError(0, "Cannot reach the server");
+    }
+    let data = null;
+    if (response.status !== 204) {
+      try {
+        data = await response.json();
+      } catch (_err) {
+        data = null;
+      }
+    }
+    if (!response.ok) throw new HttpError(response.status, detailText(data, response.status));
+    return data;
+  }
+
+  function scheduleRefresh() {
+    clearTimeout(state.refreshTimer);
+    if (!state.session) return;
+    const lifetime = state.session.lifetimeMs || 900000;
+    const lead = Math.min(60000, lifetime / 5); // refresh a minute (or 20 %) before expiry
+    const delay = Math.max(1000, state.session.expiresAt - lead - Date.now());
+    state.refreshTimer = setTimeout(() => {
+      refreshTokens().catch(() => {});
+    }, delay);
+  }
+
+  /**
+   * POST /api/auth/refresh with the current refresh token; only one at a time, because the
+   * old refresh token stops working and reusing it revokes the session. On success the live
+   * socket is re-authenticated with `auth`. A 401 ends the session (back to login).
+   */
+  function refreshTokens() {
+    if (state.refreshing) return state.refreshing;
+    if (!state.session) return Promise.reject(new Error("not logged in"));
+    const used = state.session.refreshToken;
+    state.refreshing = (async () => {
+      try {
+        const body = await api("POST", "/api/auth/refresh", { refresh_token: used });
+        if (!state.session || state.session.refreshToken !== used) return; // logged out meanwhile
+        state.session = sessionFrom(body, state.session);
+        saveSession();
+        scheduleRefresh();
+        if (state.ws && state.authed && state.ws.readyState === WebSocket.OPEN) {
+          send({ type: "auth", token: state.session.accessToken });
+        }
+      } catch (err) {
+        if (err instanceof HttpError && (err.status === 401 || err.status === 403)) {
+          endSession("Your session has ended. Please log in again.");
+        } else {
+          // network trouble or 5xx: try again shortly, while the token may still be valid
+          clearTimeout(state.refreshTimer);
+          state.refreshTimer = setTimeout(() => refreshTokens().catch(() => {}), 5000);
+        }
+        throw err;
+      } finally {
+        state.refreshing = null;
+      }
+    })();
+    return state.refreshing;
+  }
+
+  // ---- auth view ----------------------------------------------------------------------------
+  function authInputs() {
+    const username = $("login-username").value.trim();
+    const password = $("login-password").value;
+    if (!USERNAME_RE.test(username)) {
+      setText($("auth-error"), "Username must be 3–32 letters, digits or _.");
+      return null;
+    }
+    if (password.length < 8 || password.length > 128) {
+      setText($("auth-error"), "Password must be 8–128 characters.");
+      return null;
+    }
+    return { username, password };
+  }
+
+  function setAuthBusy(busy) {
+    $("login-button").disabled = busy;
+    $("register-button").disabled = busy;
+  }
+
+  async function doLogin(creds) {
+    const body = await api("POST", "/api/auth/login", creds);
+    state.session = sessionFrom(body);
+    saveSession();
+    $("login-password").value = "";
+    startChat();
+  }
+
+  async function onLoginSubmit(event) {
+    event.preventDefault();
+    setText($("auth-error"), "");
+    setText($("auth-info"), "");
+    const creds = authInputs();
+    if (!creds) return;
+    setAuthBusy(true);
+    try {
+      await doLogin(creds);
+    } catch (err) {
+      setText($("auth-error"), err.message);
+    } finally {
+      setAuthBusy(false);
+    }
+  }
+
+  async function onRegister() {
+    setText($("auth-error"), "");
+    setText($("auth-info"), "");
+    const creds = authInputs();
+    if (!creds) return;
+    setAuthBusy(true);
+    try {
+      await api("POST", "/api/auth/register", creds);
+      setText($("auth-info"), "Account created. Logging in…");
+      await doLogin(creds);
+    } catch (err) {
+      setText($("auth-error"), err.message);
+    } finally {
+      setAuthBusy(false);
+    }
+  }
+
+  function showAuthView(message) {
+    show($("chat-view"), false);
+    show($("auth-view"), true);
+    setText($("auth-info"), message || "");
+    $("login-username").focus();
+  }
+
+  // ---- chat lifecycle -----------------------------------------------------------------------
+  function startChat() {
+    state.stopped = false;
+    state.attempt = 0;
+    $("me-name").textContent = state.session.username || "";
+    show($("auth-view"), false);
+    show($("chat-view"), true);
+    scheduleRefresh();
+    const saved = loadRooms();
+    for (const name of saved.rooms) ensureRoom(name);
+    if (saved.active && state.rooms.has(saved.active)) setActive(saved.active);
+    else if (state.rooms.size) setActive(state.rooms.keys().next().value);
+    renderRoomList();
+    renderActive();
+    loadAvailableRooms();
+    connect();
+    $("room-input").focus();
+  }
+
+  /** Tear everything down locally and show the login form. */
+  function endSession(message) {
+    state.stopped = true;
+    clearTimeout(state.refreshTimer);
+    clearTimeout(state.reconnectTimer);
+    stopPing();
+    const ws = state.ws;
+    state.ws = null;
+    state.authed = false;
+    if (ws && ws.readyState <= WebSocket.OPEN) ws.close(1000, "logout");
+    state.session = null;
+    saveSession();
+    sessionStorage.removeItem(ROOMS_KEY);
+    for (const room of state.rooms.values()) room.clearTyping();
+    state.rooms.clear();
+    state.active = null;
+    state.requests.clear();
+    state.notifications.clear();
+    state.unread = 0;
+    $("notifications-list").replaceChildren();
+    $("messages").replaceChildren();
+    $("available-rooms").replaceChildren();
+    closePanel();
+    renderBell();
+    renderRoomList();
+    renderActive();
+    setConn("offline", "offline");
+    showAuthView(message);
+  }
+
+  async function onLogout() {
+    const session = state.session;
+    if (session) {
+      try {
+        await api("POST", "/api/auth/logout", { refresh_token: session.refreshToken, all: false }, { auth: true });
+      } catch (_err) {
+        /* the local session ends anyway */
+      }
+    }
+    endSession("You are logged out.");
+  }
+
+  // ---- socket -------------------------------------------------------------------------------
+  function setConn(kind, text) {
+    const node = $("conn-status");
+    node.dataset.state = kind;
+    node.textContent = text;
+  }
+
+  function wsUrl() {
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    return `${scheme}//${location.host}/ws`;
+  }
+
+  function nextId(prefix) {
+    state.reqSeq += 1;
+    return `${prefix}${state.reqSeq}`;
+  }
+
+  /** Send a frame on the current socket; false when it is not open. */
+  function send(frame) {
+    const ws = state.ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN) return false;
+    ws.send(JSON.stringify(frame));
+    return true;
+  }
+
+  /** Send a request with an `id`, remembering what it was for (errors echo the id). */
+  function request(frame, context) {
+    const id = nextId(frame.type[0]);
+    const sent = send({ ...frame, id });
+    if (sent) state.requests.set(id, { kind: frame.type, ...context });
+    return sent ? id : null;
+  }
+
+  async function connect() {
+    if (state.stopped || !state.session || state.ws || state.connecting) return;
+    clearTimeout(state.reconnectTimer);
+    // An access token that is (nearly) expired is refreshed before it is used.
+    if (state.session.expiresAt - Date.now() < 15000) {
+      state.connecting = true;
+      try {
+        await refreshTokens();
+      } catch (_err) {
+        if (!state.stopped) scheduleReconnect();
+        return;
+      } finally {
+        state.connecting = false;
+      }
+    }
+    if (state.stopped || !state.session || state.ws) return;
+    const gen = ++state.wsGen;
+    let ws;
+    try {
+      ws = new WebSocket(wsUrl());
+    } catch (_err) {
+      scheduleReconnect();
+      return;
+    }
+    state.ws = ws;
+    state.authed = false;
+    for (const room of state.rooms.values()) room.joined = false;
+    setConn("connecting", state.attempt ? "reconnecting…" : "connecting…");
+    ws.onopen = () => {
+      if (gen !== state.wsGen) return;
+      // first-message auth keeps the token out of URLs and access logs
+      send({ type: "auth", token: state.session.accessToken, id: nextId("a") });
+    };
+    ws.onmessage = (event) => {
+      if (gen !== state.wsGen) return;
+      if (typeof event.data !== "string") return;
+      let frame;
+      try {
+        frame = JSON.parse(event.data);
+      } catch (_err) {
+        return;
+      }
+      if (frame && typeof frame.type === "string") handleFrame(frame);
+    };
+    ws.onclose = (event) => {
+      if (gen !== state.wsGen) return;
+      onSocketClosed(event.code, event.reason || "");
+    };
+    ws.onerror = () => {
+      /* a close event follows */
+    };
+  }
+
+  function onSocketClosed(code, reason) {
+    state.ws = null;
+    state.authed = false;
+    stopPing();
+    for (const room of state.rooms.values()) {
+      room.joined = false;
+      room.historyPending = false;
+      room.clearTyping();
+    }
+    state.requests.clear();
+    renderActive();
+    if (state.stopped) return;
+    if (code === 1008) {
+      const why = reason.toLowerCase();
+      if (why.includes("expired") && !state.expiredRetry && state.session) {
+        // the token ran out (e.g. the machine slept): one refresh, then reconnect
+        state.expiredRetry = true;
+        setConn("connecting", "refreshing session…");
+        refreshTokens().then(
+          () => connect(),
+          () => {
+            if (!state.stopped) endSession("Your session has expired. Please log in again.");
+          },
+        );
+        return;
+      }
+      endSession(why.includes("revoked") ? "Your session was revoked. Please log in again." : `Signed out: ${reason || "authentication failed"}`);
+      return;
+    }
+    scheduleReconnect();
+  }
+
+  /** Exponential backoff with jitter: 0.5 s doubling up to 15 s, each delay in [d/2, d]. */
+  function scheduleReconnect() {
+    if (state.stopped) return;
+    clearTimeout(state.reconnectTimer);
+    const base = Math.min(BACKOFF_MAX_MS, BACKOFF_START_MS * 2 ** state.attempt);
+    const delay = Math.round(base / 2 + Math.random() * (base / 2));
+    state.attempt += 1;
+    setConn("offline", `offline – reconnecting in ${Math.ceil(delay / 1000)} s`);
+    state.reconnectTimer = setTimeout(connect, delay);
+  }
+
+  function reconnectNow() {
+    if (!state.stopped && !state.ws) {
+      state.attempt = 0;
+      connect();
+    }
+  }
+
+  function startPing() {
+    stopPing();
+    state.pingTimer = setInterval(() => {
+      if (!send({ type: "ping" })) return;
+      clearTimeout(state.pongTimer);
+      state.pongTimer = setTimeout(() => {
+        // no pong: the connection is dead even if the browser has not noticed
+        const ws = state.ws;
+        if (ws) {
+          state.wsGen += 1;
+          ws.close();
+          onSocketClosed(1006, "ping timeout");
+        }
+      }, PONG_TIMEOUT_MS);
+    }, PING_INTERVAL_MS);
+  }
+
+  function stopPing() {
+    clearInterval(state.pingTimer);
+    clearTimeout(state.pongTimer);
+  }
+
+  function onAuthenticated(frame) {
+    if (state.authed) {
+      return; // answer to a refresh on the live socket: nothing else changes
+    }
+    state.authed = true;
+    state.attempt = 0;
+    state.expiredRetry = false;
+    setConn("online", "online");
+    startPing();
+    if (frame.username && state.session) {
+      state.session.username = frame.username;
+      state.session.userId = frame.user_id || state.session.userId;
+      saveSession();
+      $("me-name").textContent = frame.username;
+    }
+    for (const room of state.rooms.values()) sendJoin(room);
+    // the server's summary lists unread items only; the panel also shows recent read ones
+    request({ type: "notifications", unread_only: false, limit: 50 }, {});
+  }
+
+  // ---- frames -------------------------------------------------------------------------------
+  function handleFrame(frame) {
+    const ctx = frame.id !== undefined ? state.requests.get(frame.id) : undefined;
+    if (frame.id !== undefined) state.requests.delete(frame.id);
+    switch (frame.type) {
+      case "auth_success":
+        onAuthenticated(frame);
+        break;
+      case "pong":
+        clearTimeout(state.pongTimer);
+        break;
+      case "joined":
+        onJoined(frame);
+        break;
+      case "left":
+        break;
+      case "message":
+        onMessage(frame);
+        break;
+      case "ack":
+        onAck(frame);
+        break;
+      case "history":
+        onHistory(frame);
+        break;
+      case "user_joined":
+        onPresenceChange(frame, true);
+        break;
+      case "user_left":
+        onPresenceChange(frame, false);
+        break;
+      case "presence":
+        onPresence(frame);
+        break;
+      case "typing":
+        onTyping(frame);
+        break;
+      case "notifications":
+        onNotificationSummary(frame);
+        break;
+      case "notification":
+        onNotification(frame.data);
+        break;
+      case "broadcast_notification":
+        onBroadcast(frame.data);
+        break;
+      case "error":
+        onError(frame, ctx);
+        break;
+      default:
+        break; // unknown frames from a newer server are ignored
+    }
+  }
+
+  function onError(frame, ctx) {
+    const code = String(frame.code || "error");
+    const message = String(frame.message || code);
+    if (code === "token_expired" || code === "auth_failed" || code === "auth_required" || code === "auth_timeout") {
+      return; // a 1008 close follows; onSocketClosed decides
+    }
+    if (ctx && ctx.kind === "chat_message") {
+      onSendError(ctx, code, message, frame.retry_after);
+      return;
+    }
+    if (ctx && ctx.kind === "join") {
+      const room = state.rooms.get(ctx.room);
+      if (room && !room.everJoined && (code === "forbidden" || code === "invalid_room" || code === "room_not_found")) {
+        removeRoom(ctx.room);
+      }
+      showError(`Cannot join ${ctx.room}: ${message}`);
+      return;
+    }
+    if (ctx && ctx.kind === "history") {
+      const room = state.rooms.get(ctx.room);
+      if (room) room.historyPending = false;
+    }
+    if (code === "rate_limited") {
+      // A dropped frame may get its error without an `id`: resend every unacked message later
+      // (the same client_msg_id makes that safe).
+      if (!ctx) setTimeout(resendAllPending, Math.max(0.5, Number(frame.retry_after) || 1) * 1000);
+      showError(`Slow down: ${message}`);
+      return;
+    }
+    showError(message);
+  }
+
+  let errorTimer = null;
+  function showError(text) {
+    setText($("error-bar"), text);
+    clearTimeout(errorTimer);
+    errorTimer = setTimeout(() => setText($("error-bar"), ""), 6000);
+  }
+
+  // ---- rooms --------------------------------------------------------------------------------
+  /** One joined room: its messages (by seq), who is online, who is typing, unacked sends. */
+  class Room {
+    constructor(name) {
+      this.name = name;
+      this.joined = false; // joined on the current socket
+      this.everJoined = false;
+      this.lastSeq = 0; // highest seq seen (live messages with seq <= lastSeq are ignored)
+      this.lowestSeq = Infinity; // lowest seq loaded (history pages go below it)
+      this.hasMore = false;
+      this.historyPending = false;
+      this.bySeq = new Map(); // seq -> element
+      this.pending = new Map(); // client_msg_id -> {text, el, tries, failed}
+      this.online = new Map(); // user_id -> username
+      this.typing = new Map(); // user_id -> {username, timer}
+      this.unread = 0;
+      this.list = el("div", "room-messages");
+      this.list.dataset.room = name;
+    }
+
+    clearTyping() {
+      for (const t of this.typing.values()) clearTimeout(t.timer);
+      this.typing.clear();
+    }
+  }
+
+  function ensureRoom(name) {
+    let room = state.rooms.get(name);
+    if (!room) {
+      room = new Room(name);
+      state.rooms.set(name, room);
+      saveRooms();
+    }
+    return room;
+  }
+
+  function removeRoom(name) {
+    const room = state.rooms.get(name);
+    if (!room) return;
+    room.clearTyping();
+    state.rooms.delete(name);
+    if (state.active === name) state.active = state.rooms.size ? state.rooms.keys().next().value : null;
+    saveRooms();
+    renderRoomList();
+    renderActive();
+  }
+
+  function sendJoin(room) {
+    if (!state.authed) return;
+    const frame = { type: "join", room: room.name };
+    if (room.everJoined) frame.since = room.lastSeq; // recover exactly what was missed
+    request(frame, { room: room.name });
+  }
+
+  function joinRoom(name) {
+    const room = ensureRoom(name);
+    setActive(name);
+    if (!room.joined) sendJoin(room);
+    renderRoomList();
+    renderActive();
+  }
+
+  function leaveRoom(name) {
+    if (state.authed) request({ type: "leave", room: name }, { room: name });
+    removeRoom(name);
+  }
+
+  function setActive(name) {
+    state.active = name;
+    const room = state.rooms.get(name);
+    if (room) room.unread = 0;
+    saveRooms();
+  }
+
+  function onJoined(frame) {
+    const room = state.rooms.get(frame.room);
+    if (!room) return;
+    const wasJoined = room.everJoined;
+    room.joined = true;
+    room.everJoined = true;
+    const messages = Array.isArray(frame.messages) ? frame.messages : [];
+    if (wasJoined && frame.recovered === false && room.bySeq.size) {
+      // (a `since` join that could not be recovered)
+      // too much was missed: start over from the latest page, older ones via history
+      for (const node of room.bySeq.values()) node.remove();
+      room.bySeq.clear();
+      room.lowestSeq = Infinity;
+      room.lastSeq = 0;
+    }
+    const fresh = !wasJoined || room.bySeq.size === 0;
+    for (const data of messages) addMessage(room, data, false);
+    const lastSeq = Number(frame.last_seq) || 0;
+    if (lastSeq > room.lastSeq) room.lastSeq = lastSeq;
+    if (fresh) room.hasMore = room.lowestSeq !== Infinity && room.lowestSeq > 1;
+    room.online.clear();
+    for (const u of Array.isArray(frame.online) ? frame.online : []) {
+      if (u && u.user_id) room.online.set(String(u.user_id), String(u.username || u.user_id));
+    }
+    if (state.session && state.session.userId) room.online.set(state.session.userId, state.session.username || "");
+    // resend what was never acked, with the same client_msg_id (the server de-duplicates)
+    for (const [cmid, p] of room.pending) {
+      if (!p.failed) sendPending(room, cmid, p);
+    }
+    if (room.name === state.active) {
+      renderActive();
+      scrollToBottom();
+    } else {
+      renderRoomList();
+    }
+  }
+
+  function onPresenceChange(frame, joined) {
+    const room = state.rooms.get(frame.room);
+    if (!room || !frame.user_id) return;
+    const id = String(frame.user_id);
+    if (joined) room.online.set(id, String(frame.username || id));
+    else {
+      room.online.delete(id);
+      clearTypingFor(room, id);
+    }
+    if (room.name === state.active) renderOnline();
+  }
+
+  function onPresence(frame) {
+    const room = state.rooms.get(frame.room);
+    if (!room) return;
+    room.online.clear();
+    for (const u of Array.isArray(frame.online) ? frame.online : []) {
+      if (u && u.user_id) room.online.set(String(u.user_id), String(u.username || u.user_id));
+    }
+    if (room.name === state.active) renderOnline();
+  }
+
+  // ---- messages -----------------------------------------------------------------------------
+  function mentionsMe(text) {
+    const me = state.session && state.session.username;
+    if (!me) return false;
+    const re = new RegExp(`(^|[^A-Za-z0-9_])@${me}(?![A-Za-z0-9_])`, "i");
+    return re.test(text);
+  }
+
+  /** Build a message row; every user-supplied field goes through textContent. */
+  function buildMessage(data, pending) {
+    const row = el("div", "message");
+    row.dataset.testid = "message";
+    const mine = state.session && data.user_id === state.session.userId;
+    if (mine) row.classList.add("own");
+    if (pending) row.classList.add("pending");
+    if (!mine && mentionsMe(String(data.message || ""))) row.classList.add("mention");
+    const meta = el("div", "message-meta");
+    meta.append(el("span", "message-user", data.username || "?"));
+    const time = el("time", "message-time", data.timestamp ? formatTime(data.timestamp) : "");
+    if (data.timestamp) time.dateTime = String(data.timestamp);
+    meta.append(time);
+    meta.append(el("span", "message-status", pending ? "sending…" : ""));
+    row.append(meta);
+    row.append(el("div", "message-text", data.message));
+    if (data.seq !== undefined) row.dataset.seq = String(data.seq);
+    return row;
+  }
+
+  /** Put a row with `seq` in order: after the last row with a lower seq, before pending rows. */
+  function insertBySeq(room, row, seq) {
+    let node = room.list.lastElementChild;
+    while (node && (node.dataset.seq === undefined || Number(node.dataset.seq) > seq)) {
+      node = node.previousElementSibling;
+    }
+    if (node) node.after(row);
+    else room.list.prepend(row);
+  }
+
+  /** A stored message (live, joined or history) turns its pending row into a confirmed one. */
+  function confirmPending(room, cmid, seq, timestamp) {
+    const p = room.pending.get(cmid);
+    if (!p) return null;
+    room.pending.delete(cmid);
+    p.el.classList.remove("pending", "failed");
+    p.el.dataset.seq = String(seq);
+    const status = p.el.querySelector(".message-status");
+    if (status) status.textContent = "";
+    const retry = p.el.querySelector(".retry");
+    if (retry) retry.remove();
+    const time = p.el.querySelector(".message-time");
+    if (time && timestamp) {
+      time.textContent = formatTime(timestamp);
+      time.dateTime = String(timestamp);
+    }
+    p.el.remove();
+    insertBySeq(room, p.el, seq);
+    room.bySeq.set(seq, p.el);
+    if (seq < room.lowestSeq) room.lowestSeq = seq;
+    return p.el;
+  }
+
+  /**
+   * Add one stored message. `live` frames follow the per-room rule "ignore seq <= last seen";
+   * messages from `joined`/`history` are de-duplicated by seq and inserted in order.
+   */
+  function addMessage(room, data, live) {
+    if (!data || typeof data.seq !== "number") return false;
+    const seq = data.seq;
+    if (live && seq <= room.lastSeq) return false;
+    if (seq > room.lastSeq) room.lastSeq = seq;
+    if (room.bySeq.has(seq)) return false; // already shown (e.g. our own row after its ack)
+    const mine = state.session && data.user_id === state.session.userId;
+    if (mine && data.client_msg_id && room.pending.has(data.client_msg_id)) {
+      confirmPending(room, data.client_msg_id, seq, data.timestamp);
+      return true;
+    }
+    const row = buildMessage(data, false);
+    insertBySeq(room, row, seq);
+    room.bySeq.set(seq, row);
+    if (seq < room.lowestSeq) room.lowestSeq = seq;
+    return true;
+  }
+
+  function onMessage(frame) {
+    const room = state.rooms.get(frame.room);
+    if (!room || !frame.data) return;
+    const nearBottom = isNearBottom();
+    if (!addMessage(room, frame.data, true)) return;
+    clearTypingFor(room, String(frame.data.user_id || ""));
+    const mine = state.session && frame.data.user_id === state.session.userId;
+    if (room.name === state.active) {
+      updateEmptyState();
+      if (nearBottom || mine) scrollToBottom();
+    } else if (!mine) {
+      room.unread += 1;
+      renderRoomList();
+    }
+  }
+
+  function onAck(frame) {
+    const room = state.rooms.get(frame.room);
+    if (!room || !frame.client_msg_id || typeof frame.seq !== "number") return;
+    if (room.bySeq.has(frame.seq)) {
+      // the message frame came first; drop a pending row it did not match
+      const p = room.pending.get(frame.client_msg_id);
+      if (p && p.el !== room.bySeq.get(frame.seq)) p.el.remove();
+      room.pending.delete(frame.client_msg_id);
+      return;
+    }
+    // Does not move lastSeq: earlier messages of others may still be on their way.
+    confirmPending(room, frame.client_msg_id, frame.seq, frame.timestamp);
+  }
+
+  function sendPending(room, cmid, p) {
+    if (!room.joined) return; // sent when the room is (re)joined
+    request(
+      { type: "chat_message", room: room.name, message: p.text, client_msg_id: cmid },
+      { room: room.name, cmid },
+    );
+  }
+
+  function resendAllPending() {
+    for (const room of state.rooms.values()) {
+      for (const [cmid, p] of room.pending) {
+        if (!p.failed) sendPending(room, cmid, p);
+      }
+    }
+  }
+
+  function onSendError(ctx, code, message, retryAfter) {
+    const room = state.rooms.get(ctx.room);
+    const p = room && room.pending.get(ctx.cmid);
+    if (!p) return;
+    if (code === "not_joined") {
+      // resent on the next `joined`
+      if (room.joined) {
+        room.joined = false;
+        sendJoin(room);
+      }
+      return;
+    }
+    if ((code === "rate_limited" || code === "unavailable") && p.tries < SEND_RETRY_LIMIT) {
+      p.tries += 1;
+      const wait = code === "rate_limited" ? Math.max(0.5, Number(retryAfter) || 1) * 1000 : 1000 * p.tries;
+      setTimeout(() => {
+        if (room.pending.get(ctx.cmid) === p) sendPending(room, ctx.cmid, p);
+      }, wait);
+      return;
+    }
+    markFailed(room, ctx.cmid, p, message);
+  }
+
+  function markFailed(room, cmid, p, message) {
+    p.failed = true;
+    p.el.classList.remove("pending");
+    p.el.classList.add("failed");
+    const status = p.el.querySelector(".message-status");
+    if (status) status.textContent = `not sent: ${message}`;
+    if (!p.el.querySelector(".retry")) {
+      const retry = el("button", "link retry", "retry");
+      retry.type = "button";
+      retry.addEventListener("click", () => {
+        p.failed = false;
+        p.tries = 0;
+        p.el.classList.remove("failed");
+        p.el.classList.add("pending");
+        if (status) status.textContent = "sending…";
+        retry.remove();
+        sendPending(room, cmid, p);
+      });
+      p.el.querySelector(".message-meta").append(retry);
+    }
+  }
+
+  function sendChat() {
+    const input = $("message-input");
+    const room = state.active && state.rooms.get(state.active);
+    if (!room) return;
+    const text = input.value.trim();
+    if (!text) return;
+    if (text.length > MAX_MESSAGE_CHARS) {
+      showError(`A message is at most ${MAX_MESSAGE_CHARS} characters.`);
+      return;
+    }
+    const cmid = crypto.randomUUID();
+    const row = buildMessage(
+      { username: state.session.username, user_id: state.session.userId, message: text },
+      true,
+    );
+    row.dataset.clientMsgId = cmid;
+    room.list.append(row);
+    const p = { text, el: row, tries: 0, failed: false };
+    room.pending.set(cmid, p);
+    sendPending(room, cmid, p);
+    input.value = "";
+    autoGrow(input);
+    state.lastTypingSent = 0;
+    updateEmptyState();
+    scrollToBottom();
+  }
+
+  // ---- history ------------------------------------------------------------------------------
+  function loadOlder() {
+    const room = state.active && state.rooms.get(state.active);
+    if (!room || !room.joined || room.historyPending || !room.hasMore) return;
+    const frame = { type: "history", room: room.name, limit: HISTORY_PAGE };
+    if (room.lowestSeq !== Infinity) frame.before = room.lowestSeq;
+    if (request(frame, { room: room.name })) {
+      room.historyPending = true;
+      renderHistoryBar();
+    }
+  }
+
+  function onHistory(frame) {
+    const room = state.rooms.get(frame.room);
+    if (!room) return;
+    room.historyPending = false;
+    const scroller = $("messages-scroll");
+    const before = scroller.scrollHeight - scroller.scrollTop;
+    const messages = Array.isArray(frame.messages) ? frame.messages : [];
+    for (const data of messages) addMessage(room, data, false);
+    room.hasMore = Boolean(frame.has_more) && room.lowestSeq > 1;
+    if (room.name === state.active) {
+      renderHistoryBar();
+      updateEmptyState();
+      scroller.scrollTop = scroller.scrollHeight - before; // keep the view where it was
+    }
+  }
+
+  // ---- typing -------------------------------------------------------------------------------
+  function onTyping(frame) {
+    const room = state.rooms.get(frame.room);
+    if (!room || !frame.user_id) return;
+    const id = String(frame.user_id);
+    if (state.session && id === state.session.userId) return;
+    const old = room.typing.get(id);
+    if (old) clearTimeout(old.timer);
+    const timer = setTimeout(() => clearTypingFor(room, id), TYPING_SHOW_MS);
+    room.typing.set(id, { username: String(frame.username || id), timer });
+    if (room.name === state.active) renderTyping();
+  }
+
+  function clearTypingFor(room, userId) {
+    const t = room.typing.get(userId);
+    if (!t) return;
+    clearTimeout(t.timer);
+    room.typing.delete(userId);
+    if (room.name === state.active) renderTyping();
+  }
+
+  function onComposerInput() {
+    autoGrow($("message-input"));
+    const room = state.active && state.rooms.get(state.active);
+    if (!room || !room.joined || !$("message-input").value.trim()) return;
+    const now = Date.now();
+    if (now - state.lastTypingSent >= TYPING_SEND_INTERVAL_MS) {
+      state.lastTypingSent = now;
+      send({ type: "typing", room: room.name }); // no id: typing has no answer
+    }
+  }
+
+  function autoGrow(input) {
+    input.style.height = "auto";
+    input.style.height = `${Math.min(input.scrollHeight, 160)}px`;
+  }
+
+  // ---- notifications ------------------------------------------------------------------------
+  function renderBell() {
+    const count = $("bell-count");
+    count.textContent = String(state.unread);
+    count.classList.toggle("zero", state.unread === 0);
+    $("bell").title = state.unread ? `${state.unread} unread notifications` : "Notifications";
+    show($("notifications-empty"), state.notifications.size === 0);
+  }
+
+  function buildNotification(data) {
+    const item = el("li", `notification type-${safeType(data.notification_type)}`);
+    item.dataset.testid = "notification";
+    item.dataset.id = String(data.id);
+    const meta = data.metadata && typeof data.metadata === "object" ? data.metadata : {};
+    if (typeof meta.room === "string" && ROOM_RE.test(meta.room)) item.dataset.room = meta.room;
+    const body = el("div", "notification-body");
+    body.append(el("div", "notification-title", data.title || "Notification"));
+    body.append(el("div", "notification-message", data.message || ""));
+    body.append(el("time", "notification-time", data.timestamp ? formatTime(data.timestamp) : ""));
+    item.append(body);
+    const mark = el("button", "link mark-read", "Mark read");
+    mark.type = "button";
+    mark.dataset.testid = "mark-read";
+    mark.addEventListener("click", (event) => {
+      event.stopPropagation();
+      markRead([String(data.id)]);
+    });
+    item.append(mark);
+    if (item.dataset.room) {
+      body.classList.add("clickable");
+      body.title = `Open ${item.dataset.room}`;
+      body.addEventListener("click", () => {
+        markRead([String(data.id)]);
+        joinRoom(item.dataset.room);
+        closePanel();
+      });
+    }
+    return item;
+  }
+
+  function safeType(value) {
+    return ["info", "warning", "error", "success"].includes(value) ? value : "info";
+  }
+
+  function setNotificationRead(entry, read) {
+    entry.data.read = read;
+    entry.el.classList.toggle("unread", !read);
+    entry.el.querySelector(".mark-read").hidden = read;
+  }
+
+  /** Add (or update) a notification; returns true when it was new. */
+  function upsertNotification(data) {
+    if (!data || data.id === undefined || data.id === null) return false;
+    const id = String(data.id);
+    let entry = state.notifications.get(id);
+    const isNew = !entry;
+    if (!entry) {
+      entry = { data: { ...data }, el: buildNotification(data) };
+      state.notifications.set(id, entry);
+      insertNotification(entry);
+    }
+    setNotificationRead(entry, Boolean(data.read));
+    return isNew;
+  }
+
+  function insertNotification(entry) {
+    // newest first, by timestamp
+    const list = $("notifications-list");
+    const ts = String(entry.data.timestamp || "");
+    let node = list.firstElementChild;
+    while (node) {
+      const other = state.notifications.get(node.dataset.id);
+      if (other && String(other.data.timestamp || "") < ts) break;
+      node = node.nextElementSibling;
+    }
+    list.insertBefore(entry.el, node);
+  }
+
+  /** `notifications` summary (after auth_success, on request, and as the mark_read answer). */
+  function onNotificationSummary(frame) {
+    for (const data of Array.isArray(frame.items) ? frame.items : []) upsertNotification(data);
+    if (typeof frame.unread === "number") state.unread = Math.max(0, frame.unread);
+    renderBell();
+  }
+
+  function onNotification(data) {
+    if (!data) return;
+    const isNew = upsertNotification({ ...data, read: Boolean(data.read) });
+    if (isNew && !data.read) state.unread += 1;
+    renderBell();
+  }
+
+  function markRead(ids) {
+    const all = ids === null;
+    for (const entry of state.notifications.values()) {
+      if (!all && !ids.includes(String(entry.data.id))) continue;
+      if (!all && !entry.data.read) state.unread = Math.max(0, state.unread - 1);
+      setNotificationRead(entry, true);
+    }
+    if (all) state.unread = 0;
+    renderBell();
+    request(all ? { type: "mark_read", all: true } : { type: "mark_read", ids }, {});
+  }
+
+  function onBroadcast(data) {
+    if (!data) return;
+    const toast = el("div", `toast type-${safeType(data.notification_type)}`);
+    toast.dataset.testid = "toast";
+    toast.setAttribute("role", "status");
+    toast.append(el("div", "toast-title", data.title || "Announcement"));
+    toast.append(el("div", "toast-message", data.message || ""));
+    const close = el("button", "toast-close", "×");
+    close.type = "button";
+    close.setAttribute("aria-label", "Dismiss");
+    close.addEventListener("click", () => toast.remove());
+    toast.append(close);
+    $("toasts").append(toast);
+    setTimeout(() => toast.remove(), 10000);
+  }
+
+  function openPanel() {
+    show($("notifications-panel"), true);
+    $("bell").setAttribute("aria-expanded", "true");
+  }
+
+  function closePanel() {
+    show($("notifications-panel"), false);
+    $("bell").setAttribute("aria-expanded", "false");
+  }
+
+  // ---- rendering ----------------------------------------------------------------------------
+  function renderRoomList() {
+    const list = $("room-list");
+    list.replaceChildren();
+    for (const room of state.rooms.values()) {
+      const item = el("li", "room-item");
+      item.dataset.room = room.name;
+      item.dataset.testid = "room-item";
+      if (room.name === state.active) item.classList.add("active");
+      const open = el("button", "room-open");
+      open.type = "button";
+      open.append(el("span", "room-hash", "#"));
+      open.append(el("span", "room-name", room.name));
+      if (room.unread) open.append(el("span", "room-unread", room.unread > 99 ? "99+" : room.unread));
+      if (!room.joined) open.classList.add("not-joined");
+      open.addEventListener("click", () => {
+        setActive(room.name);
+        renderActive();
+        scrollToBottom();
+        $("message-input").focus();
+      });
+      const leave = el("button", "room-leave", "×");
+      leave.type = "button";
+      leave.title = `Leave ${room.name}`;
+      leave.setAttribute("aria-label", `Leave ${room.name}`);
+      leave.addEventListener("click", () => leaveRoom(room.name));
+      item.append(open, leave);
+      list.append(item);
+    }
+    show($("room-list-empty"), state.rooms.size === 0);
+  }
+
+  function renderOnline() {
+    const room = state.active && state.rooms.get(state.active);
+    const list = $("online-list");
+    list.replaceChildren();
+    $("online-room").textContent = room ? `in #${room.name}` : "";
+    if (!room) return;
+    const users = Array.from(room.online.entries()).sort((a, b) => a[1].localeCompare(b[1]));
+    for (const [id, name] of users) {
+      const item = el("li", "online-user");
+      item.dataset.userId = id;
+      item.append(el("span", "dot"));
+      item.append(el("span", "online-name", name));
+      if (state.session && id === state.session.userId) item.append(el("span", "muted", " (you)"));
+      list.append(item);
+    }
+  }
+
+  function renderTyping() {
+    const room = state.active && state.rooms.get(state.active);
+    const names = room ? Array.from(room.typing.values()).map((t) => t.username) : [];
+    let text = "";
+    if (names.length === 1) text = `${names[0]} is typing…`;
+    else if (names.length === 2) text = `${names[0]} and ${names[1]} are typing…`;
+    else if (names.length > 2) text = "Several people are typing…";
+    $("typing").textContent = text;
+  }
+
+  function renderHistoryBar() {
+    const room = state.active && state.rooms.get(state.active);
+    const more = Boolean(room && room.hasMore);
+    const button = $("load-older");
+    show(button, more);
+    button.disabled = Boolean(room && room.historyPending);
+    button.textContent = room && room.historyPending ? "Loading…" : "Load older messages";
+    show($("history-start"), Boolean(room && room.joined && !room.hasMore && room.bySeq.size));
+  }
+
+  function updateEmptyState() {
+    const room = state.active && state.rooms.get(state.active);
+    const empty = $("messages-empty");
+    if (!room) {
+      empty.textContent = "Join a room to start chatting.";
+      show(empty, true);
+    } else if (!room.joined && !room.bySeq.size) {
+      empty.textContent = "Joining…";
+      show(empty, true);
+    } else {
+      empty.textContent = "No messages yet. Say hello!";
+      show(empty, room.list.childElementCount === 0);
+    }
+  }
+
+  function renderActive() {
+    const room = state.active && state.rooms.get(state.active);
+    const container = $("messages");
+    if (room) {
+      if (container.firstElementChild !== room.list) container.replaceChildren(room.list);
+    } else {
+      container.replaceChildren();
+    }
+    $("room-title").textContent = room ? `#${room.name}` : "No room selected";
+    show($("member-form"), Boolean(room));
+    const canSend = Boolean(room);
+    $("message-input").disabled = !canSend;
+    $("send-button").disabled = !canSend;
+    $("message-input").placeholder = room
+      ? `Message #${room.name} (Enter to send, Shift+Enter for a new line)`
+      : "Join a room first";
+    renderRoomList();
+    renderOnline();
+    renderTyping();
+    renderHistoryBar();
+    updateEmptyState();
+  }
+
+  function isNearBottom() {
+    const s = $("messages-scroll");
+    return s.scrollHeight - s.scrollTop - s.clientHeight < 80;
+  }
+
+  function scrollToBottom() {
+    const s = $("messages-scroll");
+    s.scrollTop = s.scrollHeight;
+  }
+
+  // ---- available rooms, private rooms, members ----------------------------------------------
+  let sideTimer = null;
+  function sideMessage(error, info) {
+    setText($("side-error"), error || "");
+    setText($("side-info"), info || "");
+    clearTimeout(sideTimer);
+    sideTimer = setTimeout(() => {
+      setText($("side-error"), "");
+      setText($("side-info"), "");
+    }, 6000);
+  }
+
+  async function loadAvailableRooms() {
+    if (!state.session) return;
+    try {
+      const body = await api("GET", "/api/rooms", undefined, { auth: true });
+      const rooms = Array.isArray(body) ? body : body && Array.isArray(body.rooms) ? body.rooms : [];
+      const list = $("available-rooms");
+      list.replaceChildren();
+      for (const r of rooms) {
+        const name = typeof r === "string" ? r : r && r.name;
+        if (typeof name !== "string" || !ROOM_RE.test(name)) continue;
+        const item = el("li", "available-room");
+        item.dataset.room = name;
+        const button = el("button", "link");
+        button.type = "button";
+        button.append(el("span", "room-name", `${r.private ? "🔒 " : "#"}${name}`));
+        const online = Number(r.online);
+        if (Number.isFinite(online) && online > 0) button.append(el("span", "muted", ` · ${online} online`));
+        button.addEventListener("click", () => joinRoom(name));
+        item.append(button);
+        list.append(item);
+      }
+      if (!list.childElementCount) list.append(el("li", "empty", "No rooms yet."));
+    } catch (err) {
+      if (state.session) sideMessage(`Rooms: ${err.message}`);
+    }
+  }
+
+  function roomNameFrom(input) {
+    const name = input.value.trim().toLowerCase().replace(/^#/, "");
+    if (!ROOM_RE.test(name)) {
+      sideMessage("Room names: a–z, 0–9, _ and -, starting with a letter or digit, at most 64.");
+      return null;
+    }
+    return name;
+  }
+
+  function onJoinSubmit(event) {
+    event.preventDefault();
+    const input = $("room-input");
+    const name = roomNameFrom(input);
+    if (!name) return;
+    input.value = "";
+    joinRoom(name);
+    $("message-input").focus();
+  }
+
+  async function onCreateRoom(event) {
+    event.preventDefault();
+    const input = $("private-room-input");
+    const name = roomNameFrom(input);
+    if (!name) return;
+    $("create-room-button").disabled = true;
+    try {
+      await api("POST", "/api/rooms", { name, private: true }, { auth: true });
+      input.value = "";
+      sideMessage("", `Private room ${name} created.`);
+      joinRoom(name);
+      loadAvailableRooms();
+    } catch (err) {
+      sideMessage(err.message);
+    } finally {
+      $("create-room-button").disabled = false;
+    }
+  }
+
+  async function onAddMember(event) {
+    event.preventDefault();
+    const room = state.active;
+    const input = $("member-input");
+    const username = input.value.trim().replace(/^@/, "");
+    if (!room) return;
+    if (!USERNAME_RE.test(username)) {
+      showError("Username must be 3–32 letters, digits or _.");
+      return;
+    }
+    $("add-member-button").disabled = true;
+    try {
+      await api("POST", `/api/rooms/${encodeURIComponent(room)}/members`, { username }, { auth: true });
+      input.value = "";
+      sideMessage("", `${username} can now join ${room}.`);
+    } catch (err) {
+      showError(`Add member: ${err.message}`);
+    } finally {
+      $("add-member-button").disabled = false;
+    }
+  }
+
+  // ---- wiring -------------------------------------------------------------------------------
+  function init() {
+    $("auth-form").addEventListener("submit", onLoginSubmit);
+    $("register-button").addEventListener("click", onRegister);
+    $("logout-button").addEventListener("click", onLogout);
+    $("join-form").addEventListener("submit", onJoinSubmit);
+    $("create-room-form").addEventListener("submit", onCreateRoom);
+    $("member-form").addEventListener("submit", onAddMember);
+    $("rooms-refresh").addEventListener("click", (event) => {
+      event.preventDefault();
+      loadAvailableRooms();
+    });
+    $("composer").addEventListener("submit", (event) => {
+      event.preventDefault();
+      sendChat();
+    });
+    const input = $("message-input");
+    input.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+        event.preventDefault();
+        sendChat();
+      }
+    });
+    input.addEventListener("input", onComposerInput);
+    $("load-older").addEventListener("click", loadOlder);
+    $("messages-scroll").addEventListener("scroll", () => {
+      if ($("messages-scroll").scrollTop < 40) loadOlder();
+    });
+    $("bell").addEventListener("click", (event) => {
+      event.stopPropagation();
+      if ($("notifications-panel").hidden) openPanel();
+      else closePanel();
+    });
+    $("notifications-panel").addEventListener("click", (event) => event.stopPropagation());
+    document.addEventListener("click", () => closePanel());
+    document.addEventListener("keydown", (event) => {
+      if (event.key === "Escape") closePanel();
+    });
+    $("mark-all-read").addEventListener("click", () => markRead(null));
+    window.addEventListener("online", reconnectNow);
+    document.addEventListener("visibilitychange", () => {
+      if (document.visibilityState !== "visible" || !state.session || state.stopped) return;
+      if (state.session.expiresAt - Date.now() < 60000) refreshTokens().catch(() => {});
+      reconnectNow();
+    });
+    renderBell();
+    renderActive();
+
+    state.session = loadSession();
+    if (state.session) startChat();
+    else showAuthView("");
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
+  else init();
+})();
