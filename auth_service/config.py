@@ -26,7 +26,7 @@ class Settings(CommonSettings):
 
     model_config = SettingsConfigDict(env_prefix="NATTER_AUTH_", extra="ignore")
 
-    access_ttl_seconds: int = Field(default=900, ge=30, le=86_400, description="Access token lifetime (s).")
+    access_ttl_seconds: int = Field(default=900, ge=1, le=86_400, description="Access token lifetime (s).")
     issuer: str = Field(default="natter", min_length=1, description="JWT `iss`.")
     audience: str = Field(default="natter", min_length=1, description="JWT `aud`.")
     refresh_ttl_days: int = Field(

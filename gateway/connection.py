@@ -264,7 +264,7 @@ class Connection:
             if text is None:
                 self.send_error(ProtocolError(ErrorCode.UNSUPPORTED_FRAME))
                 continue
-            if not self._admit():
+            if not self._admit(text):
                 continue
             try:
                 _raw, frame = parse_frame(text)
@@ -361,15 +361,19 @@ class Connection:
         self.send_reply("notifications", reply, None)
 
     # --- frames ---------------------------------------------------------------------------
-    def _admit(self) -> bool:
-        """Rate limit (PROTOCOL.md section 1); persistent abuse closes 1008."""
+    def _admit(self, text: str | None = None) -> bool:
+        """Rate limit (PROTOCOL.md section 1); persistent abuse closes 1008.
+
+        The rejected frame's ``id`` is echoed (decoding it only on this rejection path).
+        """
         wait = self.bucket.take()
         if wait == 0.0:
             return True
         if self.abuse.hit():
             self.close(CloseCode.POLICY_VIOLATION, "rate limit abuse")
             return False
-        self.send_error(ProtocolError(ErrorCode.RATE_LIMITED, retry_after=round(max(wait, 0.01), 2)))
+        error = ProtocolError(ErrorCode.RATE_LIMITED, retry_after=round(max(wait, 0.01), 2))
+        self.send_error(error, _id_of_text(text) if text is not None else None)
         return False
 
     async def _receive_loop(self) -> None:
@@ -384,7 +388,7 @@ class Connection:
                 if self._admit():
                     self.send_error(ProtocolError(ErrorCode.UNSUPPORTED_FRAME))
                 continue
-            if not self._admit():
+            if not self._admit(text):
                 continue
             await self._handle_text(text)
 

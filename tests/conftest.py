@@ -9,6 +9,7 @@ as processes against it. Tests that restart or kill processes build their own is
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import time
 from collections.abc import Iterator
@@ -57,6 +58,7 @@ def start_nats(tmp: Path, name: str = "nats") -> NatsServer:
     port = free_port()
     store = tmp / f"{name}-store"
     process = nats_server_process(port=port, store_dir=store, log_path=tmp / f"{name}.log")
+    process.die_with_parent = True
     server = NatsServer(process=process, port=port, store_dir=store)
     server.start()
     return server
@@ -83,8 +85,12 @@ async def _wait_services(url: str, names: tuple[str, ...], timeout: float) -> No
 
 
 def wait_services(url: str, names: tuple[str, ...] = SERVICE_NAMES, timeout: float = 30.0) -> None:
-    """Block until each micro service answers ``$SRV.PING.<name>``."""
-    asyncio.run(_wait_services(url, names, timeout))
+    """Block until each micro service answers ``$SRV.PING.<name>``.
+
+    Runs its own event loop in a worker thread, so it also works from inside async tests.
+    """
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, _wait_services(url, names, timeout)).result()
 
 
 def wait_http_healthy(base_url: str, timeout: float = 30.0) -> None:
@@ -125,8 +131,9 @@ class Stack:
         process = service_process(
             name, nats_url=self.nats.url, env=self.env, log_path=self.tmp / f"{key}.log", index=index
         )
-        self.services[key] = process.start()
-        return process
+        process.die_with_parent = True
+        self.services[key] = process
+        return process.start()
 
     def start_gateway(self, port: int | None = None) -> ManagedProcess:
         port = port or free_port()
@@ -138,8 +145,10 @@ class Stack:
             port=port,
             log_path=self.tmp / f"gateway-{index}.log",
             index=index,
-        ).start()
+        )
+        process.die_with_parent = True
         self.gateways.append(process)
+        process.start()
         self.gateway_ports.append(port)
         wait_for_port(port)
         wait_http_healthy(f"http://127.0.0.1:{port}")
@@ -155,12 +164,23 @@ class Stack:
             process.stop()
 
 
-def _start_stack(tmp: Path, nats_server: NatsServer, env: dict[str, str] | None = None) -> Stack:
+def _start_stack(
+    tmp: Path, nats_server: NatsServer, env: dict[str, str] | None = None, created: list[Stack] | None = None
+) -> Stack:
+    """Start auth, chat, notify and one gateway; ``created`` gets the stack before anything can
+    fail, so that a failed start is still torn down."""
     stack = Stack(nats=nats_server, tmp=tmp, env=dict(env or {}))
-    for name in SERVICE_NAMES:
-        stack.start_service(name)
-    stack.wait_ready()
-    stack.start_gateway()
+    if created is not None:
+        created.append(stack)
+    try:
+        for name in SERVICE_NAMES:
+            stack.start_service(name)
+        stack.wait_ready()
+        stack.start_gateway()
+    except BaseException:
+        if created is None:
+            stack.stop()
+        raise
     return stack
 
 
@@ -181,17 +201,18 @@ def stack(nats_server: NatsServer, tmp_path_factory: pytest.TempPathFactory) -> 
 @pytest.fixture
 def stack_factory(tmp_path: Path) -> Iterator[object]:
     """Build isolated stacks (own nats-server) for tests that kill or restart processes."""
-    created: list[tuple[Stack, NatsServer]] = []
+    stacks: list[Stack] = []
+    servers: list[NatsServer] = []
 
     def make(env: dict[str, str] | None = None) -> Stack:
-        server = start_nats(tmp_path, name=f"nats{len(created)}")
-        running = _start_stack(tmp_path / f"stack{len(created)}", server, env)
-        created.append((running, server))
-        return running
+        server = start_nats(tmp_path, name=f"nats{len(servers)}")
+        servers.append(server)
+        return _start_stack(tmp_path / f"stack{len(servers)}", server, env, stacks)
 
     yield make
-    for running, server in created:
+    for running in stacks:
         running.stop()
+    for server in servers:
         server.stop()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,11 +52,19 @@ class WsClient:
 
     def __init__(self, conn: ClientConnection) -> None:
         self.conn = conn
+        #: frames read while waiting for a request's answer, returned by later reads in order.
+        self.stash: deque[dict[str, Any]] = deque()
 
     async def send(self, frame: dict[str, Any]) -> None:
         await self.conn.send(json.dumps(frame))
 
     async def recv(self, timeout: float = 5.0) -> dict[str, Any]:
+        """The next frame: stashed ones first, then from the socket."""
+        if self.stash:
+            return self.stash.popleft()
+        return await self._read(timeout)
+
+    async def _read(self, timeout: float) -> dict[str, Any]:
         raw = await asyncio.wait_for(self.conn.recv(), timeout)
         assert isinstance(raw, str), raw
         return json.loads(raw)
@@ -80,9 +89,10 @@ class WsClient:
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0:
                 raise TimeoutError(f"no answer to {frame.get('type')!r}")
-            answer = await self.recv(remaining)
+            answer = await self._read(remaining)
             if answer.get("id") == request_id:
                 return answer
+            self.stash.append(answer)
 
     async def close(self) -> None:
         await self.conn.close()
