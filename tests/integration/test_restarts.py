@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 
 import httpx
 import pytest
 
 from tests.conftest import Stack, wait_http_healthy, wait_services
-from tests.support import WsClient, connect, join, register, unique_name
+from tests.support import WsClient, connect, expect_close, join, register, unique_name
 
 pytestmark = pytest.mark.slow
 
@@ -106,3 +107,21 @@ async def test_durable_event_consumed_after_notify_restart(stack_factory) -> Non
                 break
             await asyncio.sleep(0.1)
     assert len([t for t in titles if "elcome" in t]) == 1
+
+
+async def test_gateway_sigterm_closes_sockets_1012_and_exits(stack_factory) -> None:  # type: ignore[no-untyped-def]
+    stack: Stack = await asyncio.to_thread(stack_factory)
+    room = unique_name("r")
+    async with httpx.AsyncClient(base_url=stack.base_url) as http:
+        user = await register(http)
+    sock = await connect(stack.ws_url, user.access_token)
+    await join(sock, room)
+    gateway = stack.gateways[0]
+    started = time.monotonic()
+    exit_code = await asyncio.to_thread(gateway.stop, 15)
+    code, _reason = await expect_close(sock, timeout=5)
+    assert code == 1012
+    # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status tells why it ended.
+    assert exit_code in (0, -signal.SIGTERM) and time.monotonic() - started < 12
+    log = (stack.tmp / "gateway-0.log").read_text()
+    assert "stopped" in log  # the lifespan drained NATS and removed the heartbeat
