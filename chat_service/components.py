@@ -1,0 +1,109 @@
+"""Wiring of one chat replica: streams, buckets, and the parts the endpoints use.
+
+:class:`Runtime` is created before the NATS connection exists (endpoints are registered on the
+service first) and filled by :meth:`Runtime.setup`, the ServiceApp setup hook.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from chat_service.config import Settings
+from chat_service.directget import DirectReader
+from chat_service.floors import FloorKeeper, floor_interval
+from chat_service.janitor import Janitor
+from chat_service.presence import Presence
+from chat_service.rooms import RoomRegistry
+from chat_service.store import MessageStore
+from shared import subjects
+from shared.streams import ensure_bucket, ensure_events_stream, ensure_messages_stream
+
+
+@dataclass(frozen=True, slots=True)
+class Components:
+    """What the handlers use, built once the NATS connection is up."""
+
+    nc: Client
+    js: JetStreamContext
+    store: MessageStore
+    rooms: RoomRegistry
+    presence: Presence
+    janitor: Janitor
+    floors: FloorKeeper | None
+
+
+async def build_components(nc: Client, settings: Settings) -> Components:
+    """Create streams and buckets idempotently (DESIGN.md rule 9), ``general``, and the parts."""
+    js = nc.jetstream()
+    replicas = settings.stream_replicas
+
+    async def ensure_messages() -> None:
+        await ensure_messages_stream(js, replicas=replicas, max_age_days=settings.retention_days)
+
+    await ensure_messages()
+    await ensure_events_stream(js, replicas=replicas)
+    rooms_kv = await ensure_bucket(js, subjects.KV_ROOMS, replicas=replicas)
+    presence_kv = await ensure_bucket(js, subjects.KV_PRESENCE, replicas=replicas)
+    gateways_kv = await ensure_bucket(js, subjects.KV_GATEWAYS, replicas=replicas)
+    reader = DirectReader(nc)
+    await reader.start()
+    rooms = RoomRegistry(reader, rooms_kv)
+    await rooms.ensure_general()
+    presence = Presence(nc, reader, presence_kv)
+    store = MessageStore(
+        nc,
+        js,
+        reader,
+        publish_timeout=settings.publish_timeout_seconds,
+        attempts=settings.send_attempts,
+        ensure_stream=ensure_messages,
+    )
+    janitor = Janitor(
+        reader,
+        presence,
+        gateways_kv,
+        interval=settings.janitor_interval_seconds,
+        grace=settings.janitor_grace_seconds,
+    )
+    floors = None
+    if settings.retention_days > 0:
+        interval = settings.floor_interval_seconds or floor_interval(settings.retention_days)
+        floors = FloorKeeper(rooms, store, interval=interval)
+    return Components(
+        nc=nc, js=js, store=store, rooms=rooms, presence=presence, janitor=janitor, floors=floors
+    )
+
+
+class Runtime:
+    """Settings plus the :class:`Components`, available once :meth:`setup` ran."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._parts: Components | None = None
+
+    @property
+    def parts(self) -> Components:
+        """The components. Raises RuntimeError before :meth:`setup`."""
+        if self._parts is None:
+            raise RuntimeError("chat components used before setup")
+        return self._parts
+
+    async def setup(self, nc: Client) -> None:
+        """ServiceApp setup hook: build the components on the live connection."""
+        self._parts = await build_components(nc, self.settings)
+
+    def payload_budget(self, slack: int = 4096) -> int:
+        """Bytes a reply may use: the server's max payload minus ``slack`` for envelope/headers."""
+        return max(self.parts.nc.max_payload - slack, 1024)
+
+    async def run_janitor(self) -> None:
+        """Background task: the presence janitor."""
+        await self.parts.janitor.run()
+
+    async def run_floors(self) -> None:
+        """Background task: seq floors (returns at once when retention is off)."""
+        if self.parts.floors is not None:
+            await self.parts.floors.run()

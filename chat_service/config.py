@@ -1,0 +1,64 @@
+"""chat_service settings (DESIGN.md rule 10): environment variables prefixed ``NATTER_CHAT_``."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from shared.config import CommonSettings
+from shared.streams import DAY, DEDUP_WINDOW
+
+
+class Settings(CommonSettings):
+    """Settings of one chat_service replica.
+
+    Environment variables (besides the common ``NATS_URL``, ``NATTER_STREAM_REPLICAS``, ...):
+    ``NATTER_CHAT_RETENTION_DAYS``, ``NATTER_CHAT_JANITOR_INTERVAL_SECONDS``,
+    ``NATTER_CHAT_JANITOR_GRACE_SECONDS``, ``NATTER_CHAT_RECOVERY_LIMIT``,
+    ``NATTER_CHAT_JOIN_LATEST``, ``NATTER_CHAT_PUBLISH_TIMEOUT_SECONDS``,
+    ``NATTER_CHAT_SEND_ATTEMPTS``, ``NATTER_CHAT_FLOOR_INTERVAL_SECONDS``.
+    """
+
+    model_config = SettingsConfigDict(extra="ignore", env_prefix="NATTER_CHAT_")
+
+    retention_days: float = Field(
+        default=0.0,
+        ge=0,
+        description="Days messages are kept in CHAT_MESSAGES; 0 keeps them forever. JetStream needs "
+        "at least the 10-minute de-duplication window.",
+    )
+    floor_interval_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="With retention: seconds between two copies of each room's last seq into its "
+        "registry entry; default a quarter of the retention, at most an hour.",
+    )
+    janitor_interval_seconds: float = Field(
+        default=10.0, gt=0, description="Seconds between two sweeps of presence keys of dead gateways."
+    )
+    janitor_grace_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="A gateway must be seen without heartbeat for this long before its presence keys "
+        "are removed (measured on this replica's clock).",
+    )
+    recovery_limit: int = Field(
+        default=1000, ge=1, le=10_000, description="join with since recovers at most this many messages."
+    )
+    join_latest: int = Field(
+        default=50, ge=0, le=1000, description="Messages in a join without (successful) recovery."
+    )
+    publish_timeout_seconds: float = Field(
+        default=2.0, gt=0, description="Seconds to wait for one JetStream PubAck before retrying."
+    )
+    send_attempts: int = Field(
+        default=50, ge=1, description="Attempts to store one message (wrong-last-sequence races, timeouts)."
+    )
+
+    @field_validator("retention_days")
+    @classmethod
+    def _retention_covers_dedup_window(cls, value: float) -> float:
+        """JetStream refuses a max age shorter than the duplicate window (err 10052)."""
+        if 0 < value * DAY < DEDUP_WINDOW:
+            raise ValueError(f"retention must be 0 (forever) or at least {DEDUP_WINDOW / DAY:.5f} days")
+        return value

@@ -1,0 +1,231 @@
+"""The ``chat.join``, ``chat.leave``, ``chat.send``, ``chat.history`` and ``chat.presence``
+endpoints (docs/subjects.md): validation, access rules and reply frames.
+
+Each handler takes the decoded request body (a model of ``shared/internal.py``) and answers the
+final client frame as bytes, without ``id`` (the gateway splices it in). Errors are
+:class:`~shared.errors.ProtocolError` (the service runner turns them into NATS service error
+headers); a ``pydantic.ValidationError`` is ``validation_error``. Bad input is refused before
+anything is written. Room management lives in :mod:`chat_service.room_admin`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import nats.errors
+
+from chat_service import frames, history
+from chat_service.components import Components, Runtime
+from chat_service.config import Settings
+from chat_service.events import publish_mentions
+from chat_service.stored import Appended
+from shared import subjects
+from shared.errors import ErrorCode, ProtocolError
+from shared.internal import (
+    HistoryRequest,
+    JoinRequest,
+    LeaveRequest,
+    PresenceRequest,
+    SendRequest,
+)
+from shared.protocol import utc_timestamp
+from shared.service_runner import ServiceApp
+
+logger = logging.getLogger(__name__)
+
+
+class ChatHandlers:
+    """The room membership, presence and message endpoints of one replica."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    @property
+    def parts(self) -> Components:
+        """Shortcut to the runtime's components."""
+        return self.runtime.parts
+
+    @property
+    def settings(self) -> Settings:
+        """The replica's settings."""
+        return self.runtime.settings
+
+    def register(self, app: ServiceApp) -> None:
+        """Add ``chat.join|leave|send|history|presence`` to ``app``."""
+        app.add_endpoint(subjects.CHAT_JOIN, self.join)
+        app.add_endpoint(subjects.CHAT_LEAVE, self.leave)
+        app.add_endpoint(subjects.CHAT_SEND, self.send)
+        app.add_endpoint(subjects.CHAT_HISTORY, self.history)
+        app.add_endpoint(subjects.CHAT_PRESENCE, self.presence)
+
+    # --- rooms and presence ----------------------------------------------------------------
+
+    async def join(self, body: dict[str, Any], headers: dict[str, str]) -> bytes:
+        """``chat.join``: the ``joined`` frame; creates a missing public room; ``forbidden`` for a
+        private room without membership.
+
+        Storage, presence recording and the online list are read concurrently; if any of them
+        fails, the presence just recorded is withdrawn (best effort), so a failed join leaves no
+        presence behind.
+        """
+        req = JoinRequest.model_validate(body)
+        parts = self.parts
+        room = await parts.rooms.get_or_create_public(req.room)
+        if not room.may_join(req.user_id):
+            raise ProtocolError(ErrorCode.FORBIDDEN, "Private room")
+
+        async def record_presence() -> None:
+            if req.first_local:
+                await parts.presence.join(
+                    req.room, user_id=req.user_id, username=req.username, gateway_id=req.gateway_id
+                )
+
+        recovery, recorded, online = await asyncio.gather(
+            history.recover(
+                parts.store,
+                req.room,
+                req.since,
+                recovery_limit=self.settings.recovery_limit,
+                latest=self.settings.join_latest,
+                seq_floor=room.seq_floor,
+            ),
+            record_presence(),
+            parts.presence.online(req.room),
+            return_exceptions=True,
+        )
+        failed = next((o for o in (recovery, recorded, online) if isinstance(o, BaseException)), None)
+        if failed is not None:
+            if req.first_local:
+                await self._withdraw_presence(req)
+            raise failed
+        assert isinstance(recovery, history.Recovery) and isinstance(online, list)
+        if all(user.user_id != req.user_id for user in online):
+            online.append(frames.OnlineUser(user_id=req.user_id, username=req.username))
+            online.sort(key=lambda user: (user.username.lower(), user.user_id))
+        messages, recovered = recovery.messages, recovery.recovered
+        envelope = len(
+            frames.joined_frame(
+                room=req.room, last_seq=recovery.last_seq, online=online, messages=[], recovered=recovered
+            )
+        )
+        budget = self.runtime.payload_budget() - envelope
+        fitted = frames.fit_messages(messages, budget, keep="newest")
+        if len(fitted) < len(messages) and recovered:
+            # The whole gap does not fit in one reply: the latest messages, and page back.
+            recovered = False
+            fitted = frames.fit_messages(messages[-self.settings.join_latest :], budget, keep="newest")
+        return frames.joined_frame(
+            room=req.room, last_seq=recovery.last_seq, online=online, messages=fitted, recovered=recovered
+        )
+
+    async def _withdraw_presence(self, req: JoinRequest) -> None:
+        try:
+            await self.parts.presence.leave(
+                req.room, user_id=req.user_id, username=req.username, gateway_id=req.gateway_id
+            )
+        except (ProtocolError, nats.errors.Error) as error:
+            logger.warning("room=%s user=%s could not withdraw presence: %r", req.room, req.user_id, error)
+
+    async def leave(self, body: dict[str, Any], headers: dict[str, str]) -> bytes:
+        """``chat.leave``: the ``left`` frame; with ``last_local`` removes this gateway's presence
+        key and announces ``user_left`` if it was the user's last one in the room."""
+        req = LeaveRequest.model_validate(body)
+        if req.last_local:
+            await self.parts.presence.leave(
+                req.room, user_id=req.user_id, username=req.username, gateway_id=req.gateway_id
+            )
+        return frames.left_frame(req.room)
+
+    async def presence(self, body: dict[str, Any], headers: dict[str, str]) -> bytes:
+        """``chat.presence``: the ``presence`` frame; same access rule as history."""
+        req = PresenceRequest.model_validate(body)
+        await self.parts.rooms.require_access(req.room, req.user_id)
+        online = await self.parts.presence.online(req.room)
+        return frames.presence_frame(room=req.room, online=online)
+
+    # --- messages --------------------------------------------------------------------------
+
+    async def history(self, body: dict[str, Any], headers: dict[str, str]) -> bytes:
+        """``chat.history``: the ``history`` frame; ``room_not_found``, ``forbidden``."""
+        req = HistoryRequest.model_validate(body)
+        await self.parts.rooms.require_access(req.room, req.user_id)
+        result = await history.page(
+            self.parts.store, req.room, before=req.before, after=req.after, limit=req.limit
+        )
+        messages, has_more = result.messages, result.has_more
+        budget = self.runtime.payload_budget() - len(
+            frames.history_frame(room=req.room, messages=[], has_more=True)
+        )
+        fitted = frames.fit_messages(messages, budget, keep="oldest" if req.after is not None else "newest")
+        if len(fitted) < len(messages):
+            has_more = True
+        return frames.history_frame(room=req.room, messages=fitted, has_more=has_more)
+
+    async def send(self, body: dict[str, Any], headers: dict[str, str]) -> bytes:
+        """``chat.send``: store the message with the room's next seq (exactly once per
+        ``client_msg_id``), publish the ``message`` frame, answer the ``ack`` frame.
+
+        Raises:
+            ProtocolError: ``validation_error`` (empty after trimming), ``room_not_found``,
+                ``forbidden``, ``unavailable`` (storage could not confirm; safe to retry).
+        """
+        req = SendRequest.model_validate(body)
+        text = req.message.strip()
+        if not text:
+            raise ProtocolError(ErrorCode.VALIDATION_ERROR, "message: must not be empty")
+        parts = self.parts
+        room = await parts.rooms.require_access(req.room, req.user_id)
+        timestamp = utc_timestamp()
+
+        def build(seq: int) -> bytes:
+            return frames.message_data(
+                room=room.name,
+                seq=seq,
+                user_id=req.user_id,
+                username=req.username,
+                message=text,
+                timestamp=timestamp,
+                client_msg_id=req.client_msg_id,
+            )
+
+        async def deliver(stored: Appended) -> None:
+            await parts.nc.publish(
+                subjects.deliver_room(room.name),
+                frames.delivery_frame(room.name, stored.data),
+                headers={
+                    subjects.HDR_ROOM: room.name,
+                    subjects.HDR_SEQ: str(stored.seq),
+                    subjects.HDR_KIND: "message",
+                },
+            )
+
+        stored = await parts.store.append(
+            room.name,
+            user_id=req.user_id,
+            client_msg_id=req.client_msg_id,
+            build=build,
+            after_store=deliver,
+            seq_floor=room.seq_floor,
+        )
+        data = frames.parse_data(stored.data) if stored.duplicate else None
+        if data is not None:
+            logger.info(
+                "room=%s user=%s duplicate send answered with seq=%d", room.name, req.user_id, stored.seq
+            )
+        await publish_mentions(
+            parts.js,
+            room=room.name,
+            seq=stored.seq,
+            user_id=req.user_id,
+            username=str(data["username"]) if data else req.username,
+            message=str(data["message"]) if data else text,
+            timeout=self.settings.publish_timeout_seconds,
+        )
+        return frames.ack_frame(
+            room=room.name,
+            client_msg_id=req.client_msg_id,
+            seq=stored.seq,
+            timestamp=str(data["timestamp"]) if data else timestamp,
+        )

@@ -1,0 +1,221 @@
+"""The room registry: KV bucket ``natter_rooms``, key ``<room>``, value
+``{"name","private","owner","members":[user ids],"created_at","seq_floor"}`` (docs/subjects.md;
+``seq_floor`` is chat_service's own addition, see :mod:`chat_service.floors`).
+
+Rules (PROTOCOL.md section 3): a public room is created on first join (owner ``null``) or over
+HTTP (owner = the creator); anyone may join it. A private room is created over HTTP; only its
+owner and members may join it, read its history or send to it. ``general`` always exists.
+Creation uses KV ``create`` (atomic across replicas); membership changes use ``update`` with the
+revision read (compare-and-set), retried on conflict.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any, Final
+
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from chat_service.directget import DirectReader
+from chat_service.kvscan import scan
+from shared import subjects
+from shared.errors import ErrorCode, ProtocolError
+from shared.protocol import dumps, utc_timestamp
+
+logger = logging.getLogger(__name__)
+
+GENERAL: Final = "general"
+#: Compare-and-set attempts for one membership change before answering ``unavailable``.
+UPDATE_ATTEMPTS: Final = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Room:
+    """One room as stored, plus the KV ``revision`` it was read at."""
+
+    name: str
+    private: bool
+    owner: str | None
+    members: tuple[str, ...]
+    created_at: str
+    #: A room seq known to be stored at some point (kept while retention is on): when every
+    #: message passed retention, numbering continues after it (chat_service.floors).
+    seq_floor: int = 0
+    revision: int = 0
+
+    def may_join(self, user_id: str) -> bool:
+        """Public rooms: anyone. Private rooms: the owner and the members."""
+        return not self.private or user_id == self.owner or user_id in self.members
+
+    def as_stored(self) -> dict[str, Any]:
+        """The KV value."""
+        return {
+            "name": self.name,
+            "private": self.private,
+            "owner": self.owner,
+            "members": list(self.members),
+            "created_at": self.created_at,
+            "seq_floor": self.seq_floor,
+        }
+
+    def as_reply(self) -> dict[str, Any]:
+        """``{"name","private","owner","members"}``: the reply of ``chat.rooms.*``."""
+        return {
+            "name": self.name,
+            "private": self.private,
+            "owner": self.owner,
+            "members": list(self.members),
+        }
+
+    def encode(self) -> bytes:
+        """The KV value as compact JSON bytes."""
+        return dumps(self.as_stored()).encode()
+
+    @classmethod
+    def decode(cls, data: bytes, *, revision: int, name: str | None = None) -> Room:
+        """Parse a stored value; tolerant of missing fields (older or hand-written entries)."""
+        raw = json.loads(data) if data else {}
+        if not isinstance(raw, dict):
+            raw = {}
+        members = raw.get("members") or []
+        owner = raw.get("owner")
+        floor = raw.get("seq_floor")
+        return cls(
+            name=str(raw.get("name") or name or ""),
+            private=bool(raw.get("private", False)),
+            owner=owner if isinstance(owner, str) else None,
+            members=tuple(m for m in members if isinstance(m, str)),
+            created_at=str(raw.get("created_at") or ""),
+            seq_floor=floor if isinstance(floor, int) and not isinstance(floor, bool) and floor > 0 else 0,
+            revision=revision,
+        )
+
+
+class RoomRegistry:
+    """Rooms in KV ``natter_rooms``; every read goes to KV (another replica may have changed it)."""
+
+    def __init__(self, reader: DirectReader, kv: KeyValue) -> None:
+        self._reader = reader
+        self._kv = kv
+
+    async def get(self, name: str) -> Room | None:
+        """The room, or ``None`` when it does not exist."""
+        try:
+            entry = await self._kv.get(subjects.check_room(name))
+        except KeyNotFoundError:
+            return None
+        assert entry.value is not None
+        return Room.decode(entry.value, revision=entry.revision or 0, name=name)
+
+    async def require(self, name: str) -> Room:
+        """The room. Raises ProtocolError ``room_not_found``."""
+        room = await self.get(name)
+        if room is None:
+            raise ProtocolError(ErrorCode.ROOM_NOT_FOUND)
+        return room
+
+    async def require_access(self, name: str, user_id: str) -> Room:
+        """The room if ``user_id`` may join it.
+
+        Raises:
+            ProtocolError: ``room_not_found``; ``forbidden`` for a private room the user is not in.
+        """
+        room = await self.require(name)
+        if not room.may_join(user_id):
+            raise ProtocolError(ErrorCode.FORBIDDEN, "Private room")
+        return room
+
+    async def get_or_create_public(self, name: str) -> Room:
+        """The room, creating it as public with no owner if it does not exist (first join).
+
+        Concurrent creators on any replica are all fine: one ``create`` wins, the others read it.
+        """
+        room = await self.get(name)
+        if room is not None:
+            return room
+        fresh = Room(name=name, private=False, owner=None, members=(), created_at=utc_timestamp())
+        try:
+            revision = await self._kv.create(name, fresh.encode())
+        except KeyWrongLastSequenceError:
+            return await self.require(name)
+        logger.info("room=%s created on join", name)
+        return replace(fresh, revision=revision)
+
+    async def ensure_general(self) -> None:
+        """Create ``general`` (public, owner ``null``) unless it exists."""
+        await self.get_or_create_public(GENERAL)
+
+    async def create(self, name: object, *, owner: str, private: bool) -> Room:
+        """Create a room owned by ``owner``; a private room starts with members ``[owner]``.
+
+        Raises:
+            ProtocolError: ``invalid_room`` for a bad name; ``conflict`` if it exists.
+        """
+        room_name = subjects.check_room(name)
+        room = Room(
+            name=room_name,
+            private=private,
+            owner=owner,
+            members=(owner,) if private else (),
+            created_at=utc_timestamp(),
+        )
+        try:
+            revision = await self._kv.create(room_name, room.encode())
+        except KeyWrongLastSequenceError as error:
+            raise ProtocolError(ErrorCode.CONFLICT, "Room already exists") from error
+        logger.info("room=%s created private=%s owner=%s", room_name, private, owner)
+        return replace(room, revision=revision)
+
+    async def raise_floor(self, name: str, seq: int) -> bool:
+        """Set the room's ``seq_floor`` to ``seq`` unless it is already there or higher
+        (compare-and-set; a concurrent change is re-read). Returns True if it was written."""
+        for _ in range(UPDATE_ATTEMPTS):
+            room = await self.get(name)
+            if room is None or room.seq_floor >= seq:
+                return False
+            try:
+                await self._kv.update(name, replace(room, seq_floor=seq).encode(), last=room.revision)
+            except KeyWrongLastSequenceError:
+                continue
+            return True
+        return False
+
+    async def change_members(
+        self, name: str, *, actor: str, change: Callable[[tuple[str, ...]], tuple[str, ...]]
+    ) -> Room:
+        """Apply ``change`` to the member list, as the room's owner ``actor`` (compare-and-set).
+
+        Raises:
+            ProtocolError: ``room_not_found``; ``forbidden`` when ``actor`` is not the owner;
+                ``unavailable`` after :data:`UPDATE_ATTEMPTS` lost races.
+        """
+        for _ in range(UPDATE_ATTEMPTS):
+            room = await self.require(name)
+            if room.owner is None or room.owner != actor:
+                raise ProtocolError(ErrorCode.FORBIDDEN, "Only the room owner can manage members")
+            members = change(room.members)
+            if members == room.members:
+                return room
+            updated = replace(room, members=members)
+            try:
+                revision = await self._kv.update(name, updated.encode(), last=room.revision)
+            except KeyWrongLastSequenceError:
+                continue
+            logger.info("room=%s members changed by owner=%s count=%d", name, actor, len(members))
+            return replace(updated, revision=revision)
+        raise ProtocolError(ErrorCode.UNAVAILABLE)
+
+    async def all(self) -> list[Room]:
+        """Every room (one batched read of the bucket)."""
+        items = await scan(self._reader, self._kv, bucket=subjects.KV_ROOMS)
+        rooms = []
+        for item in items:
+            try:
+                rooms.append(Room.decode(item.value, revision=item.revision, name=item.key))
+            except ValueError:
+                logger.warning("room=%s unreadable registry entry skipped", item.key)
+        return rooms
