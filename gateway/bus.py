@@ -18,6 +18,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from gateway.wire import Outbound
 from shared import subjects
 from shared.errors import ErrorCode, ProtocolError
 from shared.internal import HistoryRequest
@@ -100,18 +101,18 @@ class Bus:
     async def _on_room(self, msg: Msg) -> None:
         headers = msg.headers or {}
         room = headers.get(subjects.HDR_ROOM) or subjects.room_from_deliver_subject(msg.subject)
-        text = msg.data.decode()
+        frame = Outbound(msg.data)
         kind = headers.get(subjects.HDR_KIND, "message")
         seq_header = headers.get(subjects.HDR_SEQ)
         if seq_header is not None:
-            relayed_frames = self.hub.deliver_message(room, int(seq_header), text)
+            relayed_frames = self.hub.deliver_message(room, int(seq_header), frame)
             if relayed_frames:
                 state = self.hub.rooms.get(room)
                 self.metrics.relayed("message", relayed_frames * (len(state.floors) if state else 0))
             if self.hub.gap(room) is not None and room not in self._gap_tasks:
                 self._gap_tasks[room] = asyncio.ensure_future(self._fill_gap(room))
         else:
-            count = self.hub.deliver_event(room, text, skip_user=headers.get(subjects.HDR_USER))
+            count = self.hub.deliver_event(room, frame, skip_user=headers.get(subjects.HDR_USER))
             self.metrics.relayed(kind, count)
 
     async def _fill_gap(self, room: str) -> None:
@@ -139,7 +140,7 @@ class Bus:
                 page = json.loads(reply)
                 self.metrics.gap_fills.inc()
                 for data in page.get("messages", []):
-                    frame = dumps({"type": "message", "room": room, "data": data})
+                    frame = Outbound(dumps({"type": "message", "room": room, "data": data}).encode())
                     self.hub.deliver_message(room, int(data["seq"]), frame)
         finally:
             self._gap_tasks.pop(room, None)
@@ -165,11 +166,11 @@ class Bus:
 
     async def _on_user(self, msg: Msg) -> None:
         user_id = msg.subject.rsplit(".", 1)[-1]
-        count = self.hub.deliver_user(user_id, msg.data.decode())
+        count = self.hub.deliver_user(user_id, Outbound(msg.data))
         self.metrics.relayed((msg.headers or {}).get(subjects.HDR_KIND, "notification"), count)
 
     async def _on_all(self, msg: Msg) -> None:
-        count = self.hub.deliver_all(msg.data.decode())
+        count = self.hub.deliver_all(Outbound(msg.data))
         self.metrics.relayed((msg.headers or {}).get(subjects.HDR_KIND, "broadcast"), count)
 
 

@@ -19,6 +19,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from gateway.ratelimit import AbuseCounter, TokenBucket
 from gateway.tokens import Claims
+from gateway.wire import Outbound, direct_sink
 from gateway.writer import SendQueue
 from shared import subjects
 from shared.errors import CloseCode, ErrorCode, ProtocolError
@@ -78,7 +79,9 @@ class Connection:
         self.authenticated = False
         self.rooms: set[str] = set()
         self.closing = False
-        self.queue = SendQueue(self._send_text, self._close_socket, node.settings.send_queue_frames)
+        self.queue = SendQueue(
+            direct_sink(websocket.scope), self._send_text, self._close_socket, node.settings.send_queue_frames
+        )
         self.bucket = TokenBucket(node.settings.rate_per_second, node.settings.rate_burst)
         self.abuse = AbuseCounter(node.settings.abuse_limit)
         self._expiry: asyncio.TimerHandle | None = None
@@ -97,9 +100,9 @@ class Connection:
         self.node.metrics.closes.labels(str(code)).inc()
         await self.ws.close(code, reason)
 
-    def enqueue(self, text: str) -> None:
-        """Queue a frame; on overflow close this socket 1013 (others are unaffected)."""
-        if not self.queue.put(text):
+    def enqueue(self, frame: Outbound) -> None:
+        """Send or queue a frame; on overflow close this socket 1013 (others are unaffected)."""
+        if not self.queue.put(frame):
             self._overflow()
 
     def _overflow(self) -> None:
@@ -112,18 +115,18 @@ class Connection:
     def send(self, frame_type: str, request_id: RequestId = None, /, **fields: Any) -> None:
         """Queue a server frame built from fields."""
         self.node.metrics.frames_out.labels(frame_type).inc()
-        self.enqueue(encode_frame(frame_type, request_id, **fields))
+        self.enqueue(Outbound(encode_frame(frame_type, request_id, **fields).encode()))
 
     def send_reply(self, frame_type: str, reply: bytes, request_id: RequestId) -> None:
         """Queue a service's pre-encoded frame with the request ``id`` spliced in."""
         self.node.metrics.frames_out.labels(frame_type).inc()
-        self.enqueue(with_request_id(reply, request_id).decode())
+        self.enqueue(Outbound(with_request_id(reply, request_id)))
 
     def send_error(self, error: ProtocolError, request_id: RequestId = None) -> None:
         """Queue an ``error`` frame (PROTOCOL.md section 7)."""
         self.node.metrics.errors.labels(error.code.value).inc()
         self.node.metrics.frames_out.labels("error").inc()
-        self.enqueue(error_frame(error, request_id))
+        self.enqueue(Outbound(error_frame(error, request_id).encode()))
 
     def close(self, code: int, reason: str, error: ProtocolError | None = None) -> None:
         """Queue ``error`` (if any) then a close; the reader sees the disconnect."""
@@ -302,7 +305,7 @@ class Connection:
             failure = ProtocolError(ErrorCode.AUTH_FAILED, error.message)
             self.node.metrics.errors.labels(failure.code.value).inc()
             self.node.metrics.frames_out.labels("error").inc()
-            self.enqueue(error_frame(failure, request_id))
+            self.enqueue(Outbound(error_frame(failure, request_id).encode()))
             self.closing = True
             self.queue.put_close(CloseCode.POLICY_VIOLATION, "auth failed")
             return False
@@ -470,8 +473,8 @@ class Connection:
             raise
         buffered = hub.join_complete(room, self, last_seq)
         self.send_reply("joined", reply, frame.id)
-        for text in buffered:
-            self.enqueue(text)
+        for frame in buffered:
+            self.enqueue(frame)
 
     async def _leave(self, frame: LeaveFrame) -> None:
         room = subjects.check_room(frame.room)

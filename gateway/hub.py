@@ -15,7 +15,11 @@ and flushed after ``joined``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
+
+#: An outgoing frame as the hub sees it: opaque, shared by every recipient
+#: (:class:`gateway.wire.Outbound` in the gateway).
+Frame = Any
 
 
 class Subscriber(Protocol):
@@ -24,8 +28,8 @@ class Subscriber(Protocol):
     conn_id: str
     user_id: str
 
-    def enqueue(self, text: str) -> None:
-        """Queue ``text`` for sending without awaiting; overflow is the socket's problem."""
+    def enqueue(self, frame: Any) -> None:
+        """Queue ``frame`` for sending without awaiting; overflow is the socket's problem."""
 
 
 @dataclass
@@ -34,14 +38,14 @@ class RoomState:
 
     #: socket -> floor seq, or None while its join is in flight.
     floors: dict[Subscriber, int | None] = field(default_factory=dict)
-    #: message frames buffered for sockets whose join is in flight: (seq, text).
-    buffered: dict[Subscriber, list[tuple[int, str]]] = field(default_factory=dict)
+    #: message frames buffered for sockets whose join is in flight: (seq, frame).
+    buffered: dict[Subscriber, list[tuple[int, Frame]]] = field(default_factory=dict)
     #: local sockets per user id (presence is per user, PROTOCOL.md section 3).
     users: dict[str, int] = field(default_factory=dict)
     #: last relayed seq; None until the first ``joined`` answer tells where the room is.
     last_seq: int | None = None
-    #: frames that arrived ahead of a gap: seq -> text.
-    ahead: dict[int, str] = field(default_factory=dict)
+    #: frames that arrived ahead of a gap: seq -> frame.
+    ahead: dict[int, Frame] = field(default_factory=dict)
 
 
 class Hub:
@@ -92,7 +96,7 @@ class Hub:
         state.users[sub.user_id] = count + 1
         return count == 0
 
-    def join_complete(self, room: str, sub: Subscriber, last_seq: int) -> list[str]:
+    def join_complete(self, room: str, sub: Subscriber, last_seq: int) -> list[Frame]:
         """Set ``sub``'s floor to ``last_seq``; return buffered frames newer than it, in order."""
         state = self.rooms.get(room)
         if state is None or sub not in state.floors:
@@ -102,7 +106,7 @@ class Hub:
         if state.last_seq is None:
             state.last_seq = last_seq
             self._drain_ahead(state)
-        return [text for seq, text in sorted(buffered) if seq > last_seq]
+        return [frame for seq, frame in sorted(buffered, key=lambda item: item[0]) if seq > last_seq]
 
     def leave(self, room: str, sub: Subscriber) -> tuple[bool, bool]:
         """Remove ``sub`` from ``room``; returns ``(room_now_empty, was_users_last_socket)``."""
@@ -135,7 +139,7 @@ class Hub:
         return next(iter(state.users), None)
 
     # --- delivery -------------------------------------------------------------------------
-    def deliver_message(self, room: str, seq: int, text: str) -> int:
+    def deliver_message(self, room: str, seq: int, frame: Frame) -> int:
         """Relay one ``message`` frame in seq order.
 
         Returns the number of frames relayed now (0 when dropped or parked).
@@ -147,23 +151,23 @@ class Hub:
             # No joined answer yet: every socket is pending; buffer for them.
             for sub, floor in state.floors.items():
                 if floor is None:
-                    state.buffered[sub].append((seq, text))
+                    state.buffered[sub].append((seq, frame))
             return 0
         if seq <= state.last_seq:
             return 0
         if seq > state.last_seq + 1:
-            state.ahead[seq] = text
+            state.ahead[seq] = frame
             return 0
-        self._relay(state, seq, text)
+        self._relay(state, seq, frame)
         return 1 + self._drain_ahead(state)
 
-    def _relay(self, state: RoomState, seq: int, text: str) -> None:
+    def _relay(self, state: RoomState, seq: int, frame: Frame) -> None:
         state.last_seq = seq
         for sub, floor in state.floors.items():
             if floor is None:
-                state.buffered[sub].append((seq, text))
+                state.buffered[sub].append((seq, frame))
             elif seq > floor:
-                sub.enqueue(text)
+                sub.enqueue(frame)
 
     def _drain_ahead(self, state: RoomState) -> int:
         relayed = 0
@@ -172,10 +176,10 @@ class Hub:
             del state.ahead[seq]
         while state.ahead:
             nxt = state.last_seq + 1
-            text = state.ahead.pop(nxt, None)
-            if text is None:
+            frame = state.ahead.pop(nxt, None)
+            if frame is None:
                 break
-            self._relay(state, nxt, text)
+            self._relay(state, nxt, frame)
             relayed += 1
         return relayed
 
@@ -187,7 +191,7 @@ class Hub:
         first_ahead = min(state.ahead)
         return state.last_seq, first_ahead - state.last_seq - 1
 
-    def deliver_event(self, room: str, text: str, skip_user: str | None = None) -> int:
+    def deliver_event(self, room: str, frame: Frame, skip_user: str | None = None) -> int:
         """Relay an unordered room frame (presence, typing) to joined sockets; returns count."""
         state = self.rooms.get(room)
         if state is None:
@@ -195,22 +199,22 @@ class Hub:
         count = 0
         for sub, floor in state.floors.items():
             if floor is not None and sub.user_id != skip_user:
-                sub.enqueue(text)
+                sub.enqueue(frame)
                 count += 1
         return count
 
-    def deliver_user(self, user_id: str, text: str) -> int:
+    def deliver_user(self, user_id: str, frame: Frame) -> int:
         """Relay a frame to every local socket of ``user_id``; returns count."""
         sockets = self.users.get(user_id, ())
         for sub in sockets:
-            sub.enqueue(text)
+            sub.enqueue(frame)
         return len(sockets)
 
-    def deliver_all(self, text: str) -> int:
+    def deliver_all(self, frame: Frame) -> int:
         """Relay a frame to every authenticated local socket; returns count."""
         count = 0
         for sockets in self.users.values():
             for sub in sockets:
-                sub.enqueue(text)
+                sub.enqueue(frame)
                 count += 1
         return count

@@ -6,6 +6,7 @@ import uvicorn
 
 from gateway.app import create_app
 from gateway.config import Settings
+from gateway.wire import RawSendCapture
 from shared.logs import configure_logging
 
 
@@ -19,7 +20,7 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, settings: Settings | Non
     settings = settings or Settings()
     configure_logging(settings.log_level)
     uvicorn.run(
-        create_app(settings),
+        RawSendCapture(create_app(settings)),
         host=host,
         port=port,
         loop="uvloop",

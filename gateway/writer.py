@@ -1,9 +1,11 @@
-"""One socket's bounded send queue drained by its own writer task (DESIGN.md rule 5).
+"""One socket's bounded send queue (DESIGN.md rule 5).
 
-Fan-out never awaits: :meth:`SendQueue.put` is ``put_nowait`` semantics; a queue that would
-exceed its limit reports overflow and the socket is closed 1013 from a separate task
-(centrifuge ``writer.enqueue`` -> ``DisconnectSlow``). A close is queued behind the frames
-before it so that, for instance, ``error`` then close 1008 reach the client in that order.
+Fan-out never awaits: :meth:`SendQueue.put` either writes the prebuilt frame straight to the
+socket's transport (nothing queued, transport not paused) or queues it for the socket's own
+writer task; a queue that would exceed its limit reports overflow and the socket is closed 1013
+from a separate task (centrifuge ``writer.enqueue`` -> ``DisconnectSlow``). The transport's
+pause/resume (asyncio flow control) is the signal that a client reads too slowly. A close is
+queued behind the frames before it, so ``error`` then close 1008 reach the client in order.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+
+from gateway.wire import DirectSink, Outbound
 
 logger = logging.getLogger(__name__)
 
@@ -26,25 +30,29 @@ class CloseRequest:
 
 
 class SendQueue:
-    """A bounded FIFO of text frames (and a final :class:`CloseRequest`) with a writer task.
+    """A bounded FIFO of outgoing frames (and a final :class:`CloseRequest`) with a writer task.
 
     Args:
+        sink: direct transport writer, or None to send through ASGI ``send_text``.
         send_text: coroutine sending one text frame (Starlette ``WebSocket.send_text``).
         close: coroutine closing the socket with (code, reason).
-        limit: frames allowed in the queue; one more is an overflow.
+        limit: frames allowed to wait in the queue; one more is an overflow.
     """
 
     def __init__(
         self,
+        sink: DirectSink | None,
         send_text: Callable[[str], Awaitable[None]],
         close: Callable[[int, str], Awaitable[None]],
         limit: int,
     ) -> None:
+        self._sink = sink
         self._send_text = send_text
         self._close = close
         self.limit = limit
-        self._items: deque[str | CloseRequest] = deque()
+        self._items: deque[Outbound | CloseRequest] = deque()
         self._wakeup = asyncio.Event()
+        self._busy = False
         self._task: asyncio.Task[None] | None = None
         self.closed = False
 
@@ -52,13 +60,17 @@ class SendQueue:
         """Start the writer task."""
         self._task = asyncio.create_task(self._run())
 
-    def put(self, text: str) -> bool:
-        """Queue one frame without awaiting; False if the queue is full (overflow) or closed."""
+    def put(self, item: Outbound) -> bool:
+        """Send or queue one frame without awaiting; False on overflow."""
         if self.closed:
+            return True
+        sink = self._sink
+        if sink is not None and not self._items and not self._busy and sink.ready():
+            sink.write(item.wire)
             return True
         if len(self._items) >= self.limit:
             return False
-        self._items.append(text)
+        self._items.append(item)
         self._wakeup.set()
         return True
 
@@ -77,10 +89,19 @@ class SendQueue:
                     self._wakeup.clear()
                     await self._wakeup.wait()
                 item = self._items.popleft()
+                self._busy = True
                 if isinstance(item, CloseRequest):
                     await self._close(item.code, item.reason)
                     return
-                await self._send_text(item)
+                sink = self._sink
+                if sink is None:
+                    await self._send_text(item.text)
+                else:
+                    await sink.wait_writable()
+                    if sink.gone():
+                        return
+                    sink.write(item.wire)
+                self._busy = False
         except asyncio.CancelledError:
             raise
         except Exception as error:  # the peer went away; the reader notices the disconnect
@@ -90,12 +111,7 @@ class SendQueue:
         """Drop everything queued, stop the writer and close now (overflow, shutdown)."""
         self.closed = True
         self._items.clear()
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
+        await self.stop()
         try:
             await self._close(code, reason)
         except Exception:  # already closed

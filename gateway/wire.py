@@ -1,0 +1,116 @@
+"""WebSocket frames built once per message and written straight to each socket's transport.
+
+A relayed frame is the same bytes for every recipient, so natter builds its RFC 6455 frame once
+(section 5.2: FIN + opcode 0x1, unmasked server payload length in 7, 16 or 64 bits) and hands the
+same ``bytes`` object to every socket, as centrifuge's ``broadcastPublication`` does with
+publication bytes. Writing those bytes to a socket is one non-blocking ``transport.write``.
+
+This needs the server's own connection object: :class:`RawSendCapture` (an outer ASGI layer)
+records uvicorn's ``send`` callable in the scope, and :func:`direct_sink` recognises uvicorn's
+websockets-sansio protocol behind it. Under any other server the gateway falls back to the ASGI
+``send_text`` path with the same ordering and queue limits.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+RAW_SEND_KEY = "natter.raw_send"
+
+
+class Outbound:
+    """One outgoing text message: its UTF-8 payload and, built on first use, its wire frame.
+
+    One instance is shared by every recipient of a fan-out.
+    """
+
+    __slots__ = ("_wire", "payload")
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+        self._wire: bytes | None = None
+
+    @property
+    def wire(self) -> bytes:
+        """The complete unmasked text frame (RFC 6455 section 5.2)."""
+        if self._wire is None:
+            self._wire = text_frame(self.payload)
+        return self._wire
+
+    @property
+    def text(self) -> str:
+        return self.payload.decode()
+
+
+def text_frame(payload: bytes) -> bytes:
+    """An unfragmented, unmasked text frame carrying ``payload`` (RFC 6455 section 5.2)."""
+    length = len(payload)
+    if length < 126:
+        header = bytes((0x81, length))
+    elif length < 1 << 16:
+        header = b"\x81\x7e" + struct.pack("!H", length)
+    else:
+        header = b"\x81\x7f" + struct.pack("!Q", length)
+    return header + payload
+
+
+class DirectSink:
+    """Non-blocking writes of prebuilt frames to one uvicorn websockets-sansio connection."""
+
+    __slots__ = ("protocol", "transport")
+
+    def __init__(self, protocol: Any) -> None:
+        self.protocol = protocol
+        self.transport = protocol.transport
+
+    def ready(self) -> bool:
+        """True when a frame may be written now: open, and the transport is not paused."""
+        protocol = self.protocol
+        return bool(
+            protocol.writable.is_set()
+            and not protocol.close_sent
+            and not protocol.disconnected
+            and not self.transport.is_closing()
+        )
+
+    def gone(self) -> bool:
+        """True once the socket is closing or closed (nothing more can be written)."""
+        return bool(self.protocol.close_sent or self.protocol.disconnected or self.transport.is_closing())
+
+    def write(self, frame: bytes) -> None:
+        self.transport.write(frame)
+
+    async def wait_writable(self) -> None:
+        await self.protocol.writable.wait()
+
+
+def direct_sink(scope: Scope) -> DirectSink | None:
+    """The :class:`DirectSink` for this WebSocket scope, or None if the server is not uvicorn's
+    websockets-sansio protocol (then frames go through ASGI ``send``)."""
+    send = scope.get(RAW_SEND_KEY)
+    protocol = getattr(send, "__self__", None)
+    if protocol is None:
+        return None
+    needed = ("transport", "writable", "close_sent", "disconnected", "conn")
+    if not all(hasattr(protocol, name) for name in needed):
+        return None
+    if type(protocol).__module__ != "uvicorn.protocols.websockets.websockets_sansio_impl":
+        return None
+    if getattr(protocol.conn, "extensions", None):  # per-message-deflate: frames differ per socket
+        return None
+    return DirectSink(protocol)
+
+
+class RawSendCapture:
+    """Outermost ASGI layer: keeps the server's ``send`` callable in WebSocket scopes."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            scope[RAW_SEND_KEY] = send
+        await self.app(scope, receive, send)
