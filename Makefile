@@ -6,7 +6,7 @@
 #   make up UP_ARGS="--gateways 2 --chat 2"
 #   make test                    python -m pytest (all of tests/)
 #   make test PYTEST_ARGS="tests/unit -q"
-#   make lint                    ruff check, ruff format --check, mypy shared
+#   make lint                    ruff check, ruff format --check, mypy (shared, natter/sdk)
 #   make test PYTHON=python3.12  build .venv with another interpreter (rm -rf .venv to switch)
 
 PYTHON ?= python3
@@ -35,7 +35,7 @@ lint: $(STAMP)
 	@status=0; \
 	echo "$(BIN)/ruff check ."; $(BIN)/ruff check . || status=1; \
 	echo "$(BIN)/ruff format --check ."; $(BIN)/ruff format --check . || status=1; \
-	echo "$(BIN)/mypy shared"; $(BIN)/mypy shared || status=1; \
+	echo "$(BIN)/mypy"; $(BIN)/mypy || status=1; \
 	exit $$status
 
 $(BIN)/python:
