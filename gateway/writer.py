@@ -51,14 +51,16 @@ class SendQueue:
         self._close = close
         self.limit = limit
         self._items: deque[Outbound | CloseRequest] = deque()
-        self._wakeup = asyncio.Event()
         self._busy = False
         self._task: asyncio.Task[None] | None = None
         self.closed = False
 
     def start(self) -> None:
-        """Start the writer task."""
-        self._task = asyncio.create_task(self._run())
+        """Kept for symmetry: the writer task starts lazily, only while frames wait."""
+
+    def _wake(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
 
     def put(self, item: Outbound) -> bool:
         """Send or queue one frame without awaiting; False on overflow."""
@@ -71,7 +73,7 @@ class SendQueue:
         if len(self._items) >= self.limit:
             return False
         self._items.append(item)
-        self._wakeup.set()
+        self._wake()
         return True
 
     def put_close(self, code: int, reason: str) -> None:
@@ -80,17 +82,16 @@ class SendQueue:
             return
         self.closed = True
         self._items.append(CloseRequest(code, reason))
-        self._wakeup.set()
+        self._wake()
 
     async def _run(self) -> None:
+        """Drain the queue, then end (an idle socket holds no writer task: less memory)."""
         try:
-            while True:
-                while not self._items:
-                    self._wakeup.clear()
-                    await self._wakeup.wait()
+            while self._items:
                 item = self._items.popleft()
                 self._busy = True
                 if isinstance(item, CloseRequest):
+                    self._items.clear()
                     await self._close(item.code, item.reason)
                     return
                 sink = self._sink
@@ -106,6 +107,8 @@ class SendQueue:
             raise
         except Exception as error:  # the peer went away; the reader notices the disconnect
             logger.debug("writer stopped: %r", error)
+        finally:
+            self._busy = False
 
     async def abort(self, code: int, reason: str) -> None:
         """Drop everything queued, stop the writer and close now (overflow, shutdown)."""
