@@ -45,5 +45,5 @@ $(BIN)/python:
 	$(PYTHON) -m venv --clear $(VENV)
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --disable-pip-version-check -e '.[test]'
+	$(BIN)/python -m pip install --disable-pip-version-check -e '.[test,bench]'
 	@touch $(STAMP)

@@ -12,10 +12,12 @@ from enum import StrEnum
 
 import typer
 
+from natter.bench.cli import app as bench_app
 from natter.up import up as up_command
 
 app = typer.Typer(help="natter: real-time chat and notifications over NATS.", no_args_is_help=True)
 app.command(name="up")(up_command)
+app.add_typer(bench_app, name="bench")
 
 
 @app.command()
@@ -156,6 +158,33 @@ def service_token(
         typer.echo(f"natter service-token: {error}", err=True)
         raise typer.Exit(1) from None
     typer.echo(token)
+
+
+@app.command("env-doc")
+def env_doc(
+    update: str | None = typer.Option(
+        None, "--update", help="Rewrite the table between the env-doc markers of this Markdown file."
+    ),
+) -> None:
+    """Print every environment variable natter reads (from the settings models) as Markdown.
+
+    docs/deploy.md holds a copy: natter env-doc --update docs/deploy.md
+    """
+    from pathlib import Path
+
+    from natter.envdoc import render_markdown, replace_block
+
+    table = render_markdown()
+    if update is None:
+        typer.echo(table, nl=False)
+        return
+    path = Path(update)
+    try:
+        path.write_text(replace_block(path.read_text(), table))
+    except (OSError, ValueError) as error:
+        typer.echo(f"natter env-doc: {update}: {error}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"updated {update}", err=True)
 
 
 @app.command()

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The measuring session behind docs/benchmarks.md: every scenario on natter and on both
+# references, back to back, then one plot of everything. Bounded: about 15-20 minutes on 2 cores.
+#
+#   benchmarks/run_all.sh                # writes benchmarks/results/*.json and *.png
+#   QUIET_WAIT=0 benchmarks/run_all.sh   # do not wait for other work on the machine to stop
+#
+# Needs the bench extra (python-socketio with aiohttp, matplotlib) in .venv.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+OUT=${OUT:-benchmarks/results}
+BIN=${BIN:-.venv/bin}
+QUIET_WAIT=${QUIET_WAIT:-15}
+mkdir -p "$OUT"
+bench() { "$BIN/python" -m natter bench compare --quiet-wait "$QUIET_WAIT" "$@"; }
+
+bench --scenario fanout --members 100 --rate 20 --duration 10 --out "$OUT/fanout-100.json"
+bench --scenario fanout --members 1000 --rate 10 --duration 10 --out "$OUT/fanout-1000.json"
+bench --scenario rooms --rooms 250 --room-size 4 --rate 1 --duration 10 --out "$OUT/rooms-250x4.json"
+bench --scenario saturation --members 1000 --rate 2 --step-factor 1.5 --max-steps 8 --duration 5 \
+  --out "$OUT/saturation-1000.json"
+for k in 1000 5000 10000; do
+  bench --scenario idle --connections "$k" --duration 5 --out "$OUT/idle-$k.json"
+done
+bench --scenario connect --churn-concurrency 16 --duration 10 --out "$OUT/connect.json"
+
+"$BIN/python" -m natter bench plot "$OUT/fanout-100.json" "$OUT/fanout-1000.json" "$OUT/rooms-250x4.json" \
+  "$OUT/saturation-1000.json" "$OUT/idle-10000.json" "$OUT/connect.json" --out docs/benchmarks.png

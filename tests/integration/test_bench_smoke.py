@@ -1,0 +1,106 @@
+"""``natter bench run`` end to end, as an operator runs it: a subprocess that starts its own
+natter stack (nats-server, auth, chat, notify, one gateway), load-generator processes with real
+WebSockets, and writes a result JSON. This checks the tool works and accounts correctly; it
+never asserts speed (benchmarks report numbers, tests assert behaviour)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from natter.bench.report import METRICS
+
+RUN_TIMEOUT = 150
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def test_fanout_smoke_run_writes_well_formed_json(tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    argv = [
+        sys.executable,
+        "-m",
+        "natter",
+        "bench",
+        "run",
+        "--scenario",
+        "fanout",
+        "--members",
+        "20",
+        "--duration",
+        "3",
+        "--rate",
+        "20",
+        "--target",
+        "natter",
+        "--out",
+        str(out),
+        "--no-plot",
+    ]
+    completed = subprocess.run(
+        argv, capture_output=True, text=True, timeout=RUN_TIMEOUT, cwd=Path(__file__).resolve().parents[2]
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    result = json.loads(out.read_text())
+
+    assert result["schema"] == "natter-bench/1"
+    assert result["scenario"] == "fanout" and result["target"] == "natter"
+    for key in ("params", "machine", "setup", "steps", "summary", "loadgen", "target_processes"):
+        assert key in result, key
+    assert set(result["target_processes"]) == {"gateway", "auth", "chat", "notify", "nats"}
+    assert result["setup"]["connected"] == 20 and result["setup"]["failures"] == {}
+
+    summary = result["summary"]
+    for key in (
+        "deliveries",
+        "lost",
+        "duplicated",
+        "expected",
+        "latency_ms",
+        "deliveries_per_s",
+        "server_cpu",
+    ):
+        assert key in summary, key
+    assert summary["sent"] > 0 and summary["acked"] == summary["sent"]
+    assert summary["deliveries"] > 0
+    assert summary["expected"] == summary["acked"] * 20
+    assert summary["lost"] == 0
+    assert summary["duplicated"] == 0
+    latency = summary["latency_ms"]
+    assert latency["count"] == summary["deliveries"]
+    assert 0 <= latency["p50"] <= latency["p90"] <= latency["p99"] <= latency["max"]
+    assert set(summary["server_cpu"]["processes"]) <= set(result["target_processes"])
+    for metric in METRICS["fanout"]:
+        assert metric.label in completed.stdout
+
+    # The run stopped everything it started.
+    pids = list(result["target_processes"].values()) + list(result["loadgen"]["pids"].values())
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in pids if _alive(pid)]
+
+
+def test_bad_option_is_refused_before_starting_anything() -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "natter", "bench", "run", "--scenario", "fanout", "--duration", "100000"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert completed.returncode == 2
+    assert "--duration must be" in completed.stderr
