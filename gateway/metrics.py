@@ -6,6 +6,8 @@ do not collide.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 
@@ -43,10 +45,36 @@ class Metrics:
             "natter_gateway_gap_fills", "Ordering gaps filled from storage.", registry=self.registry
         )
 
+        self._out: dict[str, Any] = {}
+        self._in: dict[str, Any] = {}
+        self._errors: dict[str, Any] = {}
+
     def relayed(self, kind: str, count: int) -> None:
         """Count ``count`` relayed frames of ``kind`` (one call per fan-out, not per socket)."""
         if count:
-            self.frames_out.labels(kind).inc(count)
+            self.frame_out(kind, count)
+
+    def frame_out(self, kind: str, count: int = 1) -> None:
+        """Count frames sent, by type (label children cached: ``labels()`` costs a lock and a
+        tuple per call)."""
+        child = self._out.get(kind)
+        if child is None:
+            child = self._out[kind] = self.frames_out.labels(kind)
+        child.inc(count)
+
+    def frame_in(self, kind: str) -> None:
+        """Count one client frame received, by type."""
+        child = self._in.get(kind)
+        if child is None:
+            child = self._in[kind] = self.frames_in.labels(kind)
+        child.inc()
+
+    def error(self, code: str) -> None:
+        """Count one error frame sent, by code."""
+        child = self._errors.get(code)
+        if child is None:
+            child = self._errors[code] = self.errors.labels(code)
+        child.inc()
 
     def render(self) -> bytes:
         """The registry in Prometheus text exposition format."""

@@ -58,30 +58,34 @@ def text_frame(payload: bytes) -> bytes:
 
 
 class DirectSink:
-    """Non-blocking writes of prebuilt frames to one uvicorn websockets-sansio connection."""
+    """Non-blocking writes of prebuilt frames to one uvicorn websockets-sansio connection.
 
-    __slots__ = ("protocol", "transport")
+    The bound methods used per delivery are looked up once here (this is the fan-out hot path).
+    """
+
+    __slots__ = ("_is_closing", "_writable", "protocol", "transport", "write")
 
     def __init__(self, protocol: Any) -> None:
         self.protocol = protocol
         self.transport = protocol.transport
+        self.write = protocol.transport.write
+        self._writable = protocol.writable.is_set
+        self._is_closing = protocol.transport.is_closing
 
     def ready(self) -> bool:
-        """True when a frame may be written now: open, and the transport is not paused."""
+        """True when a frame may be written now: open, and the transport is not paused.
+
+        A closing transport is the common signal; ``close_sent`` / ``disconnected`` are read
+        only when the transport still looks open.
+        """
+        if not self._writable() or self._is_closing():
+            return False
         protocol = self.protocol
-        return bool(
-            protocol.writable.is_set()
-            and not protocol.close_sent
-            and not protocol.disconnected
-            and not self.transport.is_closing()
-        )
+        return not (protocol.close_sent or protocol.disconnected)
 
     def gone(self) -> bool:
         """True once the socket is closing or closed (nothing more can be written)."""
         return bool(self.protocol.close_sent or self.protocol.disconnected or self.transport.is_closing())
-
-    def write(self, frame: bytes) -> None:
-        self.transport.write(frame)
 
     async def wait_writable(self) -> None:
         await self.protocol.writable.wait()
