@@ -16,6 +16,7 @@ import typer
 
 from natter.bench.cli import app as bench_app
 from natter.up import up as up_command
+from shared.logs import redact
 
 app = typer.Typer(help="natter: real-time chat and notifications over NATS.", no_args_is_help=True)
 app.command(name="up")(up_command)
@@ -108,8 +109,8 @@ async def mint_service_token(
         )
     except Exception as error:
         raise ServiceTokenFailed(
-            f"cannot reach NATS at {','.join(servers)} ({type(error).__name__}); start the stack with "
-            "`natter up`, or point NATS_URL at a running NATS"
+            f"cannot reach NATS at {redact(','.join(servers))} ({type(error).__name__}); "
+            "start the stack with `natter up`, or point NATS_URL at a running NATS"
         ) from error
     try:
         body = {"name": name, "ttl_days": ttl_days, "role": role}
@@ -118,7 +119,7 @@ async def mint_service_token(
         if error.code is ErrorCode.UNAVAILABLE:
             raise ServiceTokenFailed(
                 f"the auth service did not answer {AUTH_SERVICE_TOKEN} within {timeout:g}s on "
-                f"{','.join(servers)}; is auth running (`natter up`)?"
+                f"{redact(','.join(servers))}; is auth running (`natter up`)?"
             ) from error
         raise ServiceTokenFailed(f"auth refused: {error.code.value}: {error.message}") from error
     finally:

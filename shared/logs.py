@@ -12,12 +12,15 @@ import re
 _SECRET_RE = re.compile(r"(?i)((?:access_token|refresh_token|token|password)(?:=|\"?\s*:\s*\"?))[^&\s\"']+")
 _BEARER_RE = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+")
 _JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")
+_URL_USERINFO_RE = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]+@")
 
 
 def redact(text: str) -> str:
-    """Replace token, password and JWT values in ``text`` with ``[redacted]``."""
+    """Replace token, password, JWT values and URL credentials (``nats://user:pw@host``) in
+    ``text`` with ``[redacted]``."""
     text = _SECRET_RE.sub(r"\1[redacted]", text)
     text = _BEARER_RE.sub(r"\1[redacted]", text)
+    text = _URL_USERINFO_RE.sub(r"\1[redacted]@", text)
     return _JWT_RE.sub("[redacted]", text)
 
 

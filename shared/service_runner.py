@@ -158,7 +158,9 @@ class ServiceApp:
         self.nc = nc
         tasks: list[asyncio.Task[None]] = []
         try:
-            await setup(nc)
+            await _retry_setup(self.name, setup, nc, stop)
+            if stop.is_set():
+                return
             service = await add_service(
                 nc,
                 config=ServiceConfig(
@@ -190,6 +192,27 @@ class ServiceApp:
             except Exception:  # already closed, or NATS is gone
                 await nc.close()
             logger.info("service=%s stopped", self.name)
+
+
+async def _retry_setup(
+    name: str, setup: Callable[[Client], Awaitable[None]], nc: Client, stop: asyncio.Event
+) -> None:
+    """Run ``setup`` until it succeeds or ``stop`` is set (DESIGN.md rule 9: a JetStream that is
+    still electing leaders or catching up must not kill the service)."""
+    delay = 0.25
+    while not stop.is_set():
+        try:
+            await setup(nc)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            logger.warning("service=%s setup failed: %r; retrying in %.1fs", name, error, delay)
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+            except TimeoutError:
+                pass
+            delay = min(delay * 2, 5.0)
 
 
 async def _safe_respond_error(request: Request, code: str, description: str, data: bytes = b"") -> None:

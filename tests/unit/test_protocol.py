@@ -93,3 +93,11 @@ def test_abuse_counter_window() -> None:
 def test_timestamp_format() -> None:
     stamp = utc_timestamp()
     assert stamp.endswith("Z") and len(stamp) == len("2026-11-22T10:00:00.123Z")
+
+
+def test_log_redaction() -> None:
+    from shared.logs import redact
+
+    line = redact('GET /ws?token=abc.def.ghi "nats://natter:s3cret@nats:4222" Authorization: Bearer xyz')
+    assert "abc.def" not in line and "s3cret" not in line and "xyz" not in line
+    assert "nats://[redacted]@nats:4222" in line
