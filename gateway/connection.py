@@ -85,6 +85,8 @@ class Connection:
         self.bucket = TokenBucket(node.settings.rate_per_second, node.settings.rate_burst)
         self.abuse = AbuseCounter(node.settings.abuse_limit)
         self._expiry: asyncio.TimerHandle | None = None
+        #: pushed frames held back during the first authentication (None: not holding).
+        self._held: list[Outbound] | None = None
 
     def __hash__(self) -> int:
         return id(self)
@@ -101,6 +103,14 @@ class Connection:
         await self.ws.close(code, reason)
 
     def enqueue(self, frame: Outbound) -> None:
+        """Deliver a pushed frame (fan-out); held back while the first ``auth_success`` and
+        its ``notifications`` summary are being sent, so those two come first (PROTOCOL.md s2)."""
+        if self._held is not None:
+            self._held.append(frame)
+            return
+        self._put(frame)
+
+    def _put(self, frame: Outbound) -> None:
         """Send or queue a frame; on overflow close this socket 1013 (others are unaffected)."""
         if not self.queue.put(frame):
             self._overflow()
@@ -115,18 +125,18 @@ class Connection:
     def send(self, frame_type: str, request_id: RequestId = None, /, **fields: Any) -> None:
         """Queue a server frame built from fields."""
         self.node.metrics.frame_out(frame_type)
-        self.enqueue(Outbound(encode_frame(frame_type, request_id, **fields).encode()))
+        self._put(Outbound(encode_frame(frame_type, request_id, **fields).encode()))
 
     def send_reply(self, frame_type: str, reply: bytes, request_id: RequestId) -> None:
         """Queue a service's pre-encoded frame with the request ``id`` spliced in."""
         self.node.metrics.frame_out(frame_type)
-        self.enqueue(Outbound(with_request_id(reply, request_id)))
+        self._put(Outbound(with_request_id(reply, request_id)))
 
     def send_error(self, error: ProtocolError, request_id: RequestId = None) -> None:
         """Queue an ``error`` frame (PROTOCOL.md section 7)."""
         self.node.metrics.error(error.code.value)
         self.node.metrics.frame_out("error")
-        self.enqueue(Outbound(error_frame(error, request_id).encode()))
+        self._put(Outbound(error_frame(error, request_id).encode()))
 
     def close(self, code: int, reason: str, error: ProtocolError | None = None) -> None:
         """Queue ``error`` (if any) then a close; the reader sees the disconnect."""
@@ -305,7 +315,7 @@ class Connection:
             failure = ProtocolError(ErrorCode.AUTH_FAILED, error.message)
             self.node.metrics.error(failure.code.value)
             self.node.metrics.frame_out("error")
-            self.enqueue(Outbound(error_frame(failure, request_id).encode()))
+            self._put(Outbound(error_frame(failure, request_id).encode()))
             self.closing = True
             self.queue.put_close(CloseCode.POLICY_VIOLATION, "auth failed")
             return False
@@ -320,13 +330,19 @@ class Connection:
         self.authenticated = True
         self.node.metrics.connections.inc()
         assert self.node.bus is not None
+        self._held = []
         self.node.hub.add_user_socket(self)
         try:
             await self.node.bus.subscribe_user(self.user_id)
         except Exception:
             logger.warning("conn=%s user subscription failed", self.conn_id)
         self._send_auth_success(request_id)
-        await self._send_summary()
+        try:
+            await self._send_summary()
+        finally:
+            held, self._held = self._held, None
+            for frame in held:
+                self._put(frame)
         return True
 
     def _apply_claims(self, claims: Claims) -> None:
@@ -474,7 +490,7 @@ class Connection:
         buffered = hub.join_complete(room, self, last_seq)
         self.send_reply("joined", reply, frame.id)
         for frame in buffered:
-            self.enqueue(frame)
+            self._put(frame)
 
     async def _leave(self, frame: LeaveFrame) -> None:
         room = subjects.check_room(frame.room)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 
 from tests.conftest import Stack
@@ -176,3 +178,25 @@ async def test_welcome_mention_and_mark_read_over_ws(stack: Stack) -> None:
     assert cleared["type"] == "notifications" and cleared["unread"] == 0 and cleared["items"] == []
     await a.close()
     await b.close()
+
+
+async def test_summary_follows_auth_success_even_while_notifications_flow(stack: Stack) -> None:
+    token = await service_token(stack.nats.url)
+    async with httpx.AsyncClient(base_url=stack.base_url) as http:
+        user = await register(http)
+        headers = {"Authorization": f"Bearer {token}"}
+
+        async def flood() -> None:
+            for n in range(30):
+                body = {"user_id": user.user_id, "title": f"n{n}", "message": "x"}
+                response = await http.post("/api/notifications/send", json=body, headers=headers)
+                assert response.status_code == 202
+
+        flooding = asyncio.create_task(flood())
+        for _ in range(6):
+            sock = await connect(stack.ws_url, user.access_token, expect_auth=False)
+            first, second = await sock.recv(), await sock.recv()
+            assert first["type"] == "auth_success"
+            assert second["type"] == "notifications", second
+            await sock.close()
+        await flooding
