@@ -28,7 +28,7 @@ from shared.protocol import dumps
 
 logger = logging.getLogger(__name__)
 
-WRONG_LAST_SEQUENCE = 10071
+WRONG_LAST_SEQUENCE = frozenset({10071, 10164})  # single server / clustered stream
 #: What :meth:`Presence.remove` did.
 RemoveOutcome = Literal["lost", "removed", "announced"]
 
@@ -122,7 +122,7 @@ class Presence:
         try:
             await self._kv.delete(item.key, last=item.revision)
         except APIError as error:
-            if error.err_code == WRONG_LAST_SEQUENCE:
+            if error.err_code in WRONG_LAST_SEQUENCE:
                 return "lost"
             raise
         if await self._user_keys(room, user_id):

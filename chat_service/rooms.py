@@ -11,6 +11,7 @@ revision read (compare-and-set), retried on conflict.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Callable
@@ -140,7 +141,14 @@ class RoomRegistry:
         fresh = Room(name=name, private=False, owner=None, members=(), created_at=utc_timestamp())
         try:
             revision = await self._kv.create(name, fresh.encode())
-        except KeyWrongLastSequenceError:
+        except (KeyWrongLastSequenceError, KeyNotFoundError):
+            # Another creator won. On a cluster nats.py's own re-read (a direct get) may hit a
+            # follower that has not applied the winner's write yet: read until it shows up.
+            for _ in range(40):
+                room = await self.get(name)
+                if room is not None:
+                    return room
+                await asyncio.sleep(0.05)
             return await self.require(name)
         logger.info("room=%s created on join", name)
         return replace(fresh, revision=revision)

@@ -44,8 +44,9 @@ from shared.stream_reader import StoredMsg, direct_get
 logger = logging.getLogger(__name__)
 
 STREAM: Final = subjects.MESSAGES_STREAM
-#: JetStream error code "wrong last sequence" (Nats-Expected-Last-Subject-Sequence mismatch).
-WRONG_LAST_SEQUENCE: Final = 10071
+#: JetStream error codes "wrong last sequence" (Nats-Expected-Last-Subject-Sequence mismatch):
+#: 10071 from a single server, 10164 from a clustered stream (nats.py ``js/kv.py`` accepts both).
+WRONG_LAST_SEQUENCE: Final = frozenset({10071, 10164})
 #: Publishes in a row whose outcome is unknown (PubAck timeout) before giving up.
 MAX_UNKNOWN_OUTCOMES: Final = 3
 HDR_MSG_ID: Final = "Nats-Msg-Id"
@@ -191,7 +192,7 @@ class MessageStore:
                         subject, data, timeout=self._publish_timeout, headers=headers
                     )
                 except APIError as error:
-                    if error.err_code == WRONG_LAST_SEQUENCE:
+                    if error.err_code in WRONG_LAST_SEQUENCE:
                         tail = await self.last(room)  # another replica wrote: re-read and retry
                         continue
                     if isinstance(error, ServiceUnavailableError):

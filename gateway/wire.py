@@ -90,6 +90,16 @@ class DirectSink:
     async def wait_writable(self) -> None:
         await self.protocol.writable.wait()
 
+    def abort_if_open(self) -> None:
+        """Drop the TCP connection if the close handshake has not finished.
+
+        A client that stopped reading never receives our close frame (it waits behind megabytes
+        of unsent data), and ``transport.close()`` waits for that buffer to drain forever; so a
+        slow socket is aborted (RST) a few seconds after its 1013 close was queued.
+        """
+        if not self.protocol.disconnected:
+            self.transport.abort()
+
 
 def direct_sink(scope: Scope) -> DirectSink | None:
     """The :class:`DirectSink` for this WebSocket scope, or None if the server is not uvicorn's

@@ -110,14 +110,21 @@ class SendQueue:
         finally:
             self._busy = False
 
-    async def abort(self, code: int, reason: str) -> None:
-        """Drop everything queued, stop the writer and close now (overflow, shutdown)."""
+    async def abort(self, code: int, reason: str, *, hard_after: float = 3.0) -> None:
+        """Drop everything queued, stop the writer and close now (overflow, shutdown).
+
+        The close frame still waits behind what the transport holds; if the peer has not
+        completed the close handshake ``hard_after`` seconds later, the connection is dropped.
+        """
         self.closed = True
         self._items.clear()
         await self.stop()
+        if self._sink is not None:
+            # Scheduled first: sending the close itself waits while the transport is paused.
+            asyncio.get_running_loop().call_later(hard_after, self._sink.abort_if_open)
         try:
-            await self._close(code, reason)
-        except Exception:  # already closed
+            await asyncio.wait_for(self._close(code, reason), timeout=hard_after + 2.0)
+        except Exception:  # already closed, or dropped by abort_if_open
             pass
 
     async def stop(self) -> None:
