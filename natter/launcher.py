@@ -15,6 +15,7 @@ import ctypes
 import json
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -32,8 +33,31 @@ logger = logging.getLogger(__name__)
 SERVICES = ("auth", "chat", "notify", "gateway")
 
 
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (Linux ``ip_local_port_range``)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as ranges:
+            return int(ranges.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free on ``host`` a moment ago (bind to port 0, read, close)."""
+    """A TCP port that was free on ``host`` a moment ago.
+
+    Chosen at random *below* the kernel's ephemeral range: a port handed out by ``bind(0)`` is an
+    ephemeral one, which any outgoing connection may take before our server binds it (seen as a
+    rare "port already in use" in CI). Falls back to ``bind(0)``.
+    """
+    high = min(_ephemeral_low(), 32768) - 1
+    for _ in range(200):
+        port = random.randint(20000, high)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
