@@ -11,6 +11,8 @@ the tiers gateways-first, and :class:`StopSignals`, which turns SIGINT/SIGTERM/S
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import ctypes
 import json
 import logging
@@ -61,6 +63,40 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+async def _ping_services(nats_url: str, names: tuple[str, ...], timeout: float) -> None:
+    import nats
+
+    nc = await nats.connect(nats_url, connect_timeout=2)
+    try:
+        deadline = time.monotonic() + timeout
+        pending = set(names)
+        while pending:
+            for name in list(pending):
+                try:
+                    await nc.request(f"$SRV.PING.{name}", b"", timeout=0.5)
+                    pending.discard(name)
+                except Exception:
+                    pass
+            if pending:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"services not answering $SRV.PING: {sorted(pending)}")
+                await asyncio.sleep(0.1)
+    finally:
+        await nc.close()
+
+
+def wait_services(nats_url: str, names: tuple[str, ...], timeout: float = 30.0) -> None:
+    """Block until each micro service answers ``$SRV.PING.<name>`` (NATS service API).
+
+    Runs its own event loop in a worker thread, so it also works when called from async code.
+
+    Raises:
+        TimeoutError: some service did not answer within ``timeout`` seconds.
+    """
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, _ping_services(nats_url, names, timeout)).result()
 
 
 def wait_for_port(port: int, *, host: str = "127.0.0.1", timeout: float = 20.0) -> None:

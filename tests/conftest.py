@@ -8,8 +8,6 @@ as processes against it. Tests that restart or kill processes build their own is
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import os
 import time
 from collections.abc import Iterator
@@ -17,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import nats
 import pytest
 
 from natter.launcher import (
@@ -27,6 +24,7 @@ from natter.launcher import (
     service_process,
     wait_for_port,
 )
+from natter.launcher import wait_services as launcher_wait_services
 
 SERVICE_NAMES = ("auth", "chat", "notify")
 
@@ -64,33 +62,9 @@ def start_nats(tmp: Path, name: str = "nats") -> NatsServer:
     return server
 
 
-async def _wait_services(url: str, names: tuple[str, ...], timeout: float) -> None:
-    nc = await nats.connect(url)
-    try:
-        deadline = time.monotonic() + timeout
-        pending = set(names)
-        while pending:
-            for name in list(pending):
-                try:
-                    await nc.request(f"$SRV.PING.{name}", b"", timeout=0.5)
-                    pending.discard(name)
-                except Exception:
-                    pass
-            if pending:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"services not ready: {sorted(pending)}")
-                await asyncio.sleep(0.1)
-    finally:
-        await nc.close()
-
-
 def wait_services(url: str, names: tuple[str, ...] = SERVICE_NAMES, timeout: float = 30.0) -> None:
-    """Block until each micro service answers ``$SRV.PING.<name>``.
-
-    Runs its own event loop in a worker thread, so it also works from inside async tests.
-    """
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        pool.submit(asyncio.run, _wait_services(url, names, timeout)).result()
+    """Block until each micro service answers ``$SRV.PING.<name>`` (works from async tests)."""
+    launcher_wait_services(url, names, timeout)
 
 
 def wait_http_healthy(base_url: str, timeout: float = 30.0) -> None:

@@ -36,6 +36,7 @@ from natter.launcher import (
     service_process,
     stop_together,
     wait_for_port,
+    wait_services,
 )
 
 logger = logging.getLogger(__name__)
@@ -203,28 +204,7 @@ def _start_natter(*, workdir: Path, users: int, run_id: str, nats_sync: bool) ->
 
 
 def _wait_services(nats_url: str, names: tuple[str, ...]) -> None:
-    async def probe() -> None:
-        import nats
-
-        nc = await nats.connect(nats_url, connect_timeout=2, allow_reconnect=False)
-        try:
-            pending = set(names)
-            deadline = time.monotonic() + READY_TIMEOUT
-            while pending:
-                for name in list(pending):
-                    try:
-                        await nc.request(f"$SRV.PING.{name}", b"", timeout=0.5)
-                        pending.discard(name)
-                    except Exception:
-                        pass
-                if pending:
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"services not answering $SRV.PING: {sorted(pending)}")
-                    await asyncio.sleep(0.1)
-        finally:
-            await nc.close()
-
-    asyncio.run(probe())
+    wait_services(nats_url, names, READY_TIMEOUT)
 
 
 def _wait_healthy(base_url: str) -> None:
