@@ -146,3 +146,30 @@ async def join(client: WsClient, room: str, **extra: Any) -> dict[str, Any]:
     answer = await client.request({"type": "join", "room": room, **extra})
     assert answer["type"] == "joined", answer
     return answer
+
+
+async def service_instances(
+    nats_url: str, service: str, verb: str = "PING", wait: float = 0.5
+) -> list[dict[str, Any]]:
+    """Every reply to ``$SRV.<verb>.<service>`` (NATS service API discovery) arriving within
+    ``wait`` seconds: one per running replica."""
+    import time
+
+    import nats
+
+    nc = await nats.connect(nats_url)
+    try:
+        inbox = nc.new_inbox()
+        sub = await nc.subscribe(inbox)
+        await nc.publish(f"$SRV.{verb}.{service}", b"", reply=inbox)
+        replies: list[dict[str, Any]] = []
+        deadline = time.monotonic() + wait
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                msg = await sub.next_msg(timeout=remaining)
+            except TimeoutError:
+                break
+            replies.append(json.loads(msg.data))
+        return replies
+    finally:
+        await nc.close()

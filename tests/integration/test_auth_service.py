@@ -28,36 +28,16 @@ from shared import subjects
 from shared.errors import SERVICE_ERROR_CODE_HEADER, SERVICE_ERROR_HEADER, ErrorCode, ProtocolError
 from shared.nats_client import request_json
 from tests.conftest import NatsServer, wait_services
-from tests.support import unique_name
+from tests.support import service_instances, unique_name
 
 TIMEOUT = 10.0
 PASSWORD = "correct horse 1"
 REPLICAS = 2
 
 
-async def _service_replies(url: str, subject: str, wait: float = 0.5) -> list[dict[str, Any]]:
-    """Every reply to a ``$SRV.*`` discovery request that arrives within ``wait`` seconds."""
-    nc = await nats.connect(url)
-    try:
-        inbox = nc.new_inbox()
-        sub = await nc.subscribe(inbox)
-        await nc.publish(subject, b"", reply=inbox)
-        replies: list[dict[str, Any]] = []
-        deadline = time.monotonic() + wait
-        while (remaining := deadline - time.monotonic()) > 0:
-            try:
-                msg = await sub.next_msg(timeout=remaining)
-            except TimeoutError:
-                break
-            replies.append(json.loads(msg.data))
-        return replies
-    finally:
-        await nc.close()
-
-
 async def _wait_instances(url: str, count: int, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
-    while len({r["id"] for r in await _service_replies(url, "$SRV.PING.auth")}) < count:
+    while len({r["id"] for r in await service_instances(url, "auth")}) < count:
         if time.monotonic() > deadline:
             raise TimeoutError(f"fewer than {count} auth replicas answer $SRV.PING")
 
@@ -501,7 +481,7 @@ async def test_rate_limited_per_client_address(nc: Client) -> None:
 
 async def _register_requests_by_instance(url: str) -> dict[str, int]:
     counts: dict[str, int] = {}
-    for stats in await _service_replies(url, "$SRV.STATS.auth"):
+    for stats in await service_instances(url, "auth", "STATS"):
         for endpoint in stats["endpoints"]:
             if endpoint["subject"] == subjects.AUTH_REGISTER:
                 counts[stats["id"]] = endpoint["num_requests"]

@@ -39,7 +39,7 @@ from shared.errors import ErrorCode, ProtocolError
 from shared.nats_client import request, request_json
 from shared.streams import ensure_messages_stream
 from tests.conftest import NatsServer, start_nats, wait_services
-from tests.support import unique_name
+from tests.support import service_instances, unique_name
 
 TIMEOUT = 10.0
 CHAT_ENV = {
@@ -77,29 +77,9 @@ class ChatCluster:
         return process.start()
 
 
-async def _instances(url: str, service: str, verb: str = "PING", wait: float = 0.5) -> list[dict[str, Any]]:
-    """Every reply to ``$SRV.<verb>.<service>`` arriving within ``wait`` seconds (one per replica)."""
-    client = await nats.connect(url)
-    try:
-        inbox = client.new_inbox()
-        sub = await client.subscribe(inbox)
-        await client.publish(f"$SRV.{verb}.{service}", b"", reply=inbox)
-        replies: list[dict[str, Any]] = []
-        deadline = time.monotonic() + wait
-        while (remaining := deadline - time.monotonic()) > 0:
-            try:
-                msg = await sub.next_msg(timeout=remaining)
-            except TimeoutError:
-                break
-            replies.append(json.loads(msg.data))
-        return replies
-    finally:
-        await client.close()
-
-
 async def _wait_instances(url: str, count: int, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
-    while len({reply["id"] for reply in await _instances(url, "chat")}) != count:
+    while len({reply["id"] for reply in await service_instances(url, "chat")}) != count:
         if time.monotonic() > deadline:
             raise TimeoutError(f"not exactly {count} chat replicas after {timeout}s")
 
@@ -412,7 +392,7 @@ async def test_two_replicas_keep_seqs_contiguous_and_sends_idempotent(
             if frame["type"] == "message":
                 delivered.add(frame["data"]["seq"])
 
-        stats = await _instances(cluster.url, "chat", "STATS")
+        stats = await service_instances(cluster.url, "chat", "STATS")
         served = [
             sum(e["num_requests"] for e in reply["endpoints"] if e["subject"] == subjects.CHAT_SEND)
             for reply in stats
