@@ -7,8 +7,10 @@ Layout (one thing per module):
 - :mod:`natter.bench.procstat`: CPU time and RSS of processes from ``/proc``.
 - :mod:`natter.bench.targets`: starting and stopping natter (its own isolated stack) and the
   references in ``benchmarks/reference/``, and handing out tokens.
+- :mod:`natter.bench.rawws`: a minimal RFC 6455 client as an ``asyncio.Protocol`` (no task or
+  ``await`` per received frame), so the load generator leaves the CPU to the server.
 - :mod:`natter.bench.clients`: the client side of each protocol (natter frames over
-  ``websockets``; Socket.IO through python-socketio's ``AsyncClient``).
+  :mod:`~natter.bench.rawws`; Socket.IO through python-socketio's ``AsyncClient``).
 - :mod:`natter.bench.worker`: one load-generator process holding many sockets.
 - :mod:`natter.bench.runner`: one run = target + worker processes + measured phases -> a dict.
 - :mod:`natter.bench.report`: JSON files, rich tables, ratios; :mod:`natter.bench.plot`: the PNG.

@@ -3,9 +3,11 @@ worker process that counts what the sockets receive.
 
 Two protocols:
 
-- :class:`WsClient`: natter's frames (PROTOCOL.md) over the ``websockets`` library, for natter
-  and for the FastAPI reference. Authentication by ``?token=``; a message frame is recognised by
-  a substring test and its marker by a regex, without decoding the JSON (the hot path).
+- :class:`WsClient`: natter's frames (PROTOCOL.md) over :mod:`natter.bench.rawws` (a minimal
+  RFC 6455 client protocol on the worker's uvloop), for natter and for the FastAPI reference.
+  Authentication by ``?token=``; frames stay ``bytes``: a message frame is recognised by a
+  substring test and its marker by a regex, without decoding the JSON (the hot path). The
+  receive time is taken once per received chunk (see :mod:`natter.bench.rawws`).
 - :class:`SioClient`: the Socket.IO reference through python-socketio's ``AsyncClient``
   (WebSocket transport only), events named like natter's frame types.
 
@@ -22,11 +24,23 @@ import time
 from array import array
 from typing import Any
 
-#: The marker in a message text (also matched inside a raw ``message`` frame).
-MARK_RE = re.compile(r"t=(\d+):(\d+):(\d+):(\d+)")
-MESSAGE_NEEDLE = '"type":"message"'
-ACK_NEEDLE = '"type":"ack"'
-ERROR_NEEDLE = '"type":"error"'
+from natter.bench import rawws
+from natter.bench.rawws import RawWebSocket
+
+#: The marker ``t=<send ns>:<phase>:<sender>:<counter>`` in a message text (also matched inside
+#: a raw ``message`` frame), grouped as (send time, phase, ``<sender>:<counter>``).
+MARK_RE_B = re.compile(rb"t=(\d+):(\d+):(\d+:\d+)")
+#: Recognising a frame's type in its raw bytes. natter and the reference send compact JSON with
+#: ``type`` first, so a ``message`` frame starts with MESSAGE_PREFIX_B (the cheap test); the
+#: needles are the fallback for any other key order.
+MESSAGE_PREFIX_B = b'{"type":"message"'
+MESSAGE_NEEDLE_B = b'"type":"message"'
+ACK_NEEDLE_B = b'"type":"ack"'
+ERROR_NEEDLE_B = b'"type":"error"'
+JOINED_NEEDLE_B = b'"type":"joined"'
+AUTH_SUCCESS_NEEDLE = b'"type":"auth_success"'
+#: Seconds :meth:`WsClient.close` waits for the server's close frame before aborting.
+CLOSE_TIMEOUT = 2.0
 
 
 class ClientError(Exception):
@@ -56,43 +70,71 @@ class Sink:
     def reset(self, phase: int) -> None:
         """Start counting ``phase``."""
         self.phase = phase
+        self._phase_b = str(phase).encode("ascii")
         self.latencies: array[int] = array("q")
-        self.seen: dict[int, set[int]] = {}
-        self.per_msg: dict[int, int] = {}
+        #: ``b"<sender>:<counter>"`` -> the slots that received that message in the phase (a
+        #: fan-out delivers one message to many sockets in a row, so this set stays in cache).
+        self.seen: dict[bytes, set[int]] = {}
         self.unique = 0
         self.duplicates = 0
         self.late = 0
         self.foreign = 0
         self.first_ns = 0
         self.last_ns = 0
-        self.expected: int | None = None
+        self._target = 1 << 62  # ``expected`` or, while it is None, never reached
         self.done = asyncio.Event()
 
-    def delivery(self, slot: int, text: str, now_ns: int) -> None:
-        """Account one delivered message whose text (or raw frame) is ``text``."""
-        match = MARK_RE.search(text)
+    @property
+    def expected(self) -> int | None:
+        """Distinct deliveries owed to this worker in the phase; ``done`` is set once reached."""
+        return None if self._target == 1 << 62 else self._target
+
+    @expected.setter
+    def expected(self, value: int | None) -> None:
+        self._target = 1 << 62 if value is None else value
+        if self.unique >= self._target:
+            self.done.set()
+
+    @property
+    def per_msg(self) -> dict[int, int]:
+        """Distinct deliveries per message of the phase, keyed by :func:`~natter.bench.stats.message_key`."""
+        out: dict[int, int] = {}
+        for ident, slots in self.seen.items():
+            sender_id, _, counter = ident.partition(b":")
+            out[(int(sender_id) << 24) | int(counter)] = len(slots)
+        return out
+
+    def delivery(self, slot: int, text: str | bytes, now_ns: int) -> None:
+        """Account one delivered message whose text (or raw frame, ``bytes`` or ``str``) is
+        ``text``; ``now_ns`` is its receive time (``time.time_ns()``).
+
+        The hot path of the load generator (one call per received message): the marker is read
+        with one regex and kept as bytes; only the send time is converted to an int.
+        """
+        if type(text) is not bytes:
+            text = text.encode()  # type: ignore[union-attr]
+        match = MARK_RE_B.search(text)
         if match is None:
             self.foreign += 1
             return
-        sent_ns, phase, sender_id, counter = match.groups()
-        if int(phase) != self.phase:
+        sent_ns, phase, ident = match.groups()
+        if phase != self._phase_b:
             self.late += 1
             return
-        key = (int(sender_id) << 24) | int(counter)
-        seen = self.seen.get(slot)
-        if seen is None:
-            seen = self.seen[slot] = set()
-        if key in seen:
+        slots = self.seen.get(ident)
+        if slots is None:
+            self.seen[ident] = {slot}
+        elif slot in slots:
             self.duplicates += 1
             return
-        seen.add(key)
-        self.per_msg[key] = self.per_msg.get(key, 0) + 1
+        else:
+            slots.add(slot)
         self.latencies.append(now_ns - int(sent_ns))
         self.unique += 1
         if not self.first_ns:
             self.first_ns = now_ns
         self.last_ns = now_ns
-        if self.expected is not None and self.unique >= self.expected:
+        if self.unique >= self._target:
             self.done.set()
 
     def socket_closed(self, code: int | None) -> None:
@@ -125,78 +167,86 @@ class SenderState:
 
 
 class WsClient:
-    """One natter-protocol socket (natter or the FastAPI reference) over ``websockets``."""
+    """One natter-protocol socket (natter or the FastAPI reference) over :mod:`natter.bench.rawws`.
+
+    Frames are handled in the protocol's ``data_received`` as ``bytes`` (no task, no await, no
+    decoding): a ``message`` frame goes to the :class:`Sink` by a substring test; ``ack`` and
+    ``error`` frames (one per sent message at most) are decoded with ``json.loads``.
+    """
+
+    __slots__ = ("_delivery", "_first", "_waiter", "sender", "sink", "slot", "ws")
 
     def __init__(self, slot: int, sink: Sink) -> None:
         self.slot = slot
         self.sink = sink
         self.sender = SenderState()
-        self.conn: Any = None
-        self._reader: asyncio.Task[None] | None = None
+        self._delivery = sink.delivery
+        self.ws: RawWebSocket | None = None
+        self._first: asyncio.Future[bytes] | None = None
         self._waiter: asyncio.Future[dict[str, Any]] | None = None
-        self._closing = False
 
     async def open(self, url: str, token: str, timeout: float) -> None:
-        """Connect with ``?token=`` and wait for ``auth_success``.
+        """Connect with ``?token=`` and wait for the first frame, which must be ``auth_success``.
 
         Raises:
-            ClientError: refused, closed, an ``error`` frame, or no answer in ``timeout`` s.
+            ClientError: refused (``"http 403"``, an ``OSError`` name), closed (``"closed
+                1008"``), an ``error`` frame (``"error auth_failed"``), or no answer within
+                ``timeout`` seconds (``"timeout"``).
         """
-        from websockets.asyncio.client import connect
-        from websockets.exceptions import ConnectionClosed, InvalidHandshake
-
+        self._first = asyncio.get_running_loop().create_future()
         try:
             async with asyncio.timeout(timeout):
-                self.conn = await connect(
-                    f"{url}?token={token}",
-                    compression=None,
-                    ping_interval=None,
-                    max_size=2**20,
-                    open_timeout=timeout,
-                    close_timeout=2,
-                )
-                first = await self.conn.recv()
+                self.ws = await rawws.connect(self, url, query=f"token={token}")
+                first = await self._first
         except TimeoutError:
-            await self._abort()
+            self._abort()
             raise ClientError("timeout") from None
-        except ConnectionClosed as closed:
-            raise ClientError(f"closed {closed.rcvd.code if closed.rcvd else 'none'}") from None
-        except (OSError, InvalidHandshake) as error:
-            await self._abort()
+        except rawws.HandshakeError as error:
+            raise ClientError(str(error)) from None
+        except ClientError:
+            self._abort()
+            raise
+        except OSError as error:
             raise ClientError(type(error).__name__) from None
-        if '"type":"auth_success"' not in first:
-            await self._abort()
+        finally:
+            self._first = None
+        if AUTH_SUCCESS_NEEDLE not in first:
+            self._abort()
             raise ClientError(_error_code(first))
 
     def start_reader(self) -> None:
-        """Start the task reading frames for the rest of the socket's life."""
-        self._reader = asyncio.create_task(self._read())
+        """Nothing to start: frames are handled as they arrive, from :meth:`open` on."""
 
-    async def _read(self) -> None:
-        from websockets.exceptions import ConnectionClosed
+    # --- rawws.Listener: called from data_received -------------------------------------------
+    def ws_text(self, payload: bytes, now_ns: int) -> None:
+        """One text frame (see the class docstring)."""
+        if payload.startswith(MESSAGE_PREFIX_B) or MESSAGE_NEEDLE_B in payload:
+            self._delivery(self.slot, payload, now_ns)
+        elif self._first is not None:
+            if not self._first.done():
+                self._first.set_result(payload)
+        elif ACK_NEEDLE_B in payload:
+            request_id = json.loads(payload).get("id")
+            if isinstance(request_id, int):
+                self.sender.acked.add(request_id)
+        elif ERROR_NEEDLE_B in payload:
+            frame = json.loads(payload)
+            self.sender.on_error(str(frame.get("code")), frame.get("id"))
+            self._resolve(frame)
+        elif self._waiter is not None and JOINED_NEEDLE_B in payload:
+            self._resolve(json.loads(payload))
 
-        sink, slot = self.sink, self.slot
-        try:
-            async for text in self.conn:
-                if MESSAGE_NEEDLE in text:
-                    sink.delivery(slot, text, time.time_ns())
-                elif ACK_NEEDLE in text:
-                    request_id = json.loads(text).get("id")
-                    if isinstance(request_id, int):
-                        self.sender.acked.add(request_id)
-                elif ERROR_NEEDLE in text:
-                    frame = json.loads(text)
-                    self.sender.on_error(str(frame.get("code")), frame.get("id"))
-                    self._resolve(frame)
-                elif self._waiter is not None and '"type":"joined"' in text:
-                    self._resolve(json.loads(text))
-        except ConnectionClosed:
-            pass
-        finally:
-            if not self._closing:
-                rcvd = getattr(self.conn, "close_code", None)
-                sink.socket_closed(rcvd)
-            self._resolve({"type": "error", "code": "closed"})
+    def ws_binary(self, payload: bytes, now_ns: int) -> None:
+        """A binary frame: not part of natter's protocol, counted as foreign."""
+        self.sink.foreign += 1
+
+    def ws_closed(self, code: int) -> None:
+        """The server or the network closed the socket (not us)."""
+        if self._first is not None and not self._first.done():
+            self._first.set_exception(ClientError(f"closed {code}"))
+            return
+        self.sink.socket_closed(code)
+        self._resolve({"type": "error", "code": "closed"})
 
     def _resolve(self, frame: dict[str, Any]) -> None:
         waiter, self._waiter = self._waiter, None
@@ -207,42 +257,42 @@ class WsClient:
         """Send ``join`` and wait for ``joined``.
 
         Raises:
-            ClientError: an ``error`` answer or no answer within ``timeout`` seconds.
+            ClientError: an ``error`` answer, a closed socket, or no answer within ``timeout`` s.
         """
+        if self.ws is None:
+            raise ClientError("join closed")
         self._waiter = asyncio.get_running_loop().create_future()
-        await self.conn.send(json.dumps({"type": "join", "room": room, "id": "join"}))
         try:
+            await self.ws.send_text(json.dumps({"type": "join", "room": room, "id": "join"}))
             answer = await asyncio.wait_for(self._waiter, timeout)
         except TimeoutError:
             raise ClientError("join timeout") from None
+        except ConnectionError:
+            raise ClientError("join closed") from None
         if answer.get("type") != "joined":
             raise ClientError(f"join {answer.get('code')}")
 
     async def send_chat(self, room: str, text: str, counter: int, client_msg_id: str) -> None:
-        """Send one ``chat_message`` whose request ``id`` is ``counter``."""
-        await self.conn.send(
+        """Send one ``chat_message`` whose request ``id`` is ``counter``.
+
+        Raises:
+            ConnectionError: the socket is closed.
+        """
+        if self.ws is None:
+            raise ConnectionError("not open")
+        await self.ws.send_text(
             f'{{"type":"chat_message","room":"{room}","message":"{text}",'
             f'"client_msg_id":"{client_msg_id}","id":{counter}}}'
         )
 
     async def close(self) -> None:
-        """Close normally and stop the reader."""
-        self._closing = True
-        if self.conn is not None:
-            try:
-                await asyncio.wait_for(self.conn.close(), 3)
-            except Exception:  # already gone
-                pass
-        if self._reader is not None:
-            self._reader.cancel()
+        """Close normally (close 1000, at most 2 s for the server's answer, then abort)."""
+        if self.ws is not None:
+            await self.ws.close(rawws.CLOSE_NORMAL, CLOSE_TIMEOUT)
 
-    async def _abort(self) -> None:
-        self._closing = True
-        if self.conn is not None:
-            try:
-                await asyncio.wait_for(self.conn.close(), 1)
-            except Exception:
-                pass
+    def _abort(self) -> None:
+        if self.ws is not None:
+            self.ws.abort()
 
 
 class SioClient:
@@ -342,7 +392,7 @@ class SioClient:
             pass
 
 
-def _error_code(text: str) -> str:
+def _error_code(text: bytes) -> str:
     try:
         frame = json.loads(text)
     except ValueError:

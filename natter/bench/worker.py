@@ -42,8 +42,9 @@ OPEN_TIMEOUT = 30.0
 class WorkerPlan:
     """What one worker holds: its sockets, the tokens, where to connect and how.
 
-    ``protocol`` is ``"ws"`` (natter frames over websockets) or ``"socketio"``; ``url`` is the
-    WebSocket URL (``ws://host:port/ws``) or, for Socket.IO, the server's ``http://host:port``.
+    ``protocol`` is ``"ws"`` (natter frames over :mod:`natter.bench.rawws`) or ``"socketio"``;
+    ``url`` is the WebSocket URL (``ws://host:port/ws``) or, for Socket.IO, the server's
+    ``http://host:port``.
     """
 
     index: int
@@ -153,7 +154,7 @@ class Worker:
 
         await asyncio.gather(*(send_loop(s, c) for s, c in senders))
         ack_deadline = loop.time() + float(spec["ack_timeout"])
-        # Acks arrive in many sockets' reader tasks: a bounded poll instead of an event each.
+        # Acks arrive in many sockets' data_received: a bounded poll instead of an event each.
         while loop.time() < ack_deadline and any(c.sender.outstanding() > 0 for _, c in senders):  # noqa: ASYNC110
             await asyncio.sleep(0.02)
         acked: array[int] = array("q")
