@@ -1,4 +1,11 @@
-"""The gateway's FastAPI application: ``/ws``, the HTTP API, ``/health``, ``/metrics``, ``/``."""
+"""The gateway's ASGI application: ``/ws`` served directly, and a FastAPI app for the HTTP API,
+``/health``, ``/metrics`` and ``/``.
+
+``/ws`` bypasses FastAPI's router on purpose: a socket's handler runs for the socket's whole life,
+and every routing, middleware and exit-stack layer above it is a coroutine frame (and objects)
+held per connection, about 12 KiB per idle socket with FastAPI 0.165, plus its CPU on every
+connect (docs/benchmarks.md, "idle" and "connect").
+"""
 
 from __future__ import annotations
 
@@ -7,22 +14,49 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request, WebSocket
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket
 
 from gateway.config import Settings
 from gateway.connection import Connection
 from gateway.http_api import router
 from gateway.node import Node
+from gateway.wire import RAW_SEND_KEY
 from shared import __version__
 from shared.errors import ProtocolError
 
 STATIC_DIR = Path(__file__).parent / "static"
 
+#: The WebSocket endpoint's path (PROTOCOL.md section 1).
+WS_PATH = "/ws"
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+
+class GatewayApp:
+    """The ASGI entry point: WebSocket scopes for ``/ws`` go straight to a
+    :class:`~gateway.connection.Connection`; everything else (HTTP, lifespan, other WebSocket
+    paths, which FastAPI refuses with 403) goes to the FastAPI app ``api``.
+
+    The server's ``send`` callable is kept in the scope (``natter.raw_send``) so that
+    :func:`gateway.wire.direct_sink` can write prebuilt frames to uvicorn's transport.
+    """
+
+    def __init__(self, api: FastAPI, node: Node) -> None:
+        self.api = api
+        self.node = node
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and scope["path"] == WS_PATH:
+            scope[RAW_SEND_KEY] = send
+            await Connection(WebSocket(scope, receive, send), self.node).run()
+            return
+        await self.api(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None) -> GatewayApp:
     """Build the app; the NATS connection is made in the lifespan (startup) and drained at exit."""
     settings = settings or Settings()
     node = Node(settings)
@@ -67,10 +101,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         where = ".".join(p for p in first["loc"] if p != "body") or "body"
         return JSONResponse({"detail": f"{where}: {first['msg']}", "errors": errors}, 422)
 
-    @app.websocket("/ws")
-    async def websocket_endpoint(websocket: WebSocket) -> None:
-        await Connection(websocket, node).run()
-
     @app.get("/health", tags=["ops"])
     async def health() -> Response:
         """200 healthy when NATS is connected, else 503 unhealthy."""
@@ -96,4 +126,4 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     if STATIC_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    return app
+    return GatewayApp(app, node)

@@ -14,6 +14,7 @@ import logging
 import secrets
 import time
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -64,7 +65,31 @@ class Connection:
     Args:
         websocket: the accepted-or-not Starlette socket.
         node: the gateway node (hub, bus, verifier, metrics, settings).
+
+    Slotted, and the handshake's headers and query string are read from the ASGI scope without
+    caching parsed copies: an idle socket should cost as little memory as possible
+    (docs/benchmarks.md, "idle").
     """
+
+    __slots__ = (
+        "_expiry",
+        "_held",
+        "abuse",
+        "authenticated",
+        "bucket",
+        "closing",
+        "conn_id",
+        "expires_at",
+        "node",
+        "queue",
+        "role",
+        "rooms",
+        "session_id",
+        "settings",
+        "user_id",
+        "username",
+        "ws",
+    )
 
     def __init__(self, websocket: WebSocket, node: Node) -> None:
         self.ws = websocket
@@ -168,12 +193,7 @@ class Connection:
             return
         self.node.connections.add(self)
         try:
-            token = self._token_from_handshake()
-            if token is not None:
-                authenticated = await self._authenticate(token, None)
-            else:
-                authenticated = await self._await_auth_frame()
-            if authenticated:
+            if await self._first_auth():
                 await self._receive_loop()
             else:
                 await self._drain_reader()
@@ -182,9 +202,16 @@ class Connection:
         finally:
             await self._teardown()
 
+    async def _first_auth(self) -> bool:
+        """Authenticate by handshake token or ``auth`` frame; the token is not kept after."""
+        token = self._token_from_handshake()
+        if token is not None:
+            return await self._authenticate(token, None)
+        return await self._await_auth_frame()
+
     def _origin_allowed(self) -> bool:
         """RFC 6455 section 10.2: browsers send ``Origin``; non-browser clients may omit it."""
-        origin = self.ws.headers.get("origin")
+        origin = self._header(b"origin")
         if origin is None:
             return True
         allowed = self.settings.allowed_origins
@@ -192,14 +219,24 @@ class Connection:
             return True
         if allowed:
             return False
-        host = self.ws.headers.get("host", "")
+        host = self._header(b"host") or ""
         return origin.split("://", 1)[-1].rstrip("/") == host
 
+    def _header(self, name: bytes) -> str | None:
+        """The first value of handshake header ``name`` (lower-case bytes), or None."""
+        for key, value in self.ws.scope["headers"]:
+            if key == name:
+                return str(value.decode("latin-1"))
+        return None
+
     def _token_from_handshake(self) -> str | None:
-        token = self.ws.query_params.get("token")
-        if token:
-            return token
-        header = self.ws.headers.get("authorization", "")
+        """``?token=`` or ``Authorization: Bearer`` (PROTOCOL.md section 2, methods 1 and 2)."""
+        query = self.ws.scope.get("query_string", b"")
+        if b"token=" in query:
+            for key, value in parse_qsl(query.decode("latin-1")):
+                if key == "token" and value:
+                    return value
+        header = self._header(b"authorization") or ""
         scheme, _, value = header.partition(" ")
         if scheme.lower() == "bearer" and value.strip():
             return value.strip()

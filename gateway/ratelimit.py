@@ -38,11 +38,14 @@ class AbuseCounter:
     def __init__(self, limit: int, window: float = 10.0) -> None:
         self.limit = limit
         self.window = window
-        self.hits: deque[float] = deque()
+        self.hits: deque[float] | None = None  # created on the first rejection
 
     def hit(self, now: float | None = None) -> bool:
         now = time.monotonic() if now is None else now
-        self.hits.append(now)
-        while self.hits and now - self.hits[0] > self.window:
-            self.hits.popleft()
-        return len(self.hits) >= self.limit
+        hits = self.hits
+        if hits is None:
+            hits = self.hits = deque()
+        hits.append(now)
+        while hits and now - hits[0] > self.window:
+            hits.popleft()
+        return len(hits) >= self.limit

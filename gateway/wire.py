@@ -5,8 +5,8 @@ A relayed frame is the same bytes for every recipient, so natter builds its RFC 
 same ``bytes`` object to every socket, as centrifuge's ``broadcastPublication`` does with
 publication bytes. Writing those bytes to a socket is one non-blocking ``transport.write``.
 
-This needs the server's own connection object: :class:`RawSendCapture` (an outer ASGI layer)
-records uvicorn's ``send`` callable in the scope, and :func:`direct_sink` recognises uvicorn's
+This needs the server's own connection object: :class:`gateway.app.GatewayApp` (the outer ASGI
+layer) records uvicorn's ``send`` callable in the scope, and :func:`direct_sink` recognises uvicorn's
 websockets-sansio protocol behind it. Under any other server the gateway falls back to the ASGI
 ``send_text`` path with the same ordering and queue limits.
 """
@@ -16,7 +16,7 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope
 
 RAW_SEND_KEY = "natter.raw_send"
 
@@ -111,20 +111,12 @@ def direct_sink(scope: Scope) -> DirectSink | None:
     needed = ("transport", "writable", "close_sent", "disconnected", "conn")
     if not all(hasattr(protocol, name) for name in needed):
         return None
-    if type(protocol).__module__ != "uvicorn.protocols.websockets.websockets_sansio_impl":
+    try:
+        from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+    except ImportError:  # pragma: no cover - uvicorn < 0.35
+        return None
+    if not isinstance(protocol, WebSocketsSansIOProtocol):
         return None
     if getattr(protocol.conn, "extensions", None):  # per-message-deflate: frames differ per socket
         return None
     return DirectSink(protocol)
-
-
-class RawSendCapture:
-    """Outermost ASGI layer: keeps the server's ``send`` callable in WebSocket scopes."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket":
-            scope[RAW_SEND_KEY] = send
-        await self.app(scope, receive, send)

@@ -37,7 +37,11 @@ class SendQueue:
         send_text: coroutine sending one text frame (Starlette ``WebSocket.send_text``).
         close: coroutine closing the socket with (code, reason).
         limit: frames allowed to wait in the queue; one more is an overflow.
+
+    An idle socket's queue holds no deque and no task: both exist only while frames wait.
     """
+
+    __slots__ = ("_busy", "_close", "_items", "_send_text", "_sink", "_task", "closed", "limit")
 
     def __init__(
         self,
@@ -50,7 +54,7 @@ class SendQueue:
         self._send_text = send_text
         self._close = close
         self.limit = limit
-        self._items: deque[Outbound | CloseRequest] = deque()
+        self._items: deque[Outbound | CloseRequest] | None = None
         self._busy = False
         self._task: asyncio.Task[None] | None = None
         self.closed = False
@@ -70,9 +74,12 @@ class SendQueue:
         if sink is not None and not self._items and not self._busy and sink.ready():
             sink.write(item.wire)
             return True
-        if len(self._items) >= self.limit:
+        items = self._items
+        if items is None:
+            items = self._items = deque()
+        elif len(items) >= self.limit:
             return False
-        self._items.append(item)
+        items.append(item)
         self._wake()
         return True
 
@@ -81,17 +88,20 @@ class SendQueue:
         if self.closed:
             return
         self.closed = True
+        if self._items is None:
+            self._items = deque()
         self._items.append(CloseRequest(code, reason))
         self._wake()
 
     async def _run(self) -> None:
         """Drain the queue, then end (an idle socket holds no writer task: less memory)."""
+        items = self._items
         try:
-            while self._items:
-                item = self._items.popleft()
+            while items:
+                item = items.popleft()
                 self._busy = True
                 if isinstance(item, CloseRequest):
-                    self._items.clear()
+                    items.clear()
                     await self._close(item.code, item.reason)
                     return
                 sink = self._sink
@@ -109,6 +119,8 @@ class SendQueue:
             logger.debug("writer stopped: %r", error)
         finally:
             self._busy = False
+            if self._items is items and not items:
+                self._items = None  # the idle socket gives its deque back
 
     async def abort(self, code: int, reason: str, *, hard_after: float = 3.0) -> None:
         """Drop everything queued, stop the writer and close now (overflow, shutdown).
@@ -117,7 +129,8 @@ class SendQueue:
         completed the close handshake ``hard_after`` seconds later, the connection is dropped.
         """
         self.closed = True
-        self._items.clear()
+        if self._items is not None:
+            self._items.clear()
         await self.stop()
         if self._sink is not None:
             # Scheduled first: sending the close itself waits while the transport is paused.
