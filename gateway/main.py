@@ -1,4 +1,5 @@
-"""Run one gateway process under uvicorn (uvloop, httptools, websockets-sansio)."""
+"""Run one gateway process under uvicorn (uvloop, httptools, websockets-sansio slimmed by
+:mod:`gateway.server_protocol`)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import uvicorn
 
 from gateway.app import create_app
 from gateway.config import Settings
-from gateway.wire import RawSendCapture
+from gateway.server_protocol import protocol_class
 from shared.logs import configure_logging
 
 
@@ -20,12 +21,12 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, settings: Settings | Non
     settings = settings or Settings()
     configure_logging(settings.log_level)
     uvicorn.run(
-        RawSendCapture(create_app(settings)),
+        create_app(settings),
         host=host,
         port=port,
         loop="uvloop",
         http="httptools",
-        ws="websockets-sansio",
+        ws=protocol_class(),
         ws_max_size=settings.max_frame_bytes,
         ws_ping_interval=settings.ping_interval,
         ws_ping_timeout=settings.ping_timeout,
