@@ -40,10 +40,27 @@ class RedactTokens(logging.Filter):
         return True
 
 
+#: uvicorn's INFO line for every accepted WebSocket (its ``%s`` arguments: client, path?query).
+UVICORN_WS_ACCEPTED = '%s - "WebSocket %s" [accepted]'
+
+
+class DropSocketAccepted(logging.Filter):
+    """Drops uvicorn's per-socket ``[accepted]`` INFO line (kept at DEBUG level).
+
+    A gateway accepting a thousand sockets a second would log a thousand lines a second, each
+    carrying a token to redact; connects are counted in ``/metrics`` instead. Refused
+    handshakes (403 and other statuses) are still logged.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.msg == UVICORN_WS_ACCEPTED and record.levelno == logging.INFO)
+
+
 def configure_logging(level: str = "INFO") -> None:
     """Configure the root logger once: ``time level logger message``, secrets redacted.
 
-    The filter is also attached to uvicorn's loggers, which do not propagate to the root.
+    The filter is also attached to uvicorn's loggers, which do not propagate to the root;
+    above DEBUG, uvicorn's per-socket accept line is dropped first (:class:`DropSocketAccepted`).
     """
     root = logging.getLogger()
     root.setLevel(level.upper())
@@ -53,6 +70,10 @@ def configure_logging(level: str = "INFO") -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
         handler.addFilter(RedactTokens())
         root.addHandler(handler)
+    error_log = logging.getLogger("uvicorn.error")
+    quiet = logging.getLevelName(level.upper()) != logging.DEBUG
+    if quiet and not any(isinstance(f, DropSocketAccepted) for f in error_log.filters):
+        error_log.addFilter(DropSocketAccepted())  # before RedactTokens: no redaction work
     for name in ("uvicorn", "uvicorn.access", "uvicorn.error", "nats"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, RedactTokens) for f in logger.filters):
