@@ -16,6 +16,7 @@ from chat_service.directget import DirectReader
 from chat_service.floors import FloorKeeper, floor_interval
 from chat_service.janitor import Janitor
 from chat_service.presence import Presence
+from chat_service.roomcache import RoomCache
 from chat_service.rooms import RoomRegistry
 from chat_service.store import MessageStore
 from shared import subjects
@@ -30,6 +31,8 @@ class Components:
     js: JetStreamContext
     store: MessageStore
     rooms: RoomRegistry
+    #: rooms for the send path (watched; see chat_service.roomcache).
+    room_cache: RoomCache
     presence: Presence
     janitor: Janitor
     floors: FloorKeeper | None
@@ -52,6 +55,8 @@ async def build_components(nc: Client, settings: Settings) -> Components:
     await reader.start()
     rooms = RoomRegistry(reader, rooms_kv)
     await rooms.ensure_general()
+    room_cache = RoomCache(rooms, js)
+    await room_cache.start()
     presence = Presence(nc, reader, presence_kv)
     store = MessageStore(
         nc,
@@ -73,7 +78,14 @@ async def build_components(nc: Client, settings: Settings) -> Components:
         interval = settings.floor_interval_seconds or floor_interval(settings.retention_days)
         floors = FloorKeeper(rooms, store, interval=interval)
     return Components(
-        nc=nc, js=js, store=store, rooms=rooms, presence=presence, janitor=janitor, floors=floors
+        nc=nc,
+        js=js,
+        store=store,
+        rooms=rooms,
+        room_cache=room_cache,
+        presence=presence,
+        janitor=janitor,
+        floors=floors,
     )
 
 

@@ -176,7 +176,7 @@ class ChatHandlers:
         if not text:
             raise ProtocolError(ErrorCode.VALIDATION_ERROR, "message: must not be empty")
         parts = self.parts
-        room = await parts.rooms.require_access(req.room, req.user_id)
+        room = await parts.room_cache.require_access(req.room, req.user_id)
         timestamp = utc_timestamp()
 
         def build(seq: int) -> bytes:

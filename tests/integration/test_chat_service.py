@@ -557,6 +557,9 @@ async def test_private_rooms(nc: Client) -> None:
         nc, subjects.CHAT_ROOMS_REMOVE_MEMBER, {**owner.body, "room": room, "member": member.username}
     )
     assert removed["members"] == [owner.user_id]
+    # at once, on every replica: private rooms are never served from the send path's cache
+    kicked = {**member.body, "room": room, "message": "still here?"}
+    assert (await error_of(nc, subjects.CHAT_SEND, kicked)).code is ErrorCode.FORBIDDEN
     assert (await error_of(nc, subjects.CHAT_HISTORY, {"user_id": member.user_id, "room": room})).code is (
         ErrorCode.FORBIDDEN
     )
