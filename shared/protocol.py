@@ -10,7 +10,9 @@ checks ``type`` (``unknown_type``) and validates the variant (``validation_error
 
 from __future__ import annotations
 
+import functools
 import json
+import time
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -215,9 +217,22 @@ def parse_frame(text: str) -> tuple[Any, ClientFrame]:
 
 
 def utc_timestamp(moment: datetime | None = None) -> str:
-    """ISO 8601 UTC with milliseconds and ``Z``, e.g. ``2026-11-22T10:00:00.123Z``."""
-    moment = moment or datetime.now(UTC)
+    """ISO 8601 UTC with milliseconds and ``Z``, e.g. ``2026-11-22T10:00:00.123Z``.
+
+    Without ``moment`` (now: every stored message), the formatted second is reused from the
+    previous call within the same second (``strftime`` was ~3% of a chat replica's CPU).
+    """
+    if moment is None:
+        now_ns = time.time_ns()
+        second, rest = divmod(now_ns, 1_000_000_000)
+        return f"{_second_prefix(second)}{rest // 1_000_000:03d}Z"
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+@functools.lru_cache(maxsize=4)
+def _second_prefix(second: int) -> str:
+    """``YYYY-MM-DDTHH:MM:SS.`` of a Unix second (UTC)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
 
 
 def dumps(obj: Any) -> str:

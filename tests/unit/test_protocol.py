@@ -95,6 +95,20 @@ def test_timestamp_format() -> None:
     assert stamp.endswith("Z") and len(stamp) == len("2026-11-22T10:00:00.123Z")
 
 
+def test_timestamp_now_matches_the_datetime_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import UTC, datetime
+
+    import shared.protocol as protocol
+
+    moment = datetime(2026, 11, 22, 10, 0, 0, 123456, tzinfo=UTC)
+    ns = int(moment.timestamp()) * 1_000_000_000 + 123_456_000
+    for offset_ms in (0, 877, 1000):  # same second (cached prefix), then the next second
+        monkeypatch.setattr(protocol.time, "time_ns", lambda o=offset_ms: ns + o * 1_000_000)
+        expected = utc_timestamp(datetime.fromtimestamp((ns + offset_ms * 1_000_000) / 1e9, UTC))
+        assert utc_timestamp() == expected
+    assert utc_timestamp(moment) == "2026-11-22T10:00:00.123Z"
+
+
 def test_log_redaction() -> None:
     from shared.logs import redact
 
