@@ -60,7 +60,6 @@ async def build_components(nc: Client, settings: Settings) -> Components:
     presence = Presence(nc, reader, presence_kv)
     store = MessageStore(
         nc,
-        js,
         reader,
         publish_timeout=settings.publish_timeout_seconds,
         attempts=settings.send_attempts,

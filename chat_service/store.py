@@ -29,7 +29,6 @@ from typing import Final
 
 import nats.errors
 from nats.aio.client import Client
-from nats.js import JetStreamContext
 from nats.js.errors import APIError, NoStreamResponseError, ServiceUnavailableError
 
 from chat_service.directget import DirectReader
@@ -40,6 +39,7 @@ from chat_service.stored import Appended, StoredMessage, room_seq_of
 from shared import subjects
 from shared.errors import ErrorCode, ProtocolError
 from shared.stream_reader import StoredMsg, direct_get
+from shared.streams import publish_acked
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +57,7 @@ class MessageStore:
     """Append and read room messages; one instance per replica.
 
     Args:
-        nc: the NATS connection.
-        js: its JetStream context.
+        nc: the NATS connection (publishes go through its request mux, shared.streams).
         reader: batched direct gets on ``nc`` (started).
         publish_timeout: seconds to wait for one PubAck.
         attempts: bound on publish attempts per message.
@@ -69,7 +68,6 @@ class MessageStore:
     def __init__(
         self,
         nc: Client,
-        js: JetStreamContext,
         reader: DirectReader,
         *,
         publish_timeout: float = 2.0,
@@ -78,7 +76,6 @@ class MessageStore:
         max_rooms: int = 10_000,
     ) -> None:
         self._nc = nc
-        self._js = js
         self._reader = reader
         self._publish_timeout = publish_timeout
         self._attempts = attempts
@@ -188,8 +185,8 @@ class MessageStore:
                     HDR_EXPECTED_LAST_SUBJECT_SEQ: str(tail.stream_seq if tail else 0),
                 }
                 try:
-                    ack = await self._js.publish(
-                        subject, data, timeout=self._publish_timeout, headers=headers
+                    ack = await publish_acked(
+                        self._nc, subject, data, timeout=self._publish_timeout, headers=headers
                     )
                 except APIError as error:
                     if error.err_code in WRONG_LAST_SEQUENCE:

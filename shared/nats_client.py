@@ -1,7 +1,8 @@
 """Connecting to NATS and talking to services over request/reply.
 
 :func:`connect` retries the first connection and then reconnects forever (DESIGN.md rule 9);
-:func:`request` sends one request to a service endpoint and turns the NATS service API error
+:func:`request` sends one request to a service endpoint (over the connection's
+:class:`~shared.request_mux.RequestMux`) and turns the NATS service API error
 headers, ``NoRespondersError`` and timeouts into :class:`~shared.errors.ProtocolError`.
 """
 
@@ -19,6 +20,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
 from shared.errors import ErrorCode, ProtocolError, decode_service_error
+from shared.request_mux import mux_for
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +95,7 @@ async def request(
             and timeouts to ``unavailable``).
     """
     try:
-        msg = await nc.request(subject, payload, timeout=timeout, headers=headers)
+        msg = await mux_for(nc).request(subject, payload, timeout=timeout, headers=headers)
     except (TimeoutError, NoRespondersError, NatsTimeoutError) as error:
         raise ProtocolError(ErrorCode.UNAVAILABLE) from error
     except nats.errors.Error as error:  # closed, draining, reconnect buffer full

@@ -7,15 +7,19 @@ Storage is always file; ``replicas`` is 1 on a single node and 3 on a cluster (D
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Final
 
+from nats.aio.client import Client
+from nats.errors import NoRespondersError
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, KeyValueConfig, StorageType, StreamConfig
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.api import DiscardPolicy, KeyValueConfig, PubAck, StorageType, StreamConfig
+from nats.js.errors import APIError, BadRequestError, NoStreamResponseError, NotFoundError
 from nats.js.kv import KeyValue
 
 from shared import subjects
+from shared.request_mux import mux_for
 
 logger = logging.getLogger(__name__)
 
@@ -125,3 +129,36 @@ async def ensure_bucket(js: JetStreamContext, bucket: str, *, replicas: int) -> 
     except BadRequestError:
         # Another process created it first with the same name.
         return await js.key_value(bucket)
+
+
+async def publish_acked(
+    nc: Client,
+    subject: str,
+    payload: bytes,
+    *,
+    timeout: float,
+    headers: dict[str, str] | None = None,
+) -> PubAck:
+    """Publish to a stream subject and wait for its PubAck, over the connection's
+    :class:`~shared.request_mux.RequestMux` (the errors of ``JetStreamContext.publish``).
+
+    Raises:
+        nats.js.errors.NoStreamResponseError: no stream captures ``subject`` (no responders).
+        nats.js.errors.APIError: the stream refused the message (e.g. ``err_code`` 10071, a
+            wrong expected last sequence; ``ServiceUnavailableError`` for code 503).
+        nats.errors.TimeoutError: no PubAck within ``timeout`` seconds (outcome unknown).
+        nats.errors.Error: the connection is closed or draining.
+    """
+    try:
+        msg = await mux_for(nc).request(subject, payload, timeout=timeout, headers=headers)
+    except NoRespondersError:
+        raise NoStreamResponseError from None
+    reply = json.loads(msg.data)
+    if "error" in reply:
+        raise APIError.from_error(reply["error"])  # from_error raises the matching subclass
+    return PubAck(
+        stream=reply["stream"],
+        seq=reply["seq"],
+        domain=reply.get("domain"),
+        duplicate=reply.get("duplicate"),
+    )

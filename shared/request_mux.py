@@ -1,0 +1,117 @@
+"""One response inbox per NATS connection for every request natter makes (a "resp mux").
+
+nats.py's ``Client.request`` already multiplexes replies over one wildcard inbox, but for each
+request it also draws a fresh NUID in Python, reads ``os.urandom`` for two more token bytes and
+waits through ``asyncio.wait_for``: about a quarter of the gateway's per-message CPU on the
+send path and of chat_service's JetStream publish (docs/benchmarks.md, "rooms"). Here a request
+is a counter token, one future and one ``call_later`` timer; the inbox prefix is still a NUID
+(unique per connection, NATS docs "Request-Reply": ``_INBOX.<nuid>.*``), so replies can never
+cross connections.
+
+:func:`mux_for` returns the connection's mux (created on first use; its subscription survives
+reconnects like every nats.py subscription). :meth:`RequestMux.request` raises nats.py's own
+errors, so callers keep their error mapping: ``NoRespondersError`` for a ``503`` status reply
+(no subscriber, NATS ADR-22 "no responders"), ``nats.errors.TimeoutError`` when nothing answers
+in time, and whatever ``publish`` raises when the connection is closed or draining.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Final
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+
+#: Status header value of a "no responders" reply (NATS ADR-22).
+NO_RESPONDERS: Final = "503"
+_ATTR: Final = "_natter_request_mux"
+
+
+class RequestMux:
+    """Requests over ``nc`` with replies routed by token to waiting futures.
+
+    Args:
+        nc: a connected client; the mux subscribes ``<inbox prefix>.<nuid>.*`` on first use.
+    """
+
+    def __init__(self, nc: Client) -> None:
+        self._nc = nc
+        self._prefix = ""
+        self._next = 0
+        self._waiting: dict[str, asyncio.Future[Msg]] = {}
+        self._ready: asyncio.Future[None] | None = None
+
+    async def _start(self) -> None:
+        if self._ready is None:
+            self._ready = asyncio.get_running_loop().create_future()
+            try:
+                prefix = f"{self._nc.new_inbox()}."
+                await self._nc.subscribe(f"{prefix}*", cb=self._on_reply)
+            except BaseException as error:
+                self._ready.set_exception(error)
+                self._ready.exception()  # retrieved: later callers see it through await
+                self._ready = None
+                raise
+            self._prefix = prefix
+            self._ready.set_result(None)
+        await self._ready
+
+    async def _on_reply(self, msg: Msg) -> None:
+        future = self._waiting.pop(msg.subject[len(self._prefix) :], None)
+        if future is not None and not future.done():
+            future.set_result(msg)
+
+    async def request(
+        self,
+        subject: str,
+        payload: bytes,
+        *,
+        timeout: float,
+        headers: dict[str, str] | None = None,
+    ) -> Msg:
+        """Publish ``payload`` on ``subject`` with a reply inbox and return the reply.
+
+        Raises:
+            nats.errors.NoRespondersError: no subscriber on ``subject`` (status 503 reply).
+            nats.errors.TimeoutError: no reply within ``timeout`` seconds.
+            nats.errors.Error: from ``publish`` (closed, draining, bad subject, ...).
+        """
+        if not self._prefix:
+            await self._start()
+        self._next += 1
+        token = format(self._next, "x")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Msg] = loop.create_future()
+        self._waiting[token] = future
+        timer = loop.call_later(timeout, _expire, future)
+        try:
+            await self._nc.publish(subject, payload, reply=self._prefix + token, headers=headers)
+            msg = await future
+        finally:
+            timer.cancel()
+            self._waiting.pop(token, None)
+        if msg.headers and msg.headers.get("Status") == NO_RESPONDERS:
+            raise NoRespondersError
+        return msg
+
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for a reply."""
+        return len(self._waiting)
+
+
+def _expire(future: asyncio.Future[Msg]) -> None:
+    if not future.done():
+        future.set_exception(NatsTimeoutError())
+
+
+def mux_for(nc: Client) -> RequestMux:
+    """The connection's :class:`RequestMux` (one per client object)."""
+    mux: RequestMux | None = getattr(nc, _ATTR, None)
+    if mux is None:
+        mux = RequestMux(nc)
+        setattr(nc, _ATTR, mux)
+    return mux
