@@ -18,6 +18,7 @@ in time, and whatever ``publish`` raises when the connection is closed or draini
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Final
 
 from nats.aio.client import Client
@@ -41,7 +42,7 @@ class RequestMux:
         self._nc = nc
         self._prefix = ""
         self._next = 0
-        self._waiting: dict[str, asyncio.Future[Msg]] = {}
+        self._waiting: dict[str, asyncio.Future[Msg] | _Collector] = {}
         self._ready: asyncio.Future[None] | None = None
 
     async def _start(self) -> None:
@@ -60,9 +61,21 @@ class RequestMux:
         await self._ready
 
     async def _on_reply(self, msg: Msg) -> None:
-        future = self._waiting.pop(msg.subject[len(self._prefix) :], None)
-        if future is not None and not future.done():
-            future.set_result(msg)
+        token = msg.subject[len(self._prefix) :]
+        entry = self._waiting.get(token)
+        if entry is None:
+            return
+        if isinstance(entry, _Collector):
+            if entry.add(msg):
+                del self._waiting[token]
+            return
+        del self._waiting[token]
+        if not entry.done():
+            entry.set_result(msg)
+
+    def _token(self) -> str:
+        self._next += 1
+        return format(self._next, "x")
 
     async def request(
         self,
@@ -81,8 +94,7 @@ class RequestMux:
         """
         if not self._prefix:
             await self._start()
-        self._next += 1
-        token = format(self._next, "x")
+        token = self._token()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Msg] = loop.create_future()
         self._waiting[token] = future
@@ -97,13 +109,63 @@ class RequestMux:
             raise NoRespondersError
         return msg
 
+    async def request_many(
+        self,
+        subject: str,
+        payload: bytes,
+        *,
+        timeout: float,
+        last: Callable[[Msg], bool],
+    ) -> list[Msg]:
+        """Publish once and collect every reply on the inbox until ``last(msg)`` is True (that
+        reply included), e.g. a batched direct get's messages up to its end-of-batch status.
+
+        Raises:
+            nats.errors.TimeoutError: the replies did not end within ``timeout`` seconds.
+            nats.errors.Error: from ``publish``.
+        """
+        if not self._prefix:
+            await self._start()
+        token = self._token()
+        loop = asyncio.get_running_loop()
+        collector = _Collector(loop.create_future(), last)
+        self._waiting[token] = collector
+        timer = loop.call_later(timeout, _expire, collector.done)
+        try:
+            await self._nc.publish(subject, payload, reply=self._prefix + token)
+            await collector.done
+        finally:
+            timer.cancel()
+            self._waiting.pop(token, None)
+        return collector.messages
+
     @property
     def waiting(self) -> int:
         """Requests waiting for a reply."""
         return len(self._waiting)
 
 
-def _expire(future: asyncio.Future[Msg]) -> None:
+class _Collector:
+    """Replies of one :meth:`RequestMux.request_many`; ``done`` resolves at the last one."""
+
+    __slots__ = ("done", "last", "messages")
+
+    def __init__(self, done: asyncio.Future[None], last: Callable[[Msg], bool]) -> None:
+        self.done = done
+        self.last = last
+        self.messages: list[Msg] = []
+
+    def add(self, msg: Msg) -> bool:
+        """Keep ``msg``; True (and ``done`` resolved) if it is the last one."""
+        self.messages.append(msg)
+        if not self.last(msg):
+            return False
+        if not self.done.done():
+            self.done.set_result(None)
+        return True
+
+
+def _expire(future: asyncio.Future[Msg] | asyncio.Future[None]) -> None:
     if not future.done():
         future.set_exception(NatsTimeoutError())
 

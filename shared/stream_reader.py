@@ -12,8 +12,10 @@ import json
 from dataclasses import dataclass
 
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 
 from shared.errors import ErrorCode, ProtocolError
+from shared.request_mux import mux_for
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,28 +53,32 @@ async def direct_batch(
     """
     if batch <= 0:
         return []
-    inbox = nc.new_inbox()
-    sub = await nc.subscribe(inbox)
-    out: list[StoredMsg] = []
+    request = {"seq": max(1, start_seq), "next_by_subj": subject, "batch": batch}
+    counted = 0
+
+    def last(msg: Msg) -> bool:
+        nonlocal counted
+        if msg.headers and msg.headers.get("Status"):
+            return True  # 204 end of batch, 404 nothing matched, or an error status
+        counted += 1
+        return counted >= batch  # the server still sends its 204 EOB; no need to wait for it
+
     try:
-        request = {"seq": max(1, start_seq), "next_by_subj": subject, "batch": batch}
-        await nc.publish(f"$JS.API.DIRECT.GET.{stream}", json.dumps(request).encode(), reply=inbox)
-        while True:
-            msg = await sub.next_msg(timeout=timeout)
-            headers = dict(msg.headers or {})
-            status = headers.get("Status")
-            if status:
-                if status in ("204", "404"):
-                    return out
-                raise ProtocolError(ErrorCode.UNAVAILABLE, f"direct get status {status}")
-            out.append(_to_stored(headers, msg.data))
-            if len(out) >= batch:
-                # The server still sends its 204 EOB; we do not need to wait for it.
-                return out
-    except TimeoutError as error:
+        replies = await mux_for(nc).request_many(
+            f"$JS.API.DIRECT.GET.{stream}", json.dumps(request).encode(), timeout=timeout, last=last
+        )
+    except Exception as error:  # timeout, connection trouble
         raise ProtocolError(ErrorCode.UNAVAILABLE) from error
-    finally:
-        await sub.unsubscribe()
+    out: list[StoredMsg] = []
+    for msg in replies:
+        headers = dict(msg.headers or {})
+        status = headers.get("Status")
+        if status:
+            if status in ("204", "404"):
+                break
+            raise ProtocolError(ErrorCode.UNAVAILABLE, f"direct get status {status}")
+        out.append(_to_stored(headers, msg.data))
+    return out
 
 
 async def direct_get(
@@ -99,7 +105,9 @@ async def direct_get(
     else:
         request["seq"] = seq
     try:
-        msg = await nc.request(f"$JS.API.DIRECT.GET.{stream}", json.dumps(request).encode(), timeout=timeout)
+        msg = await mux_for(nc).request(
+            f"$JS.API.DIRECT.GET.{stream}", json.dumps(request).encode(), timeout=timeout
+        )
     except Exception as error:  # timeout, no responders (no stream), connection trouble
         raise ProtocolError(ErrorCode.UNAVAILABLE) from error
     headers = dict(msg.headers or {})

@@ -15,6 +15,7 @@ from nats.js.api import StreamConfig
 from nats.js.errors import APIError, NoStreamResponseError
 
 from shared.request_mux import mux_for
+from shared.stream_reader import direct_batch, direct_get
 from shared.streams import publish_acked
 from tests.conftest import NatsServer
 from tests.support import unique_name
@@ -77,3 +78,40 @@ async def test_publish_acked_reports_seq_duplicates_and_refusals(nc: Client) -> 
     assert stale.value.err_code == 10071
     with pytest.raises(NoStreamResponseError):
         await publish_acked(nc, unique_name("nostream"), b"x", timeout=2)
+
+
+async def test_request_many_collects_replies_until_the_last_and_times_out(nc: Client) -> None:
+    subject = unique_name("stream")
+
+    async def several(msg: Msg) -> None:
+        for n in range(int(msg.data)):
+            await nc.publish(msg.reply, str(n).encode())
+        await nc.publish(msg.reply, b"end", headers={"Status": "204"})
+
+    await nc.subscribe(subject, cb=several)
+    mux = mux_for(nc)
+
+    def is_end(msg: Msg) -> bool:
+        return bool(msg.headers and msg.headers.get("Status"))
+
+    replies = await mux.request_many(subject, b"3", timeout=5, last=is_end)
+    assert [r.data for r in replies] == [b"0", b"1", b"2", b"end"]
+    with pytest.raises(NatsTimeoutError):
+        await mux.request_many(subject, b"2", timeout=0.3, last=lambda msg: msg.data == b"never")
+    assert mux.waiting == 0
+
+
+async def test_direct_batch_reads_a_subject_in_order(nc: Client) -> None:
+    stream = unique_name("D").upper().replace("-", "_")
+    await nc.jetstream().add_stream(
+        StreamConfig(name=stream, subjects=[f"{stream.lower()}.>"], allow_direct=True)
+    )
+    for n in range(5):
+        await publish_acked(nc, f"{stream.lower()}.{'a' if n % 2 == 0 else 'b'}", str(n).encode(), timeout=5)
+    a = await direct_batch(nc, stream, subject=f"{stream.lower()}.a", start_seq=1, batch=10)
+    assert [(m.stream_seq, m.data) for m in a] == [(1, b"0"), (3, b"2"), (5, b"4")]
+    two = await direct_batch(nc, stream, subject=f"{stream.lower()}.a", start_seq=2, batch=1)
+    assert [m.data for m in two] == [b"2"]
+    assert await direct_batch(nc, stream, subject=f"{stream.lower()}.zzz", start_seq=1, batch=5) == []
+    assert (await direct_get(nc, stream, last_by_subject=f"{stream.lower()}.b")).data == b"3"  # type: ignore[union-attr]
+    assert await direct_get(nc, stream, last_by_subject=f"{stream.lower()}.zzz") is None
