@@ -60,6 +60,11 @@ class DirectReader:
         self._tokens = itertools.count(1)
         self._pending: dict[str, _Pending] = {}
 
+    @property
+    def nc(self) -> Client:
+        """The connection the reads go over."""
+        return self._nc
+
     async def start(self) -> None:
         """Subscribe the reply inbox (``_INBOX.<nuid>.*``)."""
         self._prefix = self._nc.new_inbox()

@@ -26,6 +26,7 @@ from chat_service.kvscan import scan
 from shared import subjects
 from shared.errors import ErrorCode, ProtocolError
 from shared.protocol import dumps, utc_timestamp
+from shared.stream_reader import kv_entry
 
 logger = logging.getLogger(__name__)
 
@@ -105,12 +106,10 @@ class RoomRegistry:
 
     async def get(self, name: str) -> Room | None:
         """The room, or ``None`` when it does not exist."""
-        try:
-            entry = await self._kv.get(subjects.check_room(name))
-        except KeyNotFoundError:
+        entry = await kv_entry(self._reader.nc, subjects.KV_ROOMS, subjects.check_room(name))
+        if entry is None:
             return None
-        assert entry.value is not None
-        return Room.decode(entry.value, revision=entry.revision or 0, name=name)
+        return Room.decode(entry.data, revision=entry.stream_seq, name=name)
 
     async def require(self, name: str) -> Room:
         """The room. Raises ProtocolError ``room_not_found``."""

@@ -26,7 +26,7 @@ from notify_service.read_state import ReadState, decode_state, encode_state, mer
 from notify_service.summary import StoredNotification, decode_stored
 from shared import subjects
 from shared.errors import ErrorCode, ProtocolError
-from shared.stream_reader import direct_batch
+from shared.stream_reader import direct_batch, kv_entry
 from shared.streams import NOTIFICATIONS_PER_USER
 
 logger = logging.getLogger(__name__)
@@ -141,13 +141,12 @@ class NotificationStore:
         Raises:
             ProtocolError: ``unavailable`` when the bucket does not answer.
         """
-        try:
-            entry = await self.kv.get(subjects.check_user_id(user_id))
-        except nats.js.errors.KeyNotFoundError:
+        entry = await kv_entry(
+            self.nc, subjects.KV_NOTIFY_READ, subjects.check_user_id(user_id), timeout=self.timeout
+        )
+        if entry is None:
             return ReadState(), None
-        except (nats.errors.Error, TimeoutError) as error:
-            raise ProtocolError(ErrorCode.UNAVAILABLE) from error
-        return decode_state(entry.value), entry.revision
+        return decode_state(entry.data), entry.stream_seq
 
     async def _save_state(self, user_id: str, state: ReadState, revision: int | None) -> bool:
         """Write ``state`` if the entry is still at ``revision``; False on a concurrent change."""

@@ -117,3 +117,25 @@ async def direct_get(
     if status:
         raise ProtocolError(ErrorCode.UNAVAILABLE, f"direct get status {status}")
     return _to_stored(headers, msg.data)
+
+
+#: Headers that mark a KV entry as removed: ``KV-Operation`` DEL/PURGE, or (nats-server 2.11+)
+#: a server-placed ``Nats-Marker-Reason`` (TTL / age expiry).
+_KV_REMOVED = ("DEL", "PURGE")
+
+
+async def kv_entry(nc: Client, bucket: str, key: str, *, timeout: float = 5.0) -> StoredMsg | None:
+    """The current entry of ``key`` in KV ``bucket``, or ``None`` when it is missing, deleted or
+    purged: a direct get of the last message on ``$KV.<bucket>.<key>`` in stream ``KV_<bucket>``
+    (how nats.py's ``KeyValue.get`` reads a bucket created with ``direct``; NATS ADR-8). The
+    entry's revision is its ``stream_seq``.
+
+    Raises:
+        ProtocolError: ``unavailable`` on timeout or when the bucket does not exist.
+    """
+    msg = await direct_get(nc, f"KV_{bucket}", last_by_subject=f"$KV.{bucket}.{key}", timeout=timeout)
+    if msg is None:
+        return None
+    if msg.headers.get("KV-Operation") in _KV_REMOVED or "Nats-Marker-Reason" in msg.headers:
+        return None
+    return msg

@@ -11,11 +11,11 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js.api import StreamConfig
+from nats.js.api import KeyValueConfig, StreamConfig
 from nats.js.errors import APIError, NoStreamResponseError
 
 from shared.request_mux import mux_for
-from shared.stream_reader import direct_batch, direct_get
+from shared.stream_reader import direct_batch, direct_get, kv_entry
 from shared.streams import publish_acked
 from tests.conftest import NatsServer
 from tests.support import unique_name
@@ -115,3 +115,19 @@ async def test_direct_batch_reads_a_subject_in_order(nc: Client) -> None:
     assert await direct_batch(nc, stream, subject=f"{stream.lower()}.zzz", start_seq=1, batch=5) == []
     assert (await direct_get(nc, stream, last_by_subject=f"{stream.lower()}.b")).data == b"3"  # type: ignore[union-attr]
     assert await direct_get(nc, stream, last_by_subject=f"{stream.lower()}.zzz") is None
+
+
+async def test_kv_entry_reads_current_values_and_hides_removed_keys(nc: Client) -> None:
+    bucket = unique_name("b").replace("-", "_")
+    kv = await nc.jetstream().create_key_value(KeyValueConfig(bucket=bucket, history=1, direct=True))
+    first = await kv.put("k", b"v1")
+    second = await kv.put("k", b"v2")
+    entry = await kv_entry(nc, bucket, "k")
+    assert entry is not None and (entry.data, entry.stream_seq) == (b"v2", second)
+    assert second > first
+    assert await kv_entry(nc, bucket, "missing") is None
+    await kv.delete("k")
+    assert await kv_entry(nc, bucket, "k") is None
+    await kv.put("p", b"x")
+    await kv.purge("p")
+    assert await kv_entry(nc, bucket, "p") is None
