@@ -40,27 +40,28 @@ class RedactTokens(logging.Filter):
         return True
 
 
-#: uvicorn's INFO line for every accepted WebSocket (its ``%s`` arguments: client, path?query).
-UVICORN_WS_ACCEPTED = '%s - "WebSocket %s" [accepted]'
+#: INFO lines logged on ``uvicorn.error`` for every WebSocket: uvicorn's accept line (its ``%s``
+#: arguments: client, path?query) and the ``websockets`` protocol's open/close lines.
+SOCKET_LIFECYCLE_LINES = frozenset({'%s - "WebSocket %s" [accepted]', "connection open", "connection closed"})
 
 
-class DropSocketAccepted(logging.Filter):
-    """Drops uvicorn's per-socket ``[accepted]`` INFO line (kept at DEBUG level).
+class DropSocketLifecycle(logging.Filter):
+    """Drops the per-socket INFO lines of :data:`SOCKET_LIFECYCLE_LINES` (kept at DEBUG level).
 
-    A gateway accepting a thousand sockets a second would log a thousand lines a second, each
-    carrying a token to redact; connects are counted in ``/metrics`` instead. Refused
-    handshakes (403 and other statuses) are still logged.
+    A gateway accepting a thousand sockets a second would log thousands of lines a second, the
+    accept line carrying a token to redact; connects and closes are counted in ``/metrics``
+    instead. Refused handshakes (403 and other statuses) are still logged.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.msg == UVICORN_WS_ACCEPTED and record.levelno == logging.INFO)
+        return not (record.levelno == logging.INFO and record.msg in SOCKET_LIFECYCLE_LINES)
 
 
 def configure_logging(level: str = "INFO") -> None:
     """Configure the root logger once: ``time level logger message``, secrets redacted.
 
     The filter is also attached to uvicorn's loggers, which do not propagate to the root;
-    above DEBUG, uvicorn's per-socket accept line is dropped first (:class:`DropSocketAccepted`).
+    above DEBUG, the per-socket lifecycle lines are dropped first (:class:`DropSocketLifecycle`).
     """
     root = logging.getLogger()
     root.setLevel(level.upper())
@@ -72,8 +73,8 @@ def configure_logging(level: str = "INFO") -> None:
         root.addHandler(handler)
     error_log = logging.getLogger("uvicorn.error")
     quiet = logging.getLevelName(level.upper()) != logging.DEBUG
-    if quiet and not any(isinstance(f, DropSocketAccepted) for f in error_log.filters):
-        error_log.addFilter(DropSocketAccepted())  # before RedactTokens: no redaction work
+    if quiet and not any(isinstance(f, DropSocketLifecycle) for f in error_log.filters):
+        error_log.addFilter(DropSocketLifecycle())  # before RedactTokens: no redaction work
     for name in ("uvicorn", "uvicorn.access", "uvicorn.error", "nats"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, RedactTokens) for f in logger.filters):

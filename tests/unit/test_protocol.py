@@ -115,3 +115,20 @@ def test_log_redaction() -> None:
     line = redact('GET /ws?token=abc.def.ghi "nats://natter:s3cret@nats:4222" Authorization: Bearer xyz')
     assert "abc.def" not in line and "s3cret" not in line and "xyz" not in line
     assert "nats://[redacted]@nats:4222" in line
+
+
+def test_socket_lifecycle_lines_are_dropped_only_at_info() -> None:
+    import logging
+
+    from shared.logs import DropSocketLifecycle
+
+    drop = DropSocketLifecycle()
+
+    def record(msg: str, level: int = logging.INFO) -> logging.LogRecord:
+        return logging.LogRecord("uvicorn.error", level, __file__, 1, msg, None, None)
+
+    assert not drop.filter(record('%s - "WebSocket %s" [accepted]'))
+    assert not drop.filter(record("connection open"))
+    assert not drop.filter(record("connection closed"))
+    assert drop.filter(record('%s - "WebSocket %s" 403'))
+    assert drop.filter(record("connection open", logging.WARNING))
