@@ -40,10 +40,20 @@ class Bus:
         hub: the local registry to relay into.
         request_timeout: seconds for ``chat.history`` gap fills.
         gap_wait: seconds to wait for a late frame before reading the gap from storage.
+        user_linger: seconds a user's ``deliver.user.<id>`` subscription outlives the user's last
+            local socket, so that reconnects (page reloads, network blips, a failover storm)
+            reuse it instead of paying a SUB and an UNSUB each; 0 unsubscribes at once.
     """
 
     def __init__(
-        self, nc: Client, hub: Hub, metrics: Metrics, *, request_timeout: float, gap_wait: float
+        self,
+        nc: Client,
+        hub: Hub,
+        metrics: Metrics,
+        *,
+        request_timeout: float,
+        gap_wait: float,
+        user_linger: float = 0.0,
     ) -> None:
         self.nc = nc
         self.hub = hub
@@ -52,6 +62,8 @@ class Bus:
         self.gap_wait = gap_wait
         self._rooms: dict[str, asyncio.Task[Subscription]] = {}
         self._users: dict[str, Subscription] = {}
+        self.user_linger = user_linger
+        self._lingering: dict[str, asyncio.TimerHandle] = {}
         self._all: Subscription | None = None
         self._gap_tasks: dict[str, asyncio.Task[None]] = {}
 
@@ -60,9 +72,12 @@ class Bus:
         self._all = await self.nc.subscribe(subjects.DELIVER_ALL, cb=self._on_all)
 
     async def stop(self) -> None:
-        """Cancel gap fills; subscriptions go with the connection's drain."""
+        """Cancel gap fills and linger timers; subscriptions go with the connection's drain."""
         for task in self._gap_tasks.values():
             task.cancel()
+        for handle in self._lingering.values():
+            handle.cancel()
+        self._lingering.clear()
 
     # --- rooms ----------------------------------------------------------------------------
     async def ensure_room(self, room: str) -> None:
@@ -147,8 +162,11 @@ class Bus:
 
     # --- users ----------------------------------------------------------------------------
     async def subscribe_user(self, user_id: str) -> None:
-        """Subscribe to ``deliver.user.<user_id>`` (idempotent)."""
+        """Subscribe to ``deliver.user.<user_id>`` (idempotent; revives a lingering one)."""
         if user_id in self._users:
+            handle = self._lingering.pop(user_id, None)
+            if handle is not None:
+                handle.cancel()
             return
         sub = await self.nc.subscribe(subjects.deliver_user(user_id), cb=self._on_user)
         if user_id in self._users:  # a concurrent call won
@@ -157,12 +175,28 @@ class Bus:
         self._users[user_id] = sub
 
     def release_user(self, user_id: str) -> None:
-        """Unsubscribe from a user that has no local socket left (non-blocking)."""
+        """Unsubscribe from a user that has no local socket left, after ``user_linger`` seconds
+        (non-blocking)."""
+        if user_id in self.hub.users or user_id not in self._users or user_id in self._lingering:
+            return
+        if self.user_linger <= 0:
+            self._drop_user(user_id)
+            return
+        loop = asyncio.get_running_loop()
+        self._lingering[user_id] = loop.call_later(self.user_linger, self._drop_user, user_id)
+
+    def _drop_user(self, user_id: str) -> None:
+        self._lingering.pop(user_id, None)
         if user_id in self.hub.users:
             return
         sub = self._users.pop(user_id, None)
         if sub is not None:
             asyncio.ensure_future(_quiet_unsubscribe(sub))
+
+    @property
+    def user_subscriptions(self) -> int:
+        """``deliver.user.*`` subscriptions held (live users plus lingering ones)."""
+        return len(self._users)
 
     async def _on_user(self, msg: Msg) -> None:
         user_id = msg.subject.rsplit(".", 1)[-1]

@@ -45,6 +45,12 @@ class Settings(CommonSettings):
     jwt_audience: str = Field(default="natter", description="Expected `aud` of access tokens.")
     heartbeat_interval: float = Field(default=10.0, gt=0, description="Presence heartbeat period, seconds.")
     gap_wait: float = Field(default=0.15, ge=0, description="Seconds to wait for an out-of-order frame.")
+    user_linger: float = Field(
+        default=30.0,
+        ge=0,
+        description="Seconds a user's delivery subscription outlives their last socket here "
+        "(reconnects reuse it).",
+    )
     per_message_deflate: bool = Field(default=False, description="WebSocket compression (off, DESIGN.md 12).")
 
     @model_validator(mode="after")

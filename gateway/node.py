@@ -63,6 +63,7 @@ class Node:
             self.metrics,
             request_timeout=self.settings.request_timeout,
             gap_wait=self.settings.gap_wait,
+            user_linger=self.settings.user_linger,
         )
         await self.bus.start()
         self.verifier = TokenVerifier(
