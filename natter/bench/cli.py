@@ -41,6 +41,9 @@ _CONNECTIONS = typer.Option(1000, "--connections", help="idle: authenticated soc
 _WORKERS = typer.Option(2, "--workers", help="Load-generator processes.")
 _USERS = typer.Option(20, "--users", help="natter accounts registered for the run (sockets share them).")
 _GRACE = typer.Option(5.0, "--grace", help="Seconds after a phase that deliveries may still arrive.")
+_WARMUP = typer.Option(
+    2.0, "--warmup", help="Seconds of unmeasured sending at the first rate before measuring (0: none)."
+)
 _STEP = typer.Option(1.5, "--step-factor", help="saturation: rate multiplier between steps.")
 _STEPS = typer.Option(8, "--max-steps", help="saturation: at most this many steps.")
 _P99 = typer.Option(100.0, "--p99-limit-ms", help="saturation: a step fails when p99 exceeds this.")
@@ -134,6 +137,7 @@ def run(
     workers: int = _WORKERS,
     users: int = _USERS,
     grace: float = _GRACE,
+    warmup: float = _WARMUP,
     step_factor: float = _STEP,
     max_steps: int = _STEPS,
     p99_limit_ms: float = _P99,
@@ -158,6 +162,7 @@ def run(
         workers=workers,
         users=users,
         grace=grace,
+        warmup=warmup,
         step_factor=step_factor,
         max_steps=max_steps,
         p99_limit_ms=p99_limit_ms,
@@ -193,6 +198,7 @@ def compare(
     workers: int = _WORKERS,
     users: int = _USERS,
     grace: float = _GRACE,
+    warmup: float = _WARMUP,
     step_factor: float = _STEP,
     max_steps: int = _STEPS,
     p99_limit_ms: float = _P99,
@@ -221,6 +227,7 @@ def compare(
         workers=workers,
         users=users,
         grace=grace,
+        warmup=warmup,
         step_factor=step_factor,
         max_steps=max_steps,
         p99_limit_ms=p99_limit_ms,

@@ -48,6 +48,8 @@ SCHEMA = "natter-bench/1"
 START_DELAY = 0.5
 #: Seconds to wait for acks after the last send of a phase.
 ACK_TIMEOUT = 10.0
+#: Phase number of the unmeasured warm-up (deliveries of it arriving later count as "late").
+WARMUP_PHASE = 999
 
 #: ``progress(description, completed_fraction_or_None)``: what the CLI shows.
 Progress = Callable[[str, float | None], None]
@@ -346,6 +348,8 @@ class Run:
             rates = saturation_rates(params.send_rate, params.step_factor, params.max_steps)
         else:
             rates = [params.send_rate]
+        if params.warmup > 0:  # unmeasured: cold paths must not decide a 10-message step's p99
+            self._phase(WARMUP_PHASE, rates[0], duration=params.warmup)
         steps: list[dict[str, Any]] = []
         for index, rate in enumerate(rates):
             step = self._phase(index, rate)
@@ -367,19 +371,21 @@ class Run:
         )
         return steps, summary
 
-    def _phase(self, index: int, rate: float) -> dict[str, Any]:
+    def _phase(self, index: int, rate: float, *, duration: float | None = None) -> dict[str, Any]:
         assert self.workers is not None and self.target is not None
         params = self.params
-        label = (
-            f"step {index + 1}: {rate:g} msg/s per sender"
-            if params.scenario is Scenario.saturation
-            else (f"sending {rate:g} msg/s per sender")
-        )
+        duration = params.duration if duration is None else duration
+        if index == WARMUP_PHASE:
+            label = f"warm-up: {rate:g} msg/s per sender"
+        elif params.scenario is Scenario.saturation:
+            label = f"step {index + 1}: {rate:g} msg/s per sender"
+        else:
+            label = f"sending {rate:g} msg/s per sender"
         start_at = time.time() + START_DELAY
         spec = {
             "phase": index,
             "rate": rate,
-            "duration": params.duration,
+            "duration": duration,
             "start_at": start_at,
             "ack_timeout": ACK_TIMEOUT,
             "spread": params.scenario is Scenario.rooms,
@@ -391,9 +397,9 @@ class Run:
 
         def tick() -> None:
             elapsed = time.time() - start_at
-            self.progress(label, min(1.0, elapsed / params.duration))
+            self.progress(label, min(1.0, elapsed / duration))
 
-        sent_answers = self.workers.collect("sent", timeout=params.duration + ACK_TIMEOUT + 60, tick=tick)
+        sent_answers = self.workers.collect("sent", timeout=duration + ACK_TIMEOUT + 60, tick=tick)
         acked: array[int] = array("q")
         errors: dict[str, int] = {}
         lag: array[int] = array("q")
@@ -422,7 +428,7 @@ class Run:
         lost = lost_deliveries(acked, received, self.layout.room_of_sender, self.members)
         start_ns = int(start_at * 1e9)
         last_ns = max((r["last_ns"] for r in results), default=0)
-        window = max(params.duration, (last_ns - start_ns) / 1e9) if last_ns else params.duration
+        window = max(duration, (last_ns - start_ns) / 1e9) if last_ns else duration
         latency = latency_summary(latencies)
         sent = sum(a["sent"] for a in sent_answers)
         unacked = sum(a["unacked"] for a in sent_answers)
@@ -432,9 +438,9 @@ class Run:
             "rate": rate,
             "senders": sum(a["senders"] for a in sent_answers),
             "members": sum(self.members.values()),
-            "duration_s": params.duration,
+            "duration_s": duration,
             "sent": sent,
-            "sent_per_s": round(sent / params.duration, 1),
+            "sent_per_s": round(sent / duration, 1),
             "acked": len(acked),
             "unacked": unacked,
             "send_errors": errors,

@@ -52,7 +52,7 @@ MAX_DURATION = 600.0
 class RunParams:
     """Parameters of one run (the CLI options of ``natter bench run``).
 
-    Units: ``rate`` messages per second per sender; ``duration``, ``grace`` seconds;
+    Units: ``rate`` messages per second per sender; ``duration``, ``grace``, ``warmup`` seconds;
     ``p99_limit_ms`` milliseconds. ``workers`` load-generator processes; ``users`` accounts
     registered on natter (sockets share them round-robin).
     """
@@ -68,6 +68,9 @@ class RunParams:
     workers: int = 2
     users: int = 20
     grace: float = 5.0
+    #: seconds of unmeasured sending at the first rate before the measured phases (cold paths:
+    #: a room's first message, caches, connection pools), for every target alike.
+    warmup: float = 2.0
     step_factor: float = 1.5
     max_steps: int = 8
     p99_limit_ms: float = 100.0
@@ -109,6 +112,7 @@ class RunParams:
             (1 <= self.workers <= 8, "--workers must be 1..8"),
             (1 <= self.users <= 1000, "--users must be 1..1000"),
             (0.5 <= self.grace <= 60, "--grace must be 0.5..60 seconds"),
+            (0 <= self.warmup <= 60, "--warmup must be 0..60 seconds"),
             (self.step_factor > 1.0, "--step-factor must be more than 1"),
             (1 <= self.max_steps <= 30, "--max-steps must be 1..30"),
             (self.p99_limit_ms > 0, "--p99-limit-ms must be positive"),

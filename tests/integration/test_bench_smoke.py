@@ -64,6 +64,10 @@ def test_fanout_smoke_run_writes_well_formed_json(tmp_path: Path) -> None:
     assert set(result["target_processes"]) == {"gateway", "auth", "chat", "notify", "nats"}
     assert result["setup"]["connected"] == 20 and result["setup"]["failures"] == {}
 
+    # The unmeasured warm-up (2 s by default) is not a step and its messages are not counted.
+    assert [step["step"] for step in result["steps"]] == [0]
+    assert result["params"]["warmup"] == 2.0
+
     summary = result["summary"]
     for key in (
         "deliveries",
@@ -75,7 +79,7 @@ def test_fanout_smoke_run_writes_well_formed_json(tmp_path: Path) -> None:
         "server_cpu",
     ):
         assert key in summary, key
-    assert summary["sent"] > 0 and summary["acked"] == summary["sent"]
+    assert summary["sent"] == 60 and summary["acked"] == summary["sent"]  # 3 s x 20 msg/s
     assert summary["deliveries"] > 0
     assert summary["expected"] == summary["acked"] * 20
     assert summary["lost"] == 0
