@@ -17,7 +17,7 @@ bench() { "$BIN/python" -m natter bench compare --quiet-wait "$QUIET_WAIT" "$@";
 bench --scenario fanout --members 100 --rate 20 --duration 10 --out "$OUT/fanout-100.json"
 bench --scenario fanout --members 1000 --rate 10 --duration 10 --out "$OUT/fanout-1000.json"
 bench --scenario rooms --rooms 250 --room-size 4 --rate 1 --duration 10 --out "$OUT/rooms-250x4.json"
-bench --scenario saturation --members 1000 --rate 2 --step-factor 1.25 --max-steps 16 --duration 5 \
+bench --scenario saturation --members 1000 --rate 2 --step-factor 1.25 --max-steps 20 --duration 8 \
   --out "$OUT/saturation-1000.json"
 for k in 1000 5000 10000; do
   bench --scenario idle --connections "$k" --duration 5 --out "$OUT/idle-$k.json"
