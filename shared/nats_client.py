@@ -90,10 +90,15 @@ async def request(
     """Send ``payload`` to a service endpoint and return the reply body.
 
     Raises:
-        ProtocolError: the service's own error; ``unavailable`` when nobody answers in
-            ``timeout`` seconds or no replica is subscribed (STYLE.md: map ``NoRespondersError``
+        ProtocolError: the service's own error; ``unavailable`` at once while the connection
+            is down (reconnecting), or when nobody answers in ``timeout`` seconds or no replica
+            is subscribed (STYLE.md: map ``NoRespondersError``
             and timeouts to ``unavailable``).
     """
+    if not nc.is_connected:
+        # Disconnected or reconnecting: answer now instead of holding the caller for the whole
+        # timeout; "unavailable" tells clients to retry (PROTOCOL.md section 7).
+        raise ProtocolError(ErrorCode.UNAVAILABLE)
     try:
         msg = await mux_for(nc).request(subject, payload, timeout=timeout, headers=headers)
     except (TimeoutError, NoRespondersError, NatsTimeoutError) as error:
