@@ -11,18 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from natter.bench.report import METRICS, compare_ratios
+from natter.bench.report import METRICS, compare_ratios, fmt
 from natter.bench.stats import dig
-
-
-def fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:,.3g}" if abs(value) < 100 else f"{value:,.0f}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)
 
 
 def table(document: dict[str, Any]) -> str:

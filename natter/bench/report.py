@@ -72,7 +72,9 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
-def _fmt(value: Any) -> str:
+def fmt(value: Any) -> str:
+    """A metric value for a table: ``-`` for None, thousands separators, 3 significant digits
+    below 100."""
     if value is None:
         return "-"
     if isinstance(value, float):
@@ -89,13 +91,13 @@ def run_table(result: dict[str, Any]) -> Table:
     table.add_column("value", justify="right")
     summary = result.get("summary", {})
     for metric in METRICS[result["scenario"]]:
-        table.add_row(metric.label, _fmt(dig(summary, metric.path)))
+        table.add_row(metric.label, fmt(dig(summary, metric.path)))
     if result["scenario"] == "saturation":
         for step in result.get("steps", []):
             table.add_row(
                 f"  step {step['rate']:g} msg/s",
-                f"p99 {_fmt(step['latency_ms']['p99'])} ms, "
-                f"{_fmt(step['deliveries_per_s'])}/s, {step['verdict']}",
+                f"p99 {fmt(step['latency_ms']['p99'])} ms, "
+                f"{fmt(step['deliveries_per_s'])}/s, {step['verdict']}",
             )
     return table
 
@@ -145,7 +147,7 @@ def compare_table(document: dict[str, Any]) -> Table:
         table.add_column(f"natter/{ref}", justify="right")
     for metric in METRICS[scenario]:
         row = [metric.label]
-        row += [_fmt(dig(results[name].get("summary", {}), metric.path)) for name in results]
-        row += [_fmt(document["ratios"].get(ref, {}).get(metric.label)) for ref in refs]
+        row += [fmt(dig(results[name].get("summary", {}), metric.path)) for name in results]
+        row += [fmt(document["ratios"].get(ref, {}).get(metric.label)) for ref in refs]
         table.add_row(*row)
     return table
