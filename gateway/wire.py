@@ -20,6 +20,13 @@ from starlette.types import Scope
 
 RAW_SEND_KEY = "natter.raw_send"
 
+try:
+    from uvicorn.protocols.websockets.websockets_sansio_impl import (
+        WebSocketsSansIOProtocol as _SANSIO_PROTOCOL,
+    )
+except ImportError:  # pragma: no cover - uvicorn < 0.35
+    _SANSIO_PROTOCOL = None
+
 
 class Outbound:
     """One outgoing text message: its UTF-8 payload and, built on first use, its wire frame.
@@ -111,11 +118,7 @@ def direct_sink(scope: Scope) -> DirectSink | None:
     needed = ("transport", "writable", "close_sent", "disconnected", "conn")
     if not all(hasattr(protocol, name) for name in needed):
         return None
-    try:
-        from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-    except ImportError:  # pragma: no cover - uvicorn < 0.35
-        return None
-    if not isinstance(protocol, WebSocketsSansIOProtocol):
+    if _SANSIO_PROTOCOL is None or not isinstance(protocol, _SANSIO_PROTOCOL):
         return None
     if getattr(protocol.conn, "extensions", None):  # per-message-deflate: frames differ per socket
         return None
