@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from natter.bench.report import METRICS, compare_ratios, fmt
+from natter.bench.report import METRICS, compare_ratios, fmt, target_label
 from natter.bench.stats import dig
 
 
@@ -20,7 +20,7 @@ def table(document: dict[str, Any]) -> str:
     names = list(results)
     refs = [n for n in names if n != "natter"]
     ratios = compare_ratios(results)
-    head = ["metric", *names, *(f"natter/{r}" for r in refs)]
+    head = ["metric", *(target_label(results[n]) for n in names), *(f"natter/{r}" for r in refs)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for metric in METRICS[document["scenario"]]:
         cells = [metric.label]

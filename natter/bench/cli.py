@@ -52,6 +52,11 @@ _CHURN = typer.Option(16, "--churn-concurrency", help="connect: connect/auth/clo
 _SYNC = typer.Option(
     True, "--nats-sync/--no-nats-sync", help="natter: nats-server with sync_interval: always (as natter up)."
 )
+_GATEWAYS = typer.Option(
+    1,
+    "--gateways",
+    help="natter: gateway processes (fanout, rooms, saturation); worker i connects to gateway i mod N.",
+)
 _QUIET = typer.Option(
     0.0,
     "--quiet-wait",
@@ -144,6 +149,7 @@ def run(
     connect_concurrency: int = _CONCURRENCY,
     churn_concurrency: int = _CHURN,
     nats_sync: bool = _SYNC,
+    gateways: int = _GATEWAYS,
     quiet_wait: float = _QUIET,
     plot: bool = _PLOT,
     keep_workdir: bool = _KEEP,
@@ -170,6 +176,7 @@ def run(
         churn_concurrency=churn_concurrency,
         nats_sync_always=nats_sync,
         quiet_wait=quiet_wait,
+        gateways=gateways,
     )
     try:
         check_available(target)
@@ -205,6 +212,7 @@ def compare(
     connect_concurrency: int = _CONCURRENCY,
     churn_concurrency: int = _CHURN,
     nats_sync: bool = _SYNC,
+    gateways: int = _GATEWAYS,
     quiet_wait: float = _QUIET,
     plot: bool = _PLOT,
     keep_workdir: bool = _KEEP,
@@ -235,13 +243,16 @@ def compare(
         churn_concurrency=churn_concurrency,
         nats_sync_always=nats_sync,
         quiet_wait=quiet_wait,
+        gateways=gateways,
     )
     results: dict[str, dict[str, Any]] = {}
     try:
         for kind in kinds:
             check_available(kind)
         for kind in kinds:
-            results[kind.value] = _execute(_params(scenario, kind, **values), console, keep_workdir)
+            # --gateways scales natter out; a reference is one process by design (RunParams).
+            own = {**values, "gateways": values["gateways"] if kind is TargetKind.natter else 1}
+            results[kind.value] = _execute(_params(scenario, kind, **own), console, keep_workdir)
             console.print(f"{kind.value}: done")
     except (BenchError, TargetError) as error:
         console.print(f"natter bench: {error}", style="red", markup=False, highlight=False)

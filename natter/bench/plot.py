@@ -18,6 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 
+from natter.bench.report import target_label
 from natter.bench.stats import dig
 
 COLORS = {"natter": "#1f77b4", "fastapi": "#2ca02c", "socketio": "#d62728"}
@@ -91,11 +92,15 @@ def _row(axes: tuple[Axes, Axes], document: dict[str, Any]) -> None:
                 offered,
                 [s["latency_ms"]["p99"] or 0 for s in steps],
                 "o-",
-                label=name,
+                label=target_label(results[name]),
                 color=COLORS.get(name),
             )
             right.plot(
-                offered, [s["deliveries_per_s"] for s in steps], "o-", label=name, color=COLORS.get(name)
+                offered,
+                [s["deliveries_per_s"] for s in steps],
+                "o-",
+                label=target_label(results[name]),
+                color=COLORS.get(name),
             )
         limit = next(iter(results.values())).get("params", {}).get("p99_limit_ms", 100)
         left.axhline(limit, color="grey", linestyle="--", linewidth=1)

@@ -84,9 +84,15 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
+def target_label(result: dict[str, Any]) -> str:
+    """The target's name for a reader: ``natter``, ``natter (2 gateways)``, ``fastapi``."""
+    gateways = int(result.get("params", {}).get("gateways", 1))
+    return f"{result['target']} ({gateways} gateways)" if gateways > 1 else str(result["target"])
+
+
 def run_table(result: dict[str, Any]) -> Table:
     """A table of one run's summary metrics."""
-    table = Table(title=f"{result['scenario']} on {result['target']}", title_justify="left")
+    table = Table(title=f"{result['scenario']} on {target_label(result)}", title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")
     summary = result.get("summary", {})
@@ -141,7 +147,7 @@ def compare_table(document: dict[str, Any]) -> Table:
     )
     table.add_column("metric")
     for name in results:
-        table.add_column(name, justify="right")
+        table.add_column(target_label(results[name]), justify="right")
     refs = [name for name in results if name != "natter"] if "natter" in results else []
     for ref in refs:
         table.add_column(f"natter/{ref}", justify="right")

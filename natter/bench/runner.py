@@ -3,7 +3,7 @@
 The result is a JSON-able dict (docs/benchmarks.md describes every field)::
 
     {"schema": "natter-bench/1", "scenario", "target", "params", "machine", "run_id",
-     "started_at", "loadgen": {"workers", "pids"}, "setup": {...}, "steps": [...],
+     "started_at", "loadgen": {"workers", "pids", "urls"}, "setup": {...}, "steps": [...],
      "summary": {...}}
 
 For the messaging scenarios each step is one measured phase; ``summary`` is the (only) step of
@@ -263,6 +263,7 @@ class Run:
                     users=users,
                     run_id=self.run_id,
                     nats_sync=params.nats_sync_always,
+                    gateways=params.gateways,
                 )
             except TargetError as error:
                 raise BenchError(str(error)) from error
@@ -273,7 +274,11 @@ class Run:
             rss_before = read_rss(self.target.pids())
             self._start_workers()
             assert self.workers is not None
-            result["loadgen"] = {"workers": params.workers, "pids": self.workers.pids()}
+            result["loadgen"] = {
+                "workers": params.workers,
+                "pids": self.workers.pids(),
+                "urls": {f"worker-{i}": self.target.url_for(i) for i in range(params.workers)},
+            }
             if params.scenario is Scenario.connect:
                 result["steps"] = [self._churn()]
                 result["summary"] = result["steps"][0]
@@ -309,7 +314,7 @@ class Run:
             WorkerPlan(
                 index=i,
                 protocol=self.target.protocol,
-                url=self.target.url,
+                url=self.target.url_for(i),
                 tokens=self.target.tokens,
                 sockets=part,
                 connect_concurrency=max(1, params.connect_concurrency // params.workers),

@@ -44,6 +44,8 @@ class TargetKind(StrEnum):
 MESSAGING = frozenset({Scenario.fanout, Scenario.rooms, Scenario.saturation})
 #: Most sockets one run may open (the gateway's default ``max_connections`` is 20 000).
 MAX_SOCKETS = 20_000
+#: Most natter gateway processes one run starts (``--gateways``).
+MAX_GATEWAYS = 8
 #: Longest measured phase, seconds; every run is bounded (DESIGN.md "Testing").
 MAX_DURATION = 600.0
 
@@ -54,7 +56,10 @@ class RunParams:
 
     Units: ``rate`` messages per second per sender; ``duration``, ``grace``, ``warmup`` seconds;
     ``p99_limit_ms`` milliseconds. ``workers`` load-generator processes; ``users`` accounts
-    registered on natter (sockets share them round-robin).
+    registered on natter (sockets share them round-robin). ``gateways``: natter gateway
+    processes behind one NATS (load-generator worker ``i`` connects to gateway ``i mod
+    gateways``); the references are one process by design and ignore it. Idle and connect
+    always measure one gateway process (the issue's "into one gateway process").
     """
 
     scenario: Scenario
@@ -78,6 +83,7 @@ class RunParams:
     churn_concurrency: int = 16
     nats_sync_always: bool = True
     quiet_wait: float = 0.0
+    gateways: int = 1
 
     @property
     def send_rate(self) -> float:
@@ -119,6 +125,19 @@ class RunParams:
             (1 <= self.connect_concurrency <= 1000, "--connect-concurrency must be 1..1000"),
             (1 <= self.churn_concurrency <= 1000, "--churn-concurrency must be 1..1000"),
             (0 <= self.quiet_wait <= 3600, "--quiet-wait must be 0..3600 seconds"),
+            (1 <= self.gateways <= MAX_GATEWAYS, f"--gateways must be 1..{MAX_GATEWAYS}"),
+            (
+                self.gateways == 1 or self.target is TargetKind.natter,
+                "--gateways is natter's: the references are one process by design",
+            ),
+            (
+                self.gateways == 1 or self.scenario in MESSAGING,
+                "--gateways above 1 is for fanout, rooms, saturation (idle, connect: one gateway)",
+            ),
+            (
+                self.gateways >= 1 and self.workers % self.gateways == 0,
+                "--workers must be a multiple of --gateways (worker i connects to gateway i mod N)",
+            ),
         ]
         for ok, message in checks:
             if not ok:

@@ -2,7 +2,8 @@
 
 - natter: its own isolated stack on free loopback ports, with a temp data dir: a nats-server
   (JetStream, file storage; ``sync_interval: always`` as ``natter up`` runs it, unless
-  ``--no-nats-sync``), one auth, chat and notify process and ONE gateway, all started with
+  ``--no-nats-sync``), one auth, chat and notify process and one gateway (``--gateways N``:
+  N gateways on their own ports, as an operator scales them out), all started with
   :mod:`natter.launcher` exactly as ``natter up`` starts them. Users are registered and logged in
   once through the HTTP API (argon2 is slow on purpose), and their tokens are shared by many
   sockets. Benchmark-only settings, passed as environment variables: the per-socket rate limit is
@@ -63,8 +64,9 @@ class RunningTarget:
     """A started target: where to connect, which processes to measure, tokens to use.
 
     ``url``: ``ws://127.0.0.1:<port>/ws`` (natter, fastapi) or ``http://127.0.0.1:<port>``
-    (socketio). ``main`` is the label of the process that holds the sockets (``gateway`` or
-    ``server``): its RSS is what idle connections cost.
+    (socketio); ``urls`` has one per process that holds sockets (several natter gateways), the
+    first being ``url``. ``main`` is the label of the process that holds the sockets
+    (``gateway`` or ``server``): its RSS is what idle connections cost.
     """
 
     kind: TargetKind
@@ -75,6 +77,11 @@ class RunningTarget:
     tiers: list[list[tuple[str, ManagedProcess]]] = field(default_factory=list)
     tokens: list[str] = field(default_factory=list)
     http_url: str = ""
+    urls: list[str] = field(default_factory=list)
+
+    def url_for(self, worker: int) -> str:
+        """The URL load-generator worker ``worker`` connects to: gateway ``worker mod N``."""
+        return self.urls[worker % len(self.urls)] if self.urls else self.url
 
     def pids(self) -> dict[str, int]:
         """``{label: pid}`` of every process of the target."""
@@ -110,16 +117,19 @@ def check_available(kind: TargetKind) -> None:
 
 
 def start_target(
-    kind: TargetKind, *, workdir: Path, users: int, run_id: str, nats_sync: bool
+    kind: TargetKind, *, workdir: Path, users: int, run_id: str, nats_sync: bool, gateways: int = 1
 ) -> RunningTarget:
-    """Start ``kind`` under ``workdir`` and provision ``users`` tokens.
+    """Start ``kind`` under ``workdir`` and provision ``users`` tokens (natter: with ``gateways``
+    gateway processes).
 
     Raises:
         TargetError: a process did not come up within :data:`READY_TIMEOUT` seconds.
     """
     check_available(kind)
     if kind is TargetKind.natter:
-        return _start_natter(workdir=workdir, users=users, run_id=run_id, nats_sync=nats_sync)
+        return _start_natter(
+            workdir=workdir, users=users, run_id=run_id, nats_sync=nats_sync, gateways=gateways
+        )
     return _start_reference(kind, workdir=workdir, users=users, run_id=run_id)
 
 
@@ -162,7 +172,7 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def _start_natter(*, workdir: Path, users: int, run_id: str, nats_sync: bool) -> RunningTarget:
+def _start_natter(*, workdir: Path, users: int, run_id: str, nats_sync: bool, gateways: int) -> RunningTarget:
     logs = workdir / "logs"
     nats_port = free_port()
     nats_url = f"nats://127.0.0.1:{nats_port}"
@@ -173,20 +183,30 @@ def _start_natter(*, workdir: Path, users: int, run_id: str, nats_sync: bool) ->
         service_process(name, nats_url=nats_url, env=NATTER_BENCH_ENV, log_path=logs / f"{name}.log")
         for name in ("auth", "chat", "notify")
     ]
-    gateway_port = free_port()
-    gateway = service_process(
-        "gateway", nats_url=nats_url, env=NATTER_BENCH_ENV, port=gateway_port, log_path=logs / "gateway.log"
-    )
-    for process in (nats, *services, gateway):
+    # Labels: "gateway" (the one idle and connect measure), then "gateway-2", "gateway-3", ...
+    front: list[tuple[str, ManagedProcess, int]] = []
+    for n in range(1, gateways + 1):
+        label, port = ("gateway" if n == 1 else f"gateway-{n}"), free_port()
+        process = service_process(
+            "gateway", nats_url=nats_url, env=NATTER_BENCH_ENV, port=port, log_path=logs / f"{label}.log"
+        )
+        front.append((label, process, port))
+    for process in (nats, *services, *(p for _, p, _ in front)):
         process.die_with_parent = True
+    urls = [f"ws://127.0.0.1:{port}/ws" for _, _, port in front]
     target = RunningTarget(
         kind=TargetKind.natter,
-        url=f"ws://127.0.0.1:{gateway_port}/ws",
+        url=urls[0],
+        urls=urls,
         protocol="ws",
         main="gateway",
         workdir=workdir,
-        tiers=[[("gateway", gateway)], [(p.name.split("-")[0], p) for p in services], [("nats", nats)]],
-        http_url=f"http://127.0.0.1:{gateway_port}",
+        tiers=[
+            [(label, p) for label, p, _ in front],
+            [(p.name.split("-")[0], p) for p in services],
+            [("nats", nats)],
+        ],
+        http_url=f"http://127.0.0.1:{front[0][2]}",
     )
     try:
         nats.start()
@@ -194,8 +214,10 @@ def _start_natter(*, workdir: Path, users: int, run_id: str, nats_sync: bool) ->
         for process in services:
             process.start()
         _wait_services(nats_url, ("auth", "chat", "notify"))
-        gateway.start()
-        _wait_healthy(target.http_url)
+        for _, process, _ in front:
+            process.start()
+        for _, _, port in front:
+            _wait_healthy(f"http://127.0.0.1:{port}")
         target.tokens = asyncio.run(register_users(target.http_url, users=users, run_id=run_id))
     except (TimeoutError, OSError, httpx.HTTPError, TargetError) as error:
         target.stop()

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from natter.bench.report import METRICS
 
@@ -29,33 +30,21 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def test_fanout_smoke_run_writes_well_formed_json(tmp_path: Path) -> None:
-    out = tmp_path / "r.json"
-    argv = [
-        sys.executable,
-        "-m",
-        "natter",
-        "bench",
-        "run",
-        "--scenario",
-        "fanout",
-        "--members",
-        "20",
-        "--duration",
-        "3",
-        "--rate",
-        "20",
-        "--target",
-        "natter",
-        "--out",
-        str(out),
-        "--no-plot",
-    ]
+def _bench_run(out: Path, *options: str) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """``natter bench run --no-plot --out <out> <options>`` in a subprocess; its output and result."""
+    argv = [sys.executable, "-m", "natter", "bench", "run", "--no-plot", "--out", str(out), *options]
     completed = subprocess.run(
         argv, capture_output=True, text=True, timeout=RUN_TIMEOUT, cwd=Path(__file__).resolve().parents[2]
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
-    result = json.loads(out.read_text())
+    return completed, json.loads(out.read_text())
+
+
+def test_fanout_smoke_run_writes_well_formed_json(tmp_path: Path) -> None:
+    completed, result = _bench_run(
+        tmp_path / "r.json", "--scenario", "fanout", "--members", "20", "--duration", "3", "--rate", "20",
+        "--target", "natter",
+    )  # fmt: skip
 
     assert result["schema"] == "natter-bench/1"
     assert result["scenario"] == "fanout" and result["target"] == "natter"
@@ -97,6 +86,23 @@ def test_fanout_smoke_run_writes_well_formed_json(tmp_path: Path) -> None:
     while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not [pid for pid in pids if _alive(pid)]
+
+
+def test_two_gateways_share_the_sockets_and_every_member_gets_every_message(tmp_path: Path) -> None:
+    """``--gateways 2``: worker i connects to gateway i mod 2, so the room spans both gateways
+    and the sender's messages reach the other gateway's sockets through NATS."""
+    _, result = _bench_run(
+        tmp_path / "r2.json", "--scenario", "fanout", "--members", "20", "--duration", "2", "--rate", "10",
+        "--warmup", "0.5", "--gateways", "2",
+    )  # fmt: skip
+    assert {"gateway", "gateway-2"} <= set(result["target_processes"])
+    urls = result["loadgen"]["urls"]
+    assert len(urls) == 2 and len(set(urls.values())) == 2  # one worker per gateway
+    summary = result["summary"]
+    assert summary["acked"] == summary["sent"] == 20
+    assert summary["expected"] == summary["acked"] * 20
+    assert summary["deliveries"] == summary["expected"]
+    assert summary["lost"] == 0 and summary["duplicated"] == 0
 
 
 def test_bad_option_is_refused_before_starting_anything() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from natter.bench.clients import Sink, marker
-from natter.bench.report import compare_document, compare_ratios
+from natter.bench.report import compare_document, compare_ratios, target_label
 from natter.bench.spec import (
     RunParams,
     Scenario,
@@ -81,6 +81,30 @@ def test_default_rates_and_validation() -> None:
         RunParams(scenario=Scenario.rooms, rooms=10_000, room_size=4).validate()
 
 
+def test_gateways_scale_natter_messaging_only() -> None:
+    RunParams(scenario=Scenario.saturation, gateways=2, workers=2).validate()
+    RunParams(scenario=Scenario.rooms, gateways=2, workers=4).validate()
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        pytest.param({"scenario": Scenario.idle, "gateways": 2}, id="idle-measures-one-gateway"),
+        pytest.param({"scenario": Scenario.connect, "gateways": 2}, id="connect-measures-one-gateway"),
+        pytest.param(
+            {"scenario": Scenario.fanout, "gateways": 2, "target": TargetKind.fastapi},
+            id="reference-is-one-process",
+        ),
+        pytest.param({"scenario": Scenario.fanout, "gateways": 2, "workers": 3}, id="uneven-workers"),
+        pytest.param({"scenario": Scenario.fanout, "gateways": 9, "workers": 8}, id="too-many"),
+        pytest.param({"scenario": Scenario.fanout, "gateways": 0}, id="none"),
+    ],
+)
+def test_gateways_refused(values: dict[str, object]) -> None:
+    with pytest.raises(ValueError, match=r"--gateways|--workers"):
+        RunParams(**values).validate()  # type: ignore[arg-type]
+
+
 def test_room_name_is_bounded() -> None:
     assert room_name("abc", "r1") == "bench-abc-r1"
     with pytest.raises(ValueError):
@@ -133,3 +157,9 @@ def test_compare_ratios_are_natter_over_reference() -> None:
 
 def test_target_kinds() -> None:
     assert {t.value for t in TargetKind} == {"natter", "fastapi", "socketio"}
+
+
+def test_target_label_names_a_scaled_out_natter() -> None:
+    assert target_label({"target": "natter", "params": {"gateways": 2}}) == "natter (2 gateways)"
+    assert target_label({"target": "natter", "params": {"gateways": 1}}) == "natter"
+    assert target_label({"target": "fastapi", "params": {}}) == "fastapi"
