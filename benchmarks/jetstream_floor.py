@@ -1,12 +1,25 @@
 """The floor under natter's "rooms" latency: JetStream publish + PubAck alone, on this machine.
 
 Starts a throwaway nats-server (JetStream, file storage, with and without ``sync_interval:
-always``), creates one stream like ``CHAT_MESSAGES`` and publishes ``--count`` 300-byte messages
-from ``--concurrency`` tasks over one connection (the way one chat replica does), waiting for
-each PubAck. Prints messages/s and the publish latency p50/p99. Bounded: ``--count`` messages
-per setting, a 10 s timeout per publish, loopback only; the server is stopped at the end.
+always``) and publishes 300-byte messages over one connection (the way one chat replica does),
+waiting for each PubAck. Two ways to load it:
 
-Usage: ``python benchmarks/jetstream_floor.py [--count 4000] [--concurrency 1 16 64]``
+- closed loop (default): ``--count`` messages from ``--concurrency`` tasks, each waiting for its
+  PubAck before the next publish. Gives the most a stream stores per second; its percentiles
+  hide the tail (a slow fsync delays the next publish instead of queueing behind it).
+- open loop (``--rate R ...``): publishes *scheduled* at ``R`` per second for ``--seconds``,
+  each in its own task whether or not earlier ones were acked, the way 1,000 independent
+  senders load chat_service; latency runs from the scheduled time, so a stall counts for every
+  publish queued behind it (no coordinated omission). ``--streams N`` spreads 250 rooms over N
+  streams by room number (the "split ``CHAT_MESSAGES`` by room hash" plan, docs/scaling.md).
+
+Prints a Markdown table. Bounded: ``--count`` messages or ``R x --seconds`` publishes per
+setting, a 10 s timeout per publish, loopback only; the server is stopped at the end.
+
+Usage::
+
+    python benchmarks/jetstream_floor.py [--count 4000] [--concurrency 1 16 64]
+    python benchmarks/jetstream_floor.py --rate 250 500 1000 --streams 1 4 [--seconds 8]
 """
 
 from __future__ import annotations
@@ -16,6 +29,8 @@ import asyncio
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import nats
@@ -24,19 +39,28 @@ from nats.js.api import StreamConfig
 from natter.launcher import free_port, nats_server_process, wait_for_port
 from shared.streams import publish_acked
 
+PAYLOAD = b"x" * 300
+#: Rooms the open-loop publishes cycle through (the rooms scenario's 250).
+ROOMS = 250
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    """The ``q`` quantile (0..1) of ascending ``sorted_values``, in milliseconds."""
+    return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * q))] * 1e3
+
 
 async def measure(url: str, count: int, concurrency: int) -> tuple[float, float, float]:
-    """``(messages/s, p50 ms, p99 ms)`` of ``count`` acked publishes from ``concurrency`` tasks."""
+    """Closed loop: ``(messages/s, p50 ms, p99 ms)`` of ``count`` acked publishes from
+    ``concurrency`` tasks, each waiting for its PubAck before publishing again."""
     nc = await nats.connect(url)
     stream = f"FLOOR_{concurrency}"
     await nc.jetstream().add_stream(StreamConfig(name=stream, subjects=[f"floor{concurrency}.>"]))
     latencies: list[float] = []
-    payload = b"x" * 300
 
     async def sender(lane: int) -> None:
         for _ in range(count // concurrency):
             started = time.perf_counter()
-            await publish_acked(nc, f"floor{concurrency}.room{lane}", payload, timeout=10)
+            await publish_acked(nc, f"floor{concurrency}.room{lane}", PAYLOAD, timeout=10)
             latencies.append(time.perf_counter() - started)
 
     began = time.perf_counter()
@@ -44,35 +68,86 @@ async def measure(url: str, count: int, concurrency: int) -> tuple[float, float,
     elapsed = time.perf_counter() - began
     await nc.close()
     latencies.sort()
-    return (
-        len(latencies) / elapsed,
-        latencies[len(latencies) // 2] * 1e3,
-        latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1e3,
-    )
+    return len(latencies) / elapsed, _percentile(latencies, 0.5), _percentile(latencies, 0.99)
+
+
+async def measure_open(url: str, rate: float, seconds: float, streams: int) -> list[float]:
+    """Open loop: publishes scheduled at ``rate``/s for ``seconds`` over ``streams`` streams;
+    returns ``[p50, p90, p99, max]`` in ms, each from the publish's scheduled time to its PubAck."""
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    tag = f"open{int(rate)}x{streams}"
+    for k in range(streams):
+        await js.add_stream(StreamConfig(name=f"{tag.upper()}_{k}", subjects=[f"{tag}.{k}.>"]))
+    loop = asyncio.get_running_loop()
+    latencies: list[float] = []
+
+    async def publish(room: int, due: float) -> None:
+        await publish_acked(nc, f"{tag}.{room % streams}.room{room}", PAYLOAD, timeout=10)
+        latencies.append(loop.time() - due)
+
+    tasks: list[asyncio.Task[None]] = []
+    start = loop.time() + 0.05
+    for i in range(int(rate * seconds)):
+        due = start + i / rate
+        delay = due - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.ensure_future(publish(i % ROOMS, due)))
+    await asyncio.gather(*tasks)
+    await nc.close()
+    latencies.sort()
+    return [*(_percentile(latencies, q) for q in (0.5, 0.9, 0.99)), latencies[-1] * 1e3]
+
+
+@contextmanager
+def nats_server(sync: bool) -> Iterator[str]:
+    """A throwaway JetStream nats-server on a free loopback port; yields its URL."""
+    store = Path(tempfile.mkdtemp(prefix="natter-floor-"))
+    port = free_port()
+    server = nats_server_process(port=port, store_dir=store, sync_always=sync)
+    server.die_with_parent = True
+    try:
+        server.start()
+        wait_for_port(port)
+        yield f"nats://127.0.0.1:{port}"
+    finally:
+        server.stop()
+        shutil.rmtree(store, ignore_errors=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--count", type=int, default=4000)
+    parser.add_argument("--count", type=int, default=4000, help="closed loop: messages per setting")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
+    parser.add_argument("--rate", type=float, nargs="+", help="open loop: publishes per second (total)")
+    parser.add_argument("--seconds", type=float, default=8.0, help="open loop: seconds per setting")
+    parser.add_argument(
+        "--streams", type=int, nargs="+", default=[1], help="open loop: streams to spread over"
+    )
     args = parser.parse_args()
+    if args.rate:
+        if not all(0 < r <= 20_000 for r in args.rate) or not 0 < args.seconds <= 60:
+            parser.error("--rate must be in (0, 20000] and --seconds in (0, 60]")
+        print("| sync_interval | streams | offered msg/s | p50 ms | p90 ms | p99 ms | max ms |")  # noqa: T201 - a command-line report
+        print("|---|---|---|---|---|---|---|")  # noqa: T201
+        for sync in (True, False):
+            label = "always" if sync else "default (2 min)"
+            for streams in args.streams:
+                for rate in args.rate:
+                    with nats_server(sync) as url:  # a fresh store per setting
+                        quantiles = asyncio.run(measure_open(url, rate, args.seconds, streams))
+                    cells = [label, str(streams), f"{rate:,.0f}", *(f"{v:.2f}" for v in quantiles)]
+                    print("| " + " | ".join(cells) + " |")  # noqa: T201
+        return
     print("| sync_interval | in flight | msg/s | p50 ms | p99 ms |")  # noqa: T201 - a command-line report
     print("|---|---|---|---|---|")  # noqa: T201
     for sync in (True, False):
-        store = Path(tempfile.mkdtemp(prefix="natter-floor-"))
-        port = free_port()
-        server = nats_server_process(port=port, store_dir=store, sync_always=sync)
-        server.die_with_parent = True
-        try:
-            server.start()
-            wait_for_port(port)
+        with nats_server(sync) as url:
             for concurrency in args.concurrency:
-                rate, p50, p99 = asyncio.run(measure(f"nats://127.0.0.1:{port}", args.count, concurrency))
+                rate, p50, p99 = asyncio.run(measure(url, args.count, concurrency))
                 label = "always" if sync else "default (2 min)"
                 print(f"| {label} | {concurrency} | {rate:,.0f} | {p50:.2f} | {p99:.2f} |")  # noqa: T201
-        finally:
-            server.stop()
-            shutil.rmtree(store, ignore_errors=True)
 
 
 if __name__ == "__main__":
