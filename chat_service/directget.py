@@ -25,6 +25,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from shared.direct_subscription import subscribe_direct
 from shared.errors import ErrorCode, ProtocolError
 from shared.stream_reader import StoredMsg
 
@@ -68,7 +69,7 @@ class DirectReader:
     async def start(self) -> None:
         """Subscribe the reply inbox (``_INBOX.<nuid>.*``)."""
         self._prefix = self._nc.new_inbox()
-        self._sub = await self._nc.subscribe(f"{self._prefix}.*", cb=self._on_reply)
+        self._sub = await subscribe_direct(self._nc, f"{self._prefix}.*", self._on_reply)
 
     async def close(self) -> None:
         """Unsubscribe; pending calls time out."""
@@ -76,7 +77,7 @@ class DirectReader:
             await self._sub.unsubscribe()
             self._sub = None
 
-    async def _on_reply(self, msg: Msg) -> None:
+    def _on_reply(self, msg: Msg) -> None:
         pending = self._pending.get(msg.subject[len(self._prefix) + 1 :])
         if pending is None or pending.done.done():
             return  # a late reply to a call that timed out

@@ -20,6 +20,7 @@ from nats.aio.subscription import Subscription
 
 from gateway.wire import Outbound
 from shared import subjects
+from shared.direct_subscription import subscribe_direct
 from shared.errors import ErrorCode, ProtocolError
 from shared.internal import HistoryRequest
 from shared.nats_client import request
@@ -69,7 +70,7 @@ class Bus:
 
     async def start(self) -> None:
         """Subscribe to ``deliver.all``."""
-        self._all = await self.nc.subscribe(subjects.DELIVER_ALL, cb=self._on_all)
+        self._all = await subscribe_direct(self.nc, subjects.DELIVER_ALL, self._on_all)
 
     async def stop(self) -> None:
         """Cancel gap fills and linger timers; subscriptions go with the connection's drain."""
@@ -98,7 +99,7 @@ class Bus:
             raise ProtocolError(ErrorCode.UNAVAILABLE) from error
 
     async def _subscribe_room(self, room: str) -> Subscription:
-        sub = await self.nc.subscribe(subjects.deliver_room(room), cb=self._on_room)
+        sub = await subscribe_direct(self.nc, subjects.deliver_room(room), self._on_room)
         await self.nc.flush(timeout=self.request_timeout)
         return sub
 
@@ -113,7 +114,7 @@ class Bus:
         if task is not None:
             asyncio.ensure_future(_unsubscribe_when_done(task))
 
-    async def _on_room(self, msg: Msg) -> None:
+    def _on_room(self, msg: Msg) -> None:
         headers = msg.headers or {}
         room = headers.get(subjects.HDR_ROOM) or subjects.room_from_deliver_subject(msg.subject)
         frame = Outbound(msg.data)
@@ -168,7 +169,7 @@ class Bus:
             if handle is not None:
                 handle.cancel()
             return
-        sub = await self.nc.subscribe(subjects.deliver_user(user_id), cb=self._on_user)
+        sub = await subscribe_direct(self.nc, subjects.deliver_user(user_id), self._on_user)
         if user_id in self._users:  # a concurrent call won
             await sub.unsubscribe()
             return
@@ -198,12 +199,12 @@ class Bus:
         """``deliver.user.*`` subscriptions held (live users plus lingering ones)."""
         return len(self._users)
 
-    async def _on_user(self, msg: Msg) -> None:
+    def _on_user(self, msg: Msg) -> None:
         user_id = msg.subject.rsplit(".", 1)[-1]
         count = self.hub.deliver_user(user_id, Outbound(msg.data))
         self.metrics.relayed((msg.headers or {}).get(subjects.HDR_KIND, "notification"), count)
 
-    async def _on_all(self, msg: Msg) -> None:
+    def _on_all(self, msg: Msg) -> None:
         count = self.hub.deliver_all(Outbound(msg.data))
         self.metrics.relayed((msg.headers or {}).get(subjects.HDR_KIND, "broadcast"), count)
 

@@ -26,6 +26,8 @@ from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
+from shared.direct_subscription import subscribe_direct
+
 #: Status header value of a "no responders" reply (NATS ADR-22).
 NO_RESPONDERS: Final = "503"
 _ATTR: Final = "_natter_request_mux"
@@ -50,7 +52,7 @@ class RequestMux:
             self._ready = asyncio.get_running_loop().create_future()
             try:
                 prefix = f"{self._nc.new_inbox()}."
-                await self._nc.subscribe(f"{prefix}*", cb=self._on_reply)
+                await subscribe_direct(self._nc, f"{prefix}*", self._on_reply)
             except BaseException as error:
                 self._ready.set_exception(error)
                 self._ready.exception()  # retrieved: later callers see it through await
@@ -60,7 +62,7 @@ class RequestMux:
             self._ready.set_result(None)
         await self._ready
 
-    async def _on_reply(self, msg: Msg) -> None:
+    def _on_reply(self, msg: Msg) -> None:
         token = msg.subject[len(self._prefix) :]
         entry = self._waiting.get(token)
         if entry is None:
