@@ -29,7 +29,7 @@ done
 bench --scenario connect --churn-concurrency 16 --duration 10 --out "$OUT/connect.json"
 
 "$BIN/python" -m natter bench plot "$OUT/fanout-100.json" "$OUT/fanout-1000.json" "$OUT/rooms-250x4.json" \
-  "$OUT/saturation-1000-2gw.json" "$OUT/idle-10000.json" "$OUT/connect.json" --out docs/benchmarks.png
+  "$OUT/saturation-1000-2gw.json" "$OUT/saturation-1000-1gw.json" "$OUT/idle-10000.json" "$OUT/connect.json" --out docs/benchmarks.png
 
 # The floor under the rooms latency: acked JetStream publishes alone at fixed rates (open loop).
 "$BIN/python" benchmarks/jetstream_floor.py --rate 250 500 1000 --streams 1 4 >"$OUT/jetstream-floor-open.md"

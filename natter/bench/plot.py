@@ -36,10 +36,14 @@ def _title(document: dict[str, Any]) -> str:
     params = first.get("params", {})
     scenario = first["scenario"]
     if scenario == "saturation":
-        return (
+        title = (
             f"saturation: {params.get('members')} members, from {params.get('rate'):g} msg/s "
             f"x{params.get('step_factor'):g} per step"
         )
+        if "results" not in document and first["target"] == "natter":  # one natter run on its own
+            gateways = int(params.get("gateways", 1))
+            title += f", natter alone, {gateways} gateway{'s' if gateways > 1 else ''}"
+        return title
     if scenario == "fanout":
         return f"fanout: {params.get('members')} members, {params.get('rate'):g} msg/s"
     if scenario == "rooms":
