@@ -58,8 +58,8 @@ class RunParams:
     ``p99_limit_ms`` milliseconds. ``workers`` load-generator processes; ``users`` accounts
     registered on natter (sockets share them round-robin). ``gateways``: natter gateway
     processes behind one NATS (load-generator worker ``i`` connects to gateway ``i mod
-    gateways``); the references are one process by design and ignore it. Idle and connect
-    always measure one gateway process (the issue's "into one gateway process").
+    gateways``); the references are one process by design and refuse it. Idle and connect
+    always measure one gateway process (their targets are per gateway, docs/benchmarks.md).
     """
 
     scenario: Scenario
