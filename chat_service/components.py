@@ -52,7 +52,6 @@ async def build_components(nc: Client, settings: Settings) -> Components:
     presence_kv = await ensure_bucket(js, subjects.KV_PRESENCE, replicas=replicas)
     gateways_kv = await ensure_bucket(js, subjects.KV_GATEWAYS, replicas=replicas)
     reader = DirectReader(nc)
-    await reader.start()
     rooms = RoomRegistry(reader, rooms_kv)
     await rooms.ensure_general()
     room_cache = RoomCache(rooms, js)

@@ -1,12 +1,11 @@
-"""Fast batched direct gets on one long-lived inbox subscription.
+"""Batched direct gets that ask for bodies only, and ``multi_last``, over the request mux.
 
-``shared.stream_reader.direct_batch`` subscribes a fresh inbox per call and awaits each message
-with ``next_msg`` (a task per message), and nats-py parses every header of every message; for a
-page of 50 messages that is several milliseconds. This reader keeps one wildcard inbox
-subscription with a callback and routes replies by token (like nats-py's request multiplexer),
-and asks for message bodies without headers (``no_hdr``, NATS 2.11+ ADR-31) when the caller only
-needs bodies: the batch's end-of-batch status (``204 EOB``) still tells the stream sequence of the
-last message delivered (``Nats-Last-Sequence``), which is all a reader needs to continue.
+``shared.stream_reader.direct_batch`` returns every message with its parsed headers. A reader
+that needs only bodies asks for none (``no_hdr``, NATS 2.11+ ADR-31); for a page of 50 messages
+nats-py then parses no header lines. The batch's end-of-batch status (``204 EOB``) still gives
+the stream sequence of the last message delivered (``Nats-Last-Sequence``), which is all a reader
+needs to continue. Replies come back over the connection's one response inbox
+(:func:`shared.request_mux.mux_for`, ``request_many``), like every other request natter makes.
 
 Statuses: ``204`` end of batch, ``404`` nothing matched, ``413`` too many subjects for
 ``multi_last`` (more than 1024).
@@ -14,22 +13,16 @@ Statuses: ``204`` end of batch, ``404`` nothing matched, ``413`` too many subjec
 
 from __future__ import annotations
 
-import asyncio
-import itertools
 import json
-import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 
-from shared.direct_subscription import subscribe_direct
 from shared.errors import ErrorCode, ProtocolError
+from shared.request_mux import mux_for
 from shared.stream_reader import StoredMsg
-
-logger = logging.getLogger(__name__)
 
 HDR_STATUS = "Status"
 HDR_LAST_SEQUENCE = "Nats-Last-Sequence"
@@ -44,70 +37,35 @@ class Bodies:
     last_stream_seq: int
 
 
-@dataclass(slots=True)
-class _Pending:
-    done: asyncio.Future[tuple[str, dict[str, str]]]
-    messages: list[Msg] = field(default_factory=list)
-
-
 class DirectReader:
-    """Batched direct gets for one connection; :meth:`start` once, :meth:`close` at the end."""
+    """Batched direct gets for one connection (stateless: replies use the connection's mux)."""
 
     def __init__(self, nc: Client, *, timeout: float = 5.0) -> None:
         self._nc = nc
         self._timeout = timeout
-        self._prefix = ""
-        self._sub: Subscription | None = None
-        self._tokens = itertools.count(1)
-        self._pending: dict[str, _Pending] = {}
 
     @property
     def nc(self) -> Client:
         """The connection the reads go over."""
         return self._nc
 
-    async def start(self) -> None:
-        """Subscribe the reply inbox (``_INBOX.<nuid>.*``)."""
-        self._prefix = self._nc.new_inbox()
-        self._sub = await subscribe_direct(self._nc, f"{self._prefix}.*", self._on_reply)
-
-    async def close(self) -> None:
-        """Unsubscribe; pending calls time out."""
-        if self._sub is not None:
-            await self._sub.unsubscribe()
-            self._sub = None
-
-    def _on_reply(self, msg: Msg) -> None:
-        pending = self._pending.get(msg.subject[len(self._prefix) + 1 :])
-        if pending is None or pending.done.done():
-            return  # a late reply to a call that timed out
-        headers = msg.headers
-        status = headers.get(HDR_STATUS) if headers else None
-        if status:
-            pending.done.set_result((status, dict(headers or {})))
-        else:
-            pending.messages.append(msg)
-
     async def _call(self, stream: str, request: dict[str, Any]) -> tuple[str, dict[str, str], list[Msg]]:
-        if self._sub is None:
-            raise RuntimeError("DirectReader.start() was not awaited")
-        token = str(next(self._tokens))
-        pending = _Pending(done=asyncio.get_running_loop().create_future())
-        self._pending[token] = pending
+        """``(status, status headers, messages before the status)`` of one batched direct get.
+
+        Raises:
+            ProtocolError: ``unavailable`` on timeout or connection trouble (closed, draining).
+        """
         try:
-            await self._nc.publish(
-                f"$JS.API.DIRECT.GET.{stream}", json.dumps(request).encode(), reply=f"{self._prefix}.{token}"
+            replies = await mux_for(self._nc).request_many(
+                f"$JS.API.DIRECT.GET.{stream}",
+                json.dumps(request).encode(),
+                timeout=self._timeout,
+                last=_is_status,
             )
-            status, headers = await asyncio.wait_for(pending.done, self._timeout)
-        except TimeoutError as error:
+        except Exception as error:  # timeout, connection closed / draining
             raise ProtocolError(ErrorCode.UNAVAILABLE) from error
-        except ProtocolError:
-            raise
-        except Exception as error:  # connection closed / draining
-            raise ProtocolError(ErrorCode.UNAVAILABLE) from error
-        finally:
-            del self._pending[token]
-        return status, headers, pending.messages
+        headers = dict(replies[-1].headers or {})  # request_many ends at the status reply
+        return headers[HDR_STATUS], headers, replies[:-1]
 
     async def bodies(self, stream: str, *, subject: str, start_seq: int, batch: int) -> Bodies:
         """Up to ``batch`` bodies of messages on ``subject`` at stream sequence >= ``start_seq``.
@@ -152,3 +110,8 @@ class DirectReader:
                 )
             )
         return out
+
+
+def _is_status(msg: Msg) -> bool:
+    """True for a batch's closing status reply (``204``, ``404``, ``413``, or an error)."""
+    return bool(msg.headers and msg.headers.get(HDR_STATUS))

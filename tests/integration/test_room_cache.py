@@ -26,7 +26,6 @@ async def parts(nats_server: NatsServer) -> AsyncIterator[tuple[Client, RoomRegi
     js = nc.jetstream()
     kv = await ensure_bucket(js, subjects.KV_ROOMS, replicas=1)
     reader = DirectReader(nc)
-    await reader.start()
     registry = RoomRegistry(reader, kv)
     cache = RoomCache(registry, js)
     await cache.start()
