@@ -33,6 +33,13 @@ async def parts(nats_server: NatsServer) -> AsyncIterator[tuple[Client, RoomRegi
     await nc.close()
 
 
+async def _watched(cache: RoomCache, *, updates: int, timeout: float = 3.0) -> None:
+    """Wait until the cache's watch has delivered ``updates`` bucket writes."""
+    async with asyncio.timeout(timeout):
+        while cache._updates < updates:  # noqa: ASYNC110 - the watch callback has no event to await
+            await asyncio.sleep(0.01)
+
+
 async def _evicted(cache: RoomCache, timeout: float = 3.0) -> None:
     async with asyncio.timeout(timeout):
         while len(cache):  # noqa: ASYNC110 - the watch callback has no event to await
@@ -45,6 +52,7 @@ async def test_public_room_is_cached_and_dropped_when_any_writer_changes_it(
     _, registry, cache = parts
     name = unique_name("pub")
     await registry.get_or_create_public(name)
+    await _watched(cache, updates=1)  # the creation's own watch event, which would evict the entry
     first = await cache.require_access(name, "u1")
     assert first.name == name and len(cache) == 1
     assert await cache.require_access(name, "u2") is first  # served from the cache
