@@ -42,13 +42,19 @@ async def _pushed(nc: Client, user_id: str, payload: bytes) -> None:
     await nc.flush()
 
 
-async def test_subscription_lingers_then_goes_and_a_reconnect_revives_it(nc: Client) -> None:
+async def _subscribed(nc: Client, *, linger: float) -> tuple[Hub, Bus, str, Socket]:
+    """A bus with ``linger`` and one user's socket, its ``deliver.user`` subscription made."""
     hub = Hub()
-    bus = Bus(nc, hub, Metrics(), request_timeout=2, gap_wait=0.1, user_linger=0.4)
+    bus = Bus(nc, hub, Metrics(), request_timeout=2, gap_wait=0.1, user_linger=linger)
     user = unique_name("u")
-    first = Socket(user)
-    hub.add_user_socket(first)
+    socket = Socket(user)
+    hub.add_user_socket(socket)
     await bus.subscribe_user(user)
+    return hub, bus, user, socket
+
+
+async def test_subscription_lingers_then_goes_and_a_reconnect_revives_it(nc: Client) -> None:
+    hub, bus, user, first = await _subscribed(nc, linger=0.4)
     await _pushed(nc, user, b"one")
     await asyncio.sleep(0.1)
     assert first.frames == [b"one"]
@@ -74,12 +80,7 @@ async def test_subscription_lingers_then_goes_and_a_reconnect_revives_it(nc: Cli
 
 
 async def test_zero_linger_unsubscribes_at_once(nc: Client) -> None:
-    hub = Hub()
-    bus = Bus(nc, hub, Metrics(), request_timeout=2, gap_wait=0.1, user_linger=0)
-    user = unique_name("u")
-    socket = Socket(user)
-    hub.add_user_socket(socket)
-    await bus.subscribe_user(user)
+    hub, bus, user, socket = await _subscribed(nc, linger=0)
     hub.remove_user_socket(socket)
     bus.release_user(user)
     assert bus.user_subscriptions == 0

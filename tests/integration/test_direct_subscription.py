@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import tracemalloc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import nats
 import pytest
@@ -25,9 +25,9 @@ async def nc(nats_server: NatsServer) -> AsyncIterator[Client]:
     await client.close()
 
 
-async def _until(predicate: object, timeout: float = 5.0) -> None:
+async def _until(predicate: Callable[[], object], timeout: float = 5.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():  # type: ignore[operator]
+    while not predicate():
         assert asyncio.get_running_loop().time() < deadline, "timed out"
         await asyncio.sleep(0.01)
 
@@ -46,12 +46,14 @@ async def test_messages_reach_the_handler_in_order_without_a_task(nc: Client) ->
     assert sub.pending_msgs == 0 and sub._pending_size == 0
 
 
-async def test_more_than_the_pending_byte_limit_is_never_a_slow_consumer(nc: Client) -> None:
+async def test_more_than_the_pending_byte_limit_is_never_a_slow_consumer(
+    nats_server: NatsServer, nc: Client
+) -> None:
     """nats.py counts bytes in and its own task counts them out; the dispatcher must too, or a
     long-lived subscription would start dropping messages once 64 MiB had passed through it."""
     subject = unique_name("direct-bytes")
     errors: list[Exception] = []
-    client = await nats.connect(nc.connected_url.geturl(), error_cb=_collect(errors))  # type: ignore[union-attr]
+    client = await nats.connect(nats_server.url, error_cb=_collect(errors))
     try:
         count = 0
 
@@ -181,7 +183,7 @@ async def test_without_the_internals_it_falls_back_to_a_callback_subscription(
     assert len(nc._subs) == 1  # the probe subscription was removed
 
 
-def _collect(errors: list[Exception]):  # type: ignore[no-untyped-def]
+def _collect(errors: list[Exception]) -> Callable[[Exception], Awaitable[None]]:
     async def error_cb(error: Exception) -> None:
         errors.append(error)
 

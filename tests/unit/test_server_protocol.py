@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
+from typing import Any
 
 import pytest
 
 from gateway.server_protocol import ReceiveQueue, WritableFlag, protocol_class
+
+
+async def _cancel_while_waiting(waiting: Coroutine[Any, Any, object]) -> None:
+    """Run ``waiting`` until it blocks, cancel it, and check that it ended cancelled."""
+    task = asyncio.create_task(waiting)
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
 
 
 async def test_queue_is_fifo_and_empty_holds_no_deque() -> None:
@@ -30,11 +41,7 @@ async def test_queue_get_waits_for_a_put() -> None:
 
 async def test_queue_cancelled_reader_leaves_it_usable() -> None:
     queue = ReceiveQueue()
-    reader = asyncio.create_task(queue.get())
-    await asyncio.sleep(0)
-    reader.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await reader
+    await _cancel_while_waiting(queue.get())
     queue.put_nowait("after")
     assert await asyncio.wait_for(queue.get(), 1) == "after"
 
@@ -65,11 +72,7 @@ async def test_flag_wait_returns_at_once_when_set_and_blocks_when_clear() -> Non
 
 async def test_flag_cancelled_waiter_is_forgotten() -> None:
     flag = WritableFlag()
-    waiter = asyncio.create_task(flag.wait())
-    await asyncio.sleep(0)
-    waiter.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await waiter
+    await _cancel_while_waiting(flag.wait())
     assert not flag._waiters
     flag.set()
     assert flag.is_set()
