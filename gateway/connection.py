@@ -311,22 +311,25 @@ class Connection:
             if message["type"] == "websocket.disconnect":
                 raise WebSocketDisconnect(message.get("code", 1000))
             text = message.get("text")
-            if text is None:
-                self.send_error(ProtocolError(ErrorCode.UNSUPPORTED_FRAME))
-                continue
-            if not self._admit(text):
+            if text is not None and not self._admit(text):
                 continue
             try:
-                _raw, frame = parse_frame(text)
+                frame = parse_frame(text)[1] if text is not None else None
             except ProtocolError as error:
-                self.send_error(error, _id_of_text(text))
-                continue
-            self.node.metrics.frame_in(frame.type)
+                if _type_of_text(text or "") == "auth":  # an auth attempt that cannot succeed
+                    failure = ProtocolError(ErrorCode.AUTH_FAILED, error.message)
+                    self._refuse_auth(failure, _id_of_text(text or ""))
+                    return False
+                frame = None
             if isinstance(frame, PingFrame):
+                self.node.metrics.frame_in(frame.type)
                 self.send("pong", frame.id)
             elif isinstance(frame, AuthFrame):
+                self.node.metrics.frame_in(frame.type)
                 return await self._authenticate(frame.token, frame.id)
             else:
+                # PROTOCOL.md section 2: anything else before auth (other types, unknown types,
+                # malformed or binary frames) is auth_required and close 1008.
                 self.close(
                     CloseCode.POLICY_VIOLATION,
                     "auth required",
@@ -349,12 +352,7 @@ class Connection:
                     CloseCode.TRY_AGAIN_LATER, "auth unavailable", ProtocolError(ErrorCode.UNAVAILABLE)
                 )
                 return False
-            failure = ProtocolError(ErrorCode.AUTH_FAILED, error.message)
-            self.node.metrics.error(failure.code.value)
-            self.node.metrics.frame_out("error")
-            self._put(Outbound(error_frame(failure, request_id).encode()))
-            self.closing = True
-            self.queue.put_close(CloseCode.POLICY_VIOLATION, "auth failed")
+            self._refuse_auth(ProtocolError(ErrorCode.AUTH_FAILED, error.message), request_id)
             return False
         if self.authenticated:
             if claims.user_id != self.user_id:
@@ -381,6 +379,14 @@ class Connection:
             for frame in held:
                 self._put(frame)
         return True
+
+    def _refuse_auth(self, failure: ProtocolError, request_id: RequestId) -> None:
+        """``auth_failed`` (with the request ``id``) then close 1008 "auth failed" (section 2)."""
+        self.node.metrics.error(failure.code.value)
+        self.node.metrics.frame_out("error")
+        self._put(Outbound(error_frame(failure, request_id).encode()))
+        self.closing = True
+        self.queue.put_close(CloseCode.POLICY_VIOLATION, "auth failed")
 
     def _apply_claims(self, claims: Claims) -> None:
         self.user_id = claims.user_id
@@ -420,15 +426,18 @@ class Connection:
     def _admit(self, text: str | None = None) -> bool:
         """Rate limit (PROTOCOL.md section 1); persistent abuse closes 1008.
 
-        The rejected frame's ``id`` is echoed (decoding it only on this rejection path).
+        The rejected frame's ``id`` is echoed (decoding it only on this rejection path). Only
+        frames that arrive before the announced ``retry_after`` count as abuse
+        (:class:`~gateway.ratelimit.AbuseCounter`).
         """
         wait = self.bucket.take()
         if wait == 0.0:
             return True
-        if self.abuse.hit():
+        abusive, retry_after = self.abuse.reject(wait)
+        if abusive:
             self.close(CloseCode.POLICY_VIOLATION, "rate limit abuse")
             return False
-        error = ProtocolError(ErrorCode.RATE_LIMITED, retry_after=round(max(wait, 0.01), 2))
+        error = ProtocolError(ErrorCode.RATE_LIMITED, retry_after=retry_after)
         self.send_error(error, _id_of_text(text) if text is not None else None)
         return False
 
@@ -593,9 +602,21 @@ class Connection:
             raise ProtocolError(ErrorCode.UNAVAILABLE) from error
 
 
+def _decoded(text: str) -> Any:
+    """``text`` as JSON, or None when it is not JSON (or nested beyond the parser's limit)."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+
+
 def _id_of_text(text: str) -> RequestId:
     """Best-effort ``id`` of a frame that failed validation (for echoing in the error)."""
-    try:
-        return request_id_of(json.loads(text))
-    except ValueError:
-        return None
+    return request_id_of(_decoded(text))
+
+
+def _type_of_text(text: str) -> str | None:
+    """Best-effort ``type`` of a frame that failed validation."""
+    raw = _decoded(text)
+    frame_type = raw.get("type") if isinstance(raw, dict) else None
+    return frame_type if isinstance(frame_type, str) else None

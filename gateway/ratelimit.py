@@ -1,7 +1,11 @@
-"""Per-socket token bucket (PROTOCOL.md section 1: 20 frames/s sustained, burst 40)."""
+"""Per-socket token bucket (PROTOCOL.md section 1: 20 frames/s sustained, burst 40) and the
+rule for "persistent abuse": only frames that arrive before the time the client was told to come
+back (``retry_after``) count against it, so a client that obeys ``retry_after`` is never closed.
+"""
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 
@@ -30,17 +34,46 @@ class TokenBucket:
         return (1.0 - self.tokens) / self.rate
 
 
-class AbuseCounter:
-    """Counts rejected frames in a sliding window; ``hit()`` is True once ``limit`` is reached."""
+def retry_after_seconds(wait: float) -> float:
+    """``wait`` seconds rounded *up* to the next hundredth (at least 0.01), so that a client
+    coming back after exactly the announced time finds a token (PROTOCOL.md section 1)."""
+    return max(1, math.ceil(round(wait * 100, 6))) / 100
 
-    __slots__ = ("hits", "limit", "window")
+
+class AbuseCounter:
+    """Counts early frames in a sliding window; :meth:`reject` is True once ``limit`` is reached.
+
+    A rejected frame is *early* when it arrives before the latest time this socket was told to
+    retry at (``retry_at``, server clock): only those count. Frames that come back on time are
+    rejected again at most (another client of the same socket may have used the token), never
+    counted as abuse.
+    """
+
+    __slots__ = ("hits", "limit", "retry_at", "window")
 
     def __init__(self, limit: int, window: float = 10.0) -> None:
         self.limit = limit
         self.window = window
-        self.hits: deque[float] | None = None  # created on the first rejection
+        self.retry_at = 0.0
+        self.hits: deque[float] | None = None  # created on the first early frame
+
+    def reject(self, wait: float, now: float | None = None) -> tuple[bool, float]:
+        """Record a rate-limited frame that needs ``wait`` more seconds for a token.
+
+        Returns:
+            ``(abusive, retry_after)``: whether the socket has now sent ``limit`` early frames
+            within ``window`` seconds, and the seconds to announce (rounded up).
+        """
+        now = time.monotonic() if now is None else now
+        early = now < self.retry_at
+        retry_after = retry_after_seconds(wait)
+        self.retry_at = now + retry_after
+        if not early:
+            return False, retry_after
+        return self.hit(now), retry_after
 
     def hit(self, now: float | None = None) -> bool:
+        """Count one early frame; True once ``limit`` of them fell within ``window`` seconds."""
         now = time.monotonic() if now is None else now
         hits = self.hits
         if hits is None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import time
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -35,6 +36,9 @@ RequestId = Annotated[StrictStr, Field(max_length=64)] | StrictInt
 #: Chat message text limits after trimming (PROTOCOL.md section 1).
 MAX_MESSAGE_CHARS = 4000
 MAX_CLIENT_MSG_ID = 64
+#: A UTF-16 surrogate code point: JSON may carry one as a lone ``\\uD800`` escape, which is not
+#: Unicode text and cannot be encoded as UTF-8 (RFC 8259 section 8.2, RFC 3629 section 3).
+SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 
 class _Frame(BaseModel):
@@ -163,11 +167,41 @@ def request_id_of(raw: Any) -> str | int | None:
     """The ``id`` of a decoded frame if it is a valid request id, else ``None`` (for echoing)."""
     if isinstance(raw, dict):
         value = raw.get("id")
-        if isinstance(value, str) and len(value) <= 64:
+        if isinstance(value, str) and len(value) <= 64 and SURROGATE_RE.search(value) is None:
             return value
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     return None
+
+
+def surrogate_path(value: Any) -> list[str | int] | None:
+    """Where the first string (or object key) holding a surrogate code point sits in a decoded
+    JSON value, as a ``loc`` path; ``None`` when every string is valid Unicode.
+
+    Iterative, so a deeply nested value cannot exhaust the interpreter's stack.
+    """
+    pending: list[tuple[Any, list[str | int]]] = [(value, [])]
+    while pending:
+        item, path = pending.pop()
+        if isinstance(item, str):
+            if SURROGATE_RE.search(item) is not None:
+                return path
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if isinstance(key, str) and SURROGATE_RE.search(key) is not None:
+                    return [*path, key]
+                pending.append((child, [*path, key]))
+        elif isinstance(item, list):
+            pending.extend((child, [*path, index]) for index, child in enumerate(item))
+    return None
+
+
+def _too_deep() -> ProtocolError:
+    return ProtocolError(
+        ErrorCode.VALIDATION_ERROR,
+        "frame: nested too deeply",
+        details=[{"loc": [], "msg": "JSON nested too deeply", "type": "too_deep"}],
+    )
 
 
 def parse_frame(text: str) -> tuple[Any, ClientFrame]:
@@ -178,12 +212,26 @@ def parse_frame(text: str) -> tuple[Any, ClientFrame]:
 
     Raises:
         ProtocolError: ``invalid_json`` (not JSON), ``validation_error`` (not an object, no
-            string ``type``, or a bad field; ``details`` lists each problem), ``unknown_type``.
+            string ``type``, a lone surrogate escape in any string, nesting deeper than the
+            parser's recursion limit, or a bad field; ``details`` lists each problem),
+            ``unknown_type``.
     """
     try:
         raw = json.loads(text)
+    except RecursionError:
+        raise _too_deep() from None
     except ValueError as error:
         raise ProtocolError(ErrorCode.INVALID_JSON) from error
+    if "\\u" in text:  # a lone surrogate can only arrive as an escape: the text itself is UTF-8
+        where = surrogate_path(raw)
+        if where is not None:
+            # A key may itself hold the surrogate: show it escaped, never echo it.
+            loc = [str(part).encode("utf-8", "backslashreplace").decode() for part in where]
+            raise ProtocolError(
+                ErrorCode.VALIDATION_ERROR,
+                f"{'.'.join(loc) or 'frame'}: not valid Unicode (lone surrogate)",
+                details=[{"loc": loc, "msg": "lone surrogate in string", "type": "unicode"}],
+            )
     if not isinstance(raw, dict):
         raise ProtocolError(
             ErrorCode.VALIDATION_ERROR,
@@ -201,6 +249,8 @@ def parse_frame(text: str) -> tuple[Any, ClientFrame]:
         raise ProtocolError(ErrorCode.UNKNOWN_TYPE)
     try:
         return raw, _client_frame.validate_python(raw)
+    except RecursionError:
+        raise _too_deep() from None
     except PydanticValidationError as error:
         details = [
             {"loc": [str(p) for p in item["loc"][1:]], "msg": item["msg"], "type": item["type"]}

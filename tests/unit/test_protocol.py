@@ -8,11 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.ratelimit import AbuseCounter, TokenBucket
+from gateway.ratelimit import AbuseCounter, TokenBucket, retry_after_seconds
 from shared import subjects
 from shared.errors import ErrorCode, ProtocolError, decode_service_error, encode_service_error
 from shared.internal import with_request_id
-from shared.protocol import ChatMessageFrame, parse_frame, utc_timestamp
+from shared.protocol import ChatMessageFrame, parse_frame, request_id_of, surrogate_path, utc_timestamp
 
 
 @pytest.mark.parametrize(
@@ -88,6 +88,48 @@ def test_abuse_counter_window() -> None:
     assert not counter.hit(0) and not counter.hit(1)
     assert counter.hit(2)
     assert not AbuseCounter(limit=2, window=1).hit(0)
+
+
+@given(st.floats(min_value=1e-9, max_value=100, allow_nan=False))
+def test_retry_after_is_rounded_up_to_hundredths(wait: float) -> None:
+    announced = retry_after_seconds(wait)
+    assert announced >= wait - 1e-9 and announced >= 0.01
+    assert announced - wait < 0.01 + 1e-9
+    assert round(announced, 2) == announced
+
+
+def test_only_frames_before_the_announced_time_count_as_abuse() -> None:
+    counter = AbuseCounter(limit=3, window=10)
+    now = 100.0
+    for _ in range(50):  # an obedient client: back exactly when told, refused again each time
+        abusive, retry_after = counter.reject(0.05, now)
+        assert not abusive and retry_after == 0.05
+        now += retry_after
+    flooder = AbuseCounter(limit=3, window=10)
+    results = [flooder.reject(0.05, 200.0 + n * 0.001)[0] for n in range(4)]
+    assert results == [False, False, False, True]  # the first refusal is not early; 3 early ones are
+
+
+def test_lone_surrogates_are_validation_errors_with_a_path() -> None:
+    with pytest.raises(ProtocolError) as caught:
+        parse_frame('{"type":"ping","id":"\\ud800"}')
+    assert caught.value.code is ErrorCode.VALIDATION_ERROR
+    assert caught.value.extra["details"][0]["loc"] == ["id"]
+    with pytest.raises(ProtocolError) as caught:
+        parse_frame('{"type":"join","room":"general","x":[{"\\udc00":1}]}')
+    assert caught.value.extra["details"][0]["loc"] == ["x", "0", "\\udc00"]
+    # A proper pair of escapes is one code point, not a surrogate.
+    _, frame = parse_frame('{"type":"chat_message","room":"general","message":"\\ud83d\\ude00"}')
+    assert getattr(frame, "message", None) == "\U0001f600"
+    assert request_id_of({"id": "\ud800"}) is None
+
+
+def test_deep_nesting_is_a_validation_error() -> None:
+    for deep in ("[" * 10_000 + "]" * 10_000, '{"a":' * 10_000 + "1" + "}" * 10_000):
+        with pytest.raises(ProtocolError) as caught:
+            parse_frame('{"type":"ping","x":' + deep + "}")
+        assert caught.value.code is ErrorCode.VALIDATION_ERROR and caught.value.extra["details"]
+    assert surrogate_path(json.loads("[" * 900 + '"\\ud800"' + "]" * 900)) == [0] * 900
 
 
 def test_timestamp_format() -> None:
