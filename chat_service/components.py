@@ -20,7 +20,12 @@ from chat_service.roomcache import RoomCache
 from chat_service.rooms import RoomRegistry
 from chat_service.store import MessageStore
 from shared import subjects
-from shared.streams import ensure_bucket, ensure_events_stream, ensure_messages_stream
+from shared.streams import (
+    ensure_bucket,
+    ensure_events_stream,
+    ensure_messages_stream,
+    ensure_room_access_stream,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +53,7 @@ async def build_components(nc: Client, settings: Settings) -> Components:
 
     await ensure_messages()
     await ensure_events_stream(js, replicas=replicas)
+    await ensure_room_access_stream(js, replicas=replicas)
     rooms_kv = await ensure_bucket(js, subjects.KV_ROOMS, replicas=replicas)
     presence_kv = await ensure_bucket(js, subjects.KV_PRESENCE, replicas=replicas)
     gateways_kv = await ensure_bucket(js, subjects.KV_GATEWAYS, replicas=replicas)

@@ -17,6 +17,7 @@ from typing import Any
 import nats.errors
 
 from chat_service import frames, history
+from chat_service.access import readers
 from chat_service.components import Components, Runtime
 from chat_service.config import Settings
 from chat_service.events import publish_mentions
@@ -24,6 +25,7 @@ from chat_service.stored import Appended
 from shared import subjects
 from shared.errors import ErrorCode, ProtocolError
 from shared.internal import (
+    AccessRequest,
     HistoryRequest,
     JoinRequest,
     LeaveRequest,
@@ -31,7 +33,7 @@ from shared.internal import (
     SendRequest,
 )
 from shared.protocol import utc_timestamp
-from shared.service_runner import ServiceApp
+from shared.service_runner import HeaderedReply, ServiceApp
 
 logger = logging.getLogger(__name__)
 
@@ -59,10 +61,11 @@ class ChatHandlers:
         app.add_endpoint(subjects.CHAT_SEND, self.send)
         app.add_endpoint(subjects.CHAT_HISTORY, self.history)
         app.add_endpoint(subjects.CHAT_PRESENCE, self.presence)
+        app.add_endpoint(subjects.CHAT_ACCESS, self.access)
 
     # --- rooms and presence ----------------------------------------------------------------
 
-    async def join(self, body: dict[str, Any], headers: dict[str, str]) -> bytes:
+    async def join(self, body: dict[str, Any], headers: dict[str, str]) -> HeaderedReply:
         """``chat.join``: the ``joined`` frame; creates a missing public room; ``forbidden`` for a
         private room without membership.
 
@@ -116,9 +119,12 @@ class ChatHandlers:
             # The whole gap does not fit in one reply: the latest messages, and page back.
             recovered = False
             fitted = frames.fit_messages(messages[-self.settings.join_latest :], budget, keep="newest")
-        return frames.joined_frame(
+        frame = frames.joined_frame(
             room=req.room, last_seq=recovery.last_seq, online=online, messages=fitted, recovered=recovered
         )
+        # The registry revision this join was authorised at: a removal announced with a newer
+        # revision applies to this socket even if it arrives before the answer (chat_service.access).
+        return HeaderedReply(frame, {subjects.HDR_ROOM_REV: str(room.revision)})
 
     async def _withdraw_presence(self, req: JoinRequest) -> None:
         try:
@@ -137,6 +143,13 @@ class ChatHandlers:
                 req.room, user_id=req.user_id, username=req.username, gateway_id=req.gateway_id
             )
         return frames.left_frame(req.room)
+
+    async def access(self, body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
+        """``chat.access``: ``{"room","readers"}``, the given users who may read the room now
+        (read from the registry, never a cache); ``room_not_found``."""
+        req = AccessRequest.model_validate(body)
+        room = await self.parts.rooms.require(req.room)
+        return {"room": room.name, "readers": readers(room, list(req.user_ids))}
 
     async def presence(self, body: dict[str, Any], headers: dict[str, str]) -> bytes:
         """``chat.presence``: the ``presence`` frame; same access rule as history."""

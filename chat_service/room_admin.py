@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from chat_service.access import announce_removal
 from chat_service.components import Runtime
 from shared import subjects
 from shared.errors import ErrorCode, ProtocolError
@@ -74,22 +75,47 @@ class RoomAdmin:
         return room.as_reply()
 
     async def remove_member(self, body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
-        """``chat.rooms.remove_member`` (owner only): the room; the owner cannot be removed."""
+        """``chat.rooms.remove_member`` (the owner, or a member removing themselves): the room;
+        the owner cannot be removed.
+
+        Authorisation is live (PROTOCOL.md section 10): before the answer the removal is
+        announced to every gateway (:func:`chat_service.access.announce_removal`), which drops
+        the user's sockets from the room within 2 s with a ``removed`` frame. A removal of
+        someone who is no longer a member is announced again, so a retry after a lost answer
+        (or a replica that died between the registry write and the announcement) still reaches
+        every gateway.
+        """
         req = RoomMemberRequest.model_validate(body)
-        member_id = await self._member_id(req)
-        if member_id == req.user_id:
+        leaving = req.member.lower() == req.username.lower()
+        member_id = await self._member_id(req, leaving=leaving)
+        parts = self.runtime.parts
+        room = await parts.rooms.require(req.room)
+        if member_id == room.owner:
             raise ProtocolError(ErrorCode.FORBIDDEN, "The owner cannot be removed")
 
         def remove(members: tuple[str, ...]) -> tuple[str, ...]:
             return tuple(m for m in members if m != member_id)
 
-        room = await self.runtime.parts.rooms.change_members(req.room, actor=req.user_id, change=remove)
+        room = await parts.rooms.change_members(
+            req.room, actor=req.user_id, change=remove, leaving=req.user_id if leaving else None
+        )
+        if room.private:
+            await announce_removal(
+                parts.nc,
+                room=room.name,
+                user_id=member_id,
+                reason="removed",
+                rev=room.revision,
+                timeout=self.runtime.settings.publish_timeout_seconds,
+            )
         return room.as_reply()
 
-    async def _member_id(self, req: RoomMemberRequest) -> str:
+    async def _member_id(self, req: RoomMemberRequest, *, leaving: bool = False) -> str:
         """Check the room and its owner first (no user lookups for strangers), then resolve
-        ``req.member`` with ``auth.lookup``."""
+        ``req.member`` with ``auth.lookup``; ``leaving``: the actor names themselves."""
         room = await self.runtime.parts.rooms.require(req.room)
+        if leaving and req.user_id in room.members:
+            return req.user_id
         if room.owner is None or room.owner != req.user_id:
             raise ProtocolError(ErrorCode.FORBIDDEN, "Only the room owner can manage members")
         user = await request_json(

@@ -192,17 +192,24 @@ class RoomRegistry:
         return False
 
     async def change_members(
-        self, name: str, *, actor: str, change: Callable[[tuple[str, ...]], tuple[str, ...]]
+        self,
+        name: str,
+        *,
+        actor: str,
+        change: Callable[[tuple[str, ...]], tuple[str, ...]],
+        leaving: str | None = None,
     ) -> Room:
-        """Apply ``change`` to the member list, as the room's owner ``actor`` (compare-and-set).
+        """Apply ``change`` to the member list, as the room's owner ``actor`` (compare-and-set);
+        ``leaving`` = ``actor`` lets a member remove themselves.
 
         Raises:
-            ProtocolError: ``room_not_found``; ``forbidden`` when ``actor`` is not the owner;
-                ``unavailable`` after :data:`UPDATE_ATTEMPTS` lost races.
+            ProtocolError: ``room_not_found``; ``forbidden`` when ``actor`` is not the owner (nor
+                the member leaving); ``unavailable`` after :data:`UPDATE_ATTEMPTS` lost races.
         """
         for _ in range(UPDATE_ATTEMPTS):
             room = await self.require(name)
-            if room.owner is None or room.owner != actor:
+            is_owner = room.owner is not None and room.owner == actor
+            if not is_owner and leaving != actor:
                 raise ProtocolError(ErrorCode.FORBIDDEN, "Only the room owner can manage members")
             members = change(room.members)
             if members == room.members:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from nats.aio.client import Client
@@ -32,6 +33,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: Called with (room, user_id, reason, registry revision) when chat announces a removal.
+OnRemoved = Callable[[str, str, str, int], None]
+
 
 class Bus:
     """Owns the gateway's delivery subscriptions and fills ordering gaps from storage.
@@ -44,6 +48,8 @@ class Bus:
         user_linger: seconds a user's ``deliver.user.<id>`` subscription outlives the user's last
             local socket, so that reconnects (page reloads, network blips, a failover storm)
             reuse it instead of paying a SUB and an UNSUB each; 0 unsubscribes at once.
+        on_removed: called for chat's ``removed`` frames (``Natter-Kind: removed``) with
+            ``(room, user_id, reason, registry revision)``; they are never relayed as they are.
     """
 
     def __init__(
@@ -55,6 +61,7 @@ class Bus:
         request_timeout: float,
         gap_wait: float,
         user_linger: float = 0.0,
+        on_removed: OnRemoved | None = None,
     ) -> None:
         self.nc = nc
         self.hub = hub
@@ -67,6 +74,7 @@ class Bus:
         self._lingering: dict[str, asyncio.TimerHandle] = {}
         self._all: Subscription | None = None
         self._gap_tasks: dict[str, asyncio.Task[None]] = {}
+        self._on_removed = on_removed
 
     async def start(self) -> None:
         """Subscribe to ``deliver.all``."""
@@ -117,8 +125,11 @@ class Bus:
     def _on_room(self, msg: Msg) -> None:
         headers = msg.headers or {}
         room = headers.get(subjects.HDR_ROOM) or subjects.room_from_deliver_subject(msg.subject)
-        frame = Outbound(msg.data)
         kind = headers.get(subjects.HDR_KIND, "message")
+        if kind == subjects.KIND_REMOVED:
+            self._removed(room, headers, msg.data)
+            return
+        frame = Outbound(msg.data)
         seq_header = headers.get(subjects.HDR_SEQ)
         if seq_header is not None:
             relayed_frames = self.hub.deliver_message(room, int(seq_header), frame)
@@ -130,6 +141,19 @@ class Bus:
         else:
             count = self.hub.deliver_event(room, frame, skip_user=headers.get(subjects.HDR_USER))
             self.metrics.relayed(kind, count)
+
+    def _removed(self, room: str, headers: dict[str, str], data: bytes) -> None:
+        """chat's ``removed`` frame for one user: hand it to ``on_removed`` (never relayed as is:
+        it concerns that user's sockets only)."""
+        user_id = headers.get(subjects.HDR_USER)
+        try:
+            rev = int(headers.get(subjects.HDR_ROOM_REV, ""))
+            reason = json.loads(data).get("reason", "removed")
+        except (ValueError, AttributeError):
+            logger.warning("room=%s malformed removed frame skipped", room)
+            return
+        if user_id and self._on_removed is not None:
+            self._on_removed(room, user_id, str(reason), rev)
 
     async def _fill_gap(self, room: str) -> None:
         """Wait ``gap_wait`` for late frames, then read the missing seqs from storage."""

@@ -74,6 +74,7 @@ class Connection:
     __slots__ = (
         "_expiry",
         "_held",
+        "_revoked",
         "abuse",
         "authenticated",
         "bucket",
@@ -102,7 +103,11 @@ class Connection:
         self.role = "user"
         self.expires_at = 0
         self.authenticated = False
-        self.rooms: set[str] = set()
+        #: joined rooms -> the registry revision the join was authorised at (None while the
+        #: join is in flight): a removal with a newer revision drops the room (revoke_room).
+        self.rooms: dict[str, int | None] = {}
+        #: removals that arrived while a join of that room was in flight: room -> revision.
+        self._revoked: dict[str, int] | None = None
         self.closing = False
         self.queue = SendQueue(
             direct_sink(websocket.scope), self._send_text, self._close_socket, node.settings.send_queue_frames
@@ -512,7 +517,7 @@ class Connection:
         hub, bus = self.node.hub, self.node.bus
         assert bus is not None
         first_local = hub.join_pending(room, self)
-        self.rooms.add(room)
+        self.rooms[room] = None
         try:
             await bus.ensure_room(room)
             body = JoinRequest(
@@ -523,31 +528,64 @@ class Connection:
                 gateway_id=self.node.gateway_id,
                 first_local=first_local,
             )
-            reply = await self.node.request(
+            answer = await self.node.request_msg(
                 subjects.CHAT_JOIN, body.model_dump_json(exclude_none=True).encode()
             )
+            reply = answer.data
             last_seq = int(json.loads(reply)["last_seq"])
+            rev = int((answer.headers or {}).get(subjects.HDR_ROOM_REV, 0))
         except BaseException:
-            self.rooms.discard(room)
-            empty, _ = hub.leave(room, self)
-            if empty:
-                bus.release_room(room)
+            self._drop_room(room)
             raise
+        revoked = self._revoked.pop(room, None) if self._revoked else None
+        if revoked is not None and revoked > rev:
+            # Removed while this join was in flight, after chat had authorised it.
+            if self._drop_room(room):
+                self.node.spawn(self._leave_presence([room]))
+            raise ProtocolError(ErrorCode.FORBIDDEN, "Removed from the room")
         buffered = hub.join_complete(room, self, last_seq)
+        self.rooms[room] = rev
         self.send_reply("joined", reply, frame.id)
         for frame in buffered:
             self._put(frame)
+
+    def _drop_room(self, room: str) -> bool:
+        """Take this socket out of ``room`` locally (hub, bus); True if it was the user's last
+        local socket there (presence must then be left)."""
+        hub, bus = self.node.hub, self.node.bus
+        assert bus is not None
+        self.rooms.pop(room, None)
+        empty, last_of_user = hub.leave(room, self)
+        if empty:
+            bus.release_room(room)
+        return last_of_user
+
+    def revoke_room(self, room: str, reason: str, rev: int) -> None:
+        """The user lost the right to read ``room`` at registry revision ``rev`` (PROTOCOL.md
+        section 10): unless this socket joined at ``rev`` or later, it leaves the room now and
+        gets ``{"type":"removed","room","reason"}``; nothing more of the room reaches it. A join
+        in flight is refused when its answer arrives. Idempotent."""
+        if room not in self.rooms:
+            return
+        joined_rev = self.rooms[room]
+        if joined_rev is None:
+            revoked = self._revoked if self._revoked is not None else {}
+            revoked[room] = max(rev, revoked.get(room, 0))
+            self._revoked = revoked
+            return
+        if joined_rev >= rev:
+            return
+        last_of_user = self._drop_room(room)
+        logger.info("conn=%s user=%s room=%s access revoked (%s)", self.conn_id, self.user_id, room, reason)
+        self.send("removed", None, room=room, reason=reason)
+        if last_of_user:
+            self.node.spawn(self._leave_presence([room]))
 
     async def _leave(self, frame: LeaveFrame) -> None:
         room = subjects.check_room(frame.room)
         if room not in self.rooms:
             raise ProtocolError(ErrorCode.NOT_JOINED)
-        hub, bus = self.node.hub, self.node.bus
-        assert bus is not None
-        self.rooms.discard(room)
-        empty, last_of_user = hub.leave(room, self)
-        if empty:
-            bus.release_room(room)
+        last_of_user = self._drop_room(room)
         body = LeaveRequest(
             room=room,
             user_id=self.user_id,

@@ -13,7 +13,10 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js.api import DeliverPolicy
 from nats.js.kv import KeyValue
+from pydantic import ValidationError
 
 from gateway.bus import Bus
 from gateway.config import Settings
@@ -23,7 +26,8 @@ from gateway.revocations import Revocations
 from gateway.tokens import TokenVerifier
 from shared import __version__, subjects
 from shared.errors import CloseCode, ProtocolError
-from shared.nats_client import connect, request
+from shared.internal import AccessChange
+from shared.nats_client import connect, request, request_msg
 from shared.streams import ensure_bucket
 
 if TYPE_CHECKING:
@@ -64,6 +68,7 @@ class Node:
             request_timeout=self.settings.request_timeout,
             gap_wait=self.settings.gap_wait,
             user_linger=self.settings.user_linger,
+            on_removed=self.on_room_access,
         )
         await self.bus.start()
         self.verifier = TokenVerifier(
@@ -75,6 +80,7 @@ class Node:
         )
         self._tasks.append(asyncio.create_task(self._keep(self._heartbeat, "heartbeat")))
         self._tasks.append(asyncio.create_task(self._keep(self._watch_revocations, "revocations")))
+        self._tasks.append(asyncio.create_task(self._keep(self._watch_room_access, "room access")))
         self._tasks.append(asyncio.create_task(self._keep(self._prefetch_keys, "jwks")))
         logger.info("gateway=%s started nats=%s", self.gateway_id, self.settings.nats_url)
 
@@ -125,6 +131,15 @@ class Node:
         finally:
             self.metrics.nats_latency.labels(subject).observe(time.perf_counter() - started)
 
+    async def request_msg(self, subject: str, body: bytes) -> Msg:
+        """:meth:`request`, returning the whole reply (body and headers)."""
+        assert self.nc is not None
+        started = time.perf_counter()
+        try:
+            return await request_msg(self.nc, subject, body, timeout=self.settings.request_timeout)
+        finally:
+            self.metrics.nats_latency.labels(subject).observe(time.perf_counter() - started)
+
     async def request_json(self, subject: str, body: dict[str, Any]) -> Any:
         """:meth:`request` with JSON in and out."""
         reply = await self.request(subject, json.dumps(body, separators=(",", ":")).encode())
@@ -136,6 +151,15 @@ class Node:
             conn: Connection = sub  # type: ignore[assignment]
             if session_id is None or conn.session_id == session_id:
                 conn.close(CloseCode.POLICY_VIOLATION, "session revoked")
+
+    def on_room_access(self, room: str, user_id: str, reason: str, rev: int) -> None:
+        """``user_id`` lost the right to read ``room`` at registry revision ``rev``: every local
+        socket of the user leaves it with a ``removed`` frame (:meth:`Connection.revoke_room`).
+        Called from the ``ROOM_ACCESS`` watch and from chat's ``removed`` frame on the room's
+        delivery subject, whichever comes first (the other is then a no-op)."""
+        for sub in self.hub.user_sockets(user_id):
+            conn: Connection = sub  # type: ignore[assignment]
+            conn.revoke_room(room, reason, rev)
 
     # --- background loops -----------------------------------------------------------------
     async def _keep(self, loop: Any, name: str) -> None:
@@ -165,6 +189,35 @@ class Node:
         js = self.nc.jetstream(timeout=self.settings.request_timeout)
         kv = await ensure_bucket(js, subjects.KV_REVOCATIONS, replicas=self.settings.stream_replicas)
         await self.revocations.watch(kv, self.on_revoke)
+
+    async def _watch_room_access(self) -> None:
+        """Follow ``ROOM_ACCESS`` from now on (an ordered push consumer, deliver policy *new*:
+        changes from before this gateway started concern no socket of it) and act on each entry."""
+        assert self.nc is not None
+        js = self.nc.jetstream(timeout=self.settings.request_timeout)
+
+        async def on_change(msg: Msg) -> None:
+            try:
+                change = AccessChange.model_validate_json(msg.data)
+            except ValidationError:
+                logger.warning("gateway=%s malformed access change skipped", self.gateway_id)
+                return
+            self.on_room_access(change.room, change.user_id, change.reason, change.rev)
+
+        sub = await js.subscribe(
+            subjects.ROOM_ACCESS_SUBJECTS,
+            stream=subjects.ROOM_ACCESS_STREAM,
+            cb=on_change,
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.NEW,
+        )
+        try:
+            await asyncio.Event().wait()
+        finally:
+            try:
+                await sub.unsubscribe()
+            except Exception:  # connection closing: the consumer goes with it
+                pass
 
     async def _prefetch_keys(self) -> None:
         assert self.verifier is not None

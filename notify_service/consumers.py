@@ -42,8 +42,9 @@ from notify_service.notifications import (
     welcome_id,
     welcome_text,
 )
+from notify_service.room_access import readers_of
 from notify_service.runtime import Runtime
-from notify_service.users import lookup_user
+from notify_service.users import UserRef, lookup_user
 from shared import subjects
 from shared.errors import ErrorCode, ProtocolError
 from shared.internal import RoomName, UserId
@@ -170,7 +171,9 @@ async def handle_user_registered(runtime: Runtime, msg: Msg) -> None:
 
 
 async def handle_chat_message(runtime: Runtime, msg: Msg) -> None:
-    """Notify each mentioned existing user once (not the sender, not unknown users).
+    """Notify each mentioned existing user once (not the sender, not unknown users), and only
+    users who may read the room now (``chat.access``): a private room's text never reaches a
+    non-member (PROTOCOL.md section 10).
 
     Raises:
         ProtocolError: ``unavailable`` when auth_service or storage does not answer; the event
@@ -179,6 +182,7 @@ async def handle_chat_message(runtime: Runtime, msg: Msg) -> None:
     event = decode_event(ChatMessageEvent, msg.data)
     check_stored = _needs_stored_check(msg)
     timeout = runtime.settings.request_timeout
+    users: list[UserRef] = []
     for name in mention_targets(event.mentions, sender=event.username):
         try:
             user = await lookup_user(runtime.nc, username=name, timeout=timeout)
@@ -186,7 +190,19 @@ async def handle_chat_message(runtime: Runtime, msg: Msg) -> None:
             if error.code is ErrorCode.NOT_FOUND:
                 continue
             raise
-        if user.user_id == event.user_id:
+        if user.user_id != event.user_id and user not in users:
+            users.append(user)
+    try:
+        readers = await readers_of(
+            runtime.nc, room=event.room, user_ids=[user.user_id for user in users], timeout=timeout
+        )
+    except ProtocolError as error:
+        if error.code is not ErrorCode.ROOM_NOT_FOUND:
+            raise
+        readers = set()
+    for user in users:
+        if user.user_id not in readers:
+            logger.info("room=%s seq=%d mention of a non-reader not notified", event.room, event.seq)
             continue
         data = build_notification(
             notification_id=mention_id(event.room, event.seq, user.user_id),

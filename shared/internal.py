@@ -148,10 +148,32 @@ class RoomCreateRequest(Actor):
 
 
 class RoomMemberRequest(Actor):
-    """``chat.rooms.add_member`` / ``chat.rooms.remove_member`` (owner only): answers the room."""
+    """``chat.rooms.add_member`` (owner) / ``chat.rooms.remove_member`` (owner, or the member
+    themselves): answers the room."""
 
     room: RoomName
     member: Username
+
+
+class AccessRequest(_Body):
+    """``chat.access``: which of ``user_ids`` may read ``room`` now; answers
+    ``{"room","readers":[user ids]}`` (``room_not_found``). Every path that carries a room's
+    content to a user outside its sockets (mention notifications, later webhooks and previews)
+    asks this first (DESIGN.md rule 14)."""
+
+    room: RoomName
+    user_ids: Annotated[list[UserId], Field(max_length=100)]
+
+
+class AccessChange(_Body):
+    """A ``ROOM_ACCESS`` entry: ``user_id`` lost the right to read ``room`` at registry revision
+    ``rev`` (``reason`` ``removed``; v2 adds ``banned``). Gateways drop that user's sockets from
+    the room unless they joined at ``rev`` or later."""
+
+    room: RoomName
+    user_id: UserId
+    reason: Literal["removed", "banned"] = "removed"
+    rev: Annotated[StrictInt, Field(ge=0)]
 
 
 # --- notify ----------------------------------------------------------------------------------

@@ -90,6 +90,22 @@ async def request(
     """Send ``payload`` to a service endpoint and return the reply body.
 
     Raises:
+        ProtocolError: as :func:`request_msg`.
+    """
+    return (await request_msg(nc, subject, payload, timeout=timeout, headers=headers)).data
+
+
+async def request_msg(
+    nc: Client,
+    subject: str,
+    payload: bytes,
+    *,
+    timeout: float,
+    headers: dict[str, str] | None = None,
+) -> Msg:
+    """Send ``payload`` to a service endpoint and return the reply message (body and headers).
+
+    Raises:
         ProtocolError: the service's own error; ``unavailable`` at once while the connection
             is down (reconnecting), or when nobody answers in ``timeout`` seconds or no replica
             is subscribed (STYLE.md: map ``NoRespondersError``
@@ -105,7 +121,8 @@ async def request(
         raise ProtocolError(ErrorCode.UNAVAILABLE) from error
     except nats.errors.Error as error:  # closed, draining, reconnect buffer full
         raise ProtocolError(ErrorCode.UNAVAILABLE) from error
-    return check_reply(msg)
+    check_reply(msg)
+    return msg
 
 
 async def request_json(

@@ -15,6 +15,7 @@ import json
 import logging
 import signal
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from nats.aio.client import Client
@@ -29,8 +30,19 @@ from shared.nats_client import connect
 
 logger = logging.getLogger(__name__)
 
-#: What an endpoint handler returns: a dict/list (JSON-encoded), raw bytes (sent as is) or None.
-Reply = dict[str, Any] | list[Any] | bytes | None
+
+@dataclass(frozen=True, slots=True)
+class HeaderedReply:
+    """A reply body (bytes, sent as is) with NATS headers for the requester only (e.g. chat's
+    ``Natter-Room-Rev`` on ``chat.join``)."""
+
+    body: bytes
+    headers: dict[str, str]
+
+
+#: What an endpoint handler returns: a dict/list (JSON-encoded), raw bytes (sent as is), a
+#: :class:`HeaderedReply`, or None.
+Reply = dict[str, Any] | list[Any] | bytes | HeaderedReply | None
 #: An endpoint handler: the decoded JSON body (``{}`` for an empty body) and the NATS headers.
 Handler = Callable[[dict[str, Any], dict[str, str]], Awaitable[Reply]]
 #: A background task factory started after setup, cancelled at shutdown.
@@ -51,6 +63,8 @@ def encode_reply(reply: Reply) -> bytes:
         return b""
     if isinstance(reply, bytes):
         return reply
+    if isinstance(reply, HeaderedReply):
+        return reply.body
     return json.dumps(reply, separators=(",", ":")).encode()
 
 
@@ -110,7 +124,10 @@ class ServiceApp:
             if not isinstance(body, dict):
                 raise ProtocolError(ErrorCode.VALIDATION_ERROR, "Request body must be a JSON object")
             reply = await handler(body, dict(request.headers or {}))
-            await request.respond(encode_reply(reply))
+            if isinstance(reply, HeaderedReply):
+                await request.respond(reply.body, headers=reply.headers)
+            else:
+                await request.respond(encode_reply(reply))
         except ProtocolError as error:
             code, description = encode_service_error(error)
             await _safe_respond_error(request, code, description, encode_error_body(error))

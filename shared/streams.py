@@ -92,6 +92,26 @@ async def ensure_notifications_stream(js: JetStreamContext, *, replicas: int) ->
     )
 
 
+#: Access changes are acted on within seconds; a day is for operators reading what happened.
+ROOM_ACCESS_MAX_AGE: Final = DAY
+
+
+async def ensure_room_access_stream(js: JetStreamContext, *, replicas: int) -> None:
+    """``ROOM_ACCESS`` on ``access.<room>``: one entry per removal (the
+    :class:`~shared.internal.AccessChange` body), kept a day, watched by every gateway."""
+    await ensure_stream(
+        js,
+        StreamConfig(
+            name=subjects.ROOM_ACCESS_STREAM,
+            subjects=[subjects.ROOM_ACCESS_SUBJECTS],
+            storage=StorageType.FILE,
+            num_replicas=replicas,
+            max_age=ROOM_ACCESS_MAX_AGE,
+            discard=DiscardPolicy.OLD,
+        ),
+    )
+
+
 async def ensure_events_stream(js: JetStreamContext, *, replicas: int) -> None:
     """``EVENTS`` on ``events.>``: domain events for durable consumers, kept 7 days."""
     await ensure_stream(

@@ -41,6 +41,7 @@ CHAT_ROOMS_LIST: Final = "chat.rooms.list"
 CHAT_ROOMS_CREATE: Final = "chat.rooms.create"
 CHAT_ROOMS_ADD_MEMBER: Final = "chat.rooms.add_member"
 CHAT_ROOMS_REMOVE_MEMBER: Final = "chat.rooms.remove_member"
+CHAT_ACCESS: Final = "chat.access"
 
 NOTIFY_SEND: Final = "notify.send"
 NOTIFY_BROADCAST: Final = "notify.broadcast"
@@ -67,6 +68,10 @@ MESSAGES_STREAM: Final = "CHAT_MESSAGES"
 MESSAGES_SUBJECTS: Final = "msgs.>"
 NOTIFICATIONS_STREAM: Final = "NOTIFICATIONS"
 NOTIFICATIONS_SUBJECTS: Final = "notif.>"
+#: Changes that take a user's right to read a room away (removal, later bans), watched by every
+#: gateway (DESIGN.md rule 14: authorisation is live).
+ROOM_ACCESS_STREAM: Final = "ROOM_ACCESS"
+ROOM_ACCESS_SUBJECTS: Final = "access.>"
 
 KV_USERS: Final = "natter_users"
 KV_SESSIONS: Final = "natter_sessions"
@@ -85,6 +90,11 @@ HDR_SEQ: Final = "Natter-Seq"
 HDR_USER: Final = "Natter-User"
 HDR_CLIENT_MSG_ID: Final = "Natter-Client-Msg-Id"
 HDR_KIND: Final = "Natter-Kind"
+#: Revision of the room's registry entry (``natter_rooms``) a join was authorised at, or a
+#: removal took effect at: a removal applies to sockets that joined at an older revision.
+HDR_ROOM_REV: Final = "Natter-Room-Rev"
+#: ``Natter-Kind`` of the ``removed`` frame chat publishes on ``deliver.room.<room>``.
+KIND_REMOVED: Final = "removed"
 
 
 def is_valid_room(name: object) -> bool:
@@ -132,6 +142,11 @@ def room_from_deliver_subject(subject: str) -> str:
 def messages_subject(room: str) -> str:
     """``msgs.<room>``: the stream subject holding one room's messages, in room ``seq`` order."""
     return f"msgs.{check_room(room)}"
+
+
+def room_access_subject(room: str) -> str:
+    """``access.<room>``: the ``ROOM_ACCESS`` stream subject of one room's access changes."""
+    return f"access.{check_room(room)}"
 
 
 def notifications_subject(user_id: str) -> str:

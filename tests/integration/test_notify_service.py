@@ -1,4 +1,5 @@
-"""notify_service against a real nats-server, the real auth_service and real notify processes.
+"""notify_service against a real nats-server, the real auth_service, chat_service (which
+answers ``chat.access`` for mentions) and real notify processes.
 
 Covers docs/subjects.md (``notify.send|broadcast|list|read``, the ``notify-welcome`` and
 ``notify-mentions`` durable consumers) and PROTOCOL.md section 5 (notification frames, read
@@ -66,6 +67,7 @@ def notify_stack(nats_server: NatsServer, tmp_path_factory: pytest.TempPathFacto
     stack = NotifyStack(nats_url=nats_server.url, tmp=tmp_path_factory.mktemp("notify"))
     try:
         stack.start("auth")
+        stack.start("chat")
         stack.start("notify")
         yield stack
     finally:
@@ -189,6 +191,12 @@ async def wait_consumer_idle(nc: Client, durable: str, timeout: float = 15.0) ->
         return info.num_pending == 0 and info.num_ack_pending == 0
 
     await eventually(check, timeout=timeout, what=f"consumer {durable} idle")
+
+
+async def create_room(nc: Client, room: str, owner: Registered, *, private: bool = False) -> None:
+    """A room in chat's registry (mentions notify only users who may read it, ``chat.access``)."""
+    body = {"user_id": owner.user_id, "username": owner.username, "name": room, "private": private}
+    await request_json(nc, subjects.CHAT_ROOMS_CREATE, body, timeout=TIMEOUT)
 
 
 async def publish_chat_event(
@@ -482,6 +490,7 @@ async def test_mention_event_notifies_each_mentioned_user_once(nc: Client) -> No
     sender = await register(nc)
     target = await register(nc)
     room = unique_name("room")
+    await create_room(nc, room, sender)
     seq = 7
     target_subject = subjects.deliver_user(target.user_id)
     sender_subject = subjects.deliver_user(sender.user_id)
@@ -532,6 +541,26 @@ async def test_mention_event_notifies_each_mentioned_user_once(nc: Client) -> No
     assert pushes.frames(sender_subject) == []
 
 
+async def test_mention_in_a_private_room_notifies_members_only(nc: Client) -> None:
+    owner, member, outsider = await register(nc), await register(nc), await register(nc)
+    room = unique_name("room")
+    await create_room(nc, room, owner, private=True)
+    add = {"user_id": owner.user_id, "username": owner.username, "room": room, "member": member.username}
+    await request_json(nc, subjects.CHAT_ROOMS_ADD_MEMBER, add, timeout=TIMEOUT)
+    await publish_chat_event(
+        nc,
+        room=room,
+        seq=1,
+        sender=owner,
+        message="private",
+        mentions=[outsider.username.lower(), member.username.lower()],
+        msg_id=f"msg:{room}:1",
+    )
+    await wait_item(nc, member.user_id, f"mention-{room}-1-{member.user_id}")
+    await wait_consumer_idle(nc, "notify-mentions")
+    assert await item_by_id(nc, outsider.user_id, f"mention-{room}-1-{outsider.user_id}") is None
+
+
 # --- durability and retries (own nats-server: these tests stop processes) ---------------------
 @pytest.fixture
 def isolated_stack(tmp_path: Path) -> Iterator[NotifyStack]:
@@ -549,6 +578,7 @@ def isolated_stack(tmp_path: Path) -> Iterator[NotifyStack]:
     )
     try:
         stack.start("auth")
+        stack.start("chat")
         stack.start("notify")
         yield stack
     finally:
@@ -589,6 +619,7 @@ async def test_mention_is_retried_while_auth_is_down(isolated_stack: NotifyStack
         target = await register(client)
         await wait_item(client, target.user_id, f"welcome-{target.user_id}")
         room = unique_name("room")
+        await create_room(client, room, sender)
 
         await asyncio.to_thread(isolated_stack.stop, "auth")
         await publish_chat_event(
