@@ -20,8 +20,9 @@ from auth_service.throttle import LoginThrottle
 from auth_service.users import UserStore
 from shared import __version__, subjects
 from shared.logs import configure_logging
+from shared.provisioning import require_stream
 from shared.service_runner import ServiceApp
-from shared.streams import ensure_bucket, ensure_events_stream
+from shared.streams import open_bucket
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +39,9 @@ BUCKETS = (
 async def serve(settings: Settings | None = None, stop: asyncio.Event | None = None) -> None:
     """Run one auth replica until SIGTERM/SIGINT or until ``stop`` is set.
 
-    Setup (idempotent, any replica in any order): the KV buckets of :data:`BUCKETS` and the
-    ``EVENTS`` stream with ``settings.stream_replicas`` replicas, and the shared signing key.
+    Setup (idempotent, any replica in any order): open the KV buckets of :data:`BUCKETS` and
+    check the ``EVENTS`` stream (both provisioned by the operator, :mod:`shared.provisioning`;
+    retried until they exist), then load or create the shared signing key.
     """
     settings = settings or Settings()
     configure_logging(settings.log_level)
@@ -58,8 +60,8 @@ async def serve(settings: Settings | None = None, stop: asyncio.Event | None = N
 
     async def setup(nc: Client) -> None:
         js = nc.jetstream()
-        kv = {name: await ensure_bucket(js, name, replicas=settings.stream_replicas) for name in BUCKETS}
-        await ensure_events_stream(js, replicas=settings.stream_replicas)
+        kv = {name: await open_bucket(js, name) for name in BUCKETS}
+        await require_stream(js, subjects.EVENTS_STREAM)
         key = await load_or_create_signing_key(kv[subjects.KV_AUTH_KEYS])
         handlers = AuthHandlers(
             settings=settings,

@@ -35,6 +35,7 @@ from natter.launcher import (
     ManagedProcess,
     free_port,
     nats_server_process,
+    provision,
     service_process,
     stop_together,
     wait_for_port,
@@ -165,6 +166,7 @@ def main() -> int:
             started.append(server.start())
             wait_for_port(port)
             url = f"nats://127.0.0.1:{port}"
+            provision(url)  # streams are the operator's to create (an open NATS here)
             for index in range(args.replicas):
                 chat = service_process(
                     "chat", nats_url=url, log_path=Path(tmp) / f"chat-{index}.log", index=index

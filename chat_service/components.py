@@ -20,12 +20,8 @@ from chat_service.roomcache import RoomCache
 from chat_service.rooms import RoomRegistry
 from chat_service.store import MessageStore
 from shared import subjects
-from shared.streams import (
-    ensure_bucket,
-    ensure_events_stream,
-    ensure_messages_stream,
-    ensure_room_access_stream,
-)
+from shared.provisioning import require_stream
+from shared.streams import open_bucket
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,19 +40,14 @@ class Components:
 
 
 async def build_components(nc: Client, settings: Settings) -> Components:
-    """Create streams and buckets idempotently (DESIGN.md rule 9), ``general``, and the parts."""
+    """Open the provisioned streams and buckets (:mod:`shared.provisioning`; the setup is retried
+    until they exist), create ``general``, and build the parts."""
     js = nc.jetstream()
-    replicas = settings.stream_replicas
-
-    async def ensure_messages() -> None:
-        await ensure_messages_stream(js, replicas=replicas, max_age_days=settings.retention_days)
-
-    await ensure_messages()
-    await ensure_events_stream(js, replicas=replicas)
-    await ensure_room_access_stream(js, replicas=replicas)
-    rooms_kv = await ensure_bucket(js, subjects.KV_ROOMS, replicas=replicas)
-    presence_kv = await ensure_bucket(js, subjects.KV_PRESENCE, replicas=replicas)
-    gateways_kv = await ensure_bucket(js, subjects.KV_GATEWAYS, replicas=replicas)
+    for stream in (subjects.MESSAGES_STREAM, subjects.EVENTS_STREAM, subjects.ROOM_ACCESS_STREAM):
+        await require_stream(js, stream)
+    rooms_kv = await open_bucket(js, subjects.KV_ROOMS)
+    presence_kv = await open_bucket(js, subjects.KV_PRESENCE)
+    gateways_kv = await open_bucket(js, subjects.KV_GATEWAYS)
     reader = DirectReader(nc)
     rooms = RoomRegistry(reader, rooms_kv)
     await rooms.ensure_general()
@@ -68,7 +59,6 @@ async def build_components(nc: Client, settings: Settings) -> Components:
         reader,
         publish_timeout=settings.publish_timeout_seconds,
         attempts=settings.send_attempts,
-        ensure_stream=ensure_messages,
     )
     janitor = Janitor(
         reader,

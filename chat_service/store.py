@@ -61,7 +61,6 @@ class MessageStore:
         reader: batched direct gets on ``nc`` (started).
         publish_timeout: seconds to wait for one PubAck.
         attempts: bound on publish attempts per message.
-        ensure_stream: re-creates ``CHAT_MESSAGES`` if it vanished (DESIGN.md rule 9).
         max_rooms: rooms whose state (lock, tail, checkpoints) is cached; least recent evicted.
     """
 
@@ -72,14 +71,12 @@ class MessageStore:
         *,
         publish_timeout: float = 2.0,
         attempts: int = 50,
-        ensure_stream: Callable[[], Awaitable[None]] | None = None,
         max_rooms: int = 10_000,
     ) -> None:
         self._nc = nc
         self._reader = reader
         self._publish_timeout = publish_timeout
         self._attempts = attempts
-        self._ensure_stream = ensure_stream
         self._states = RoomStates(max_rooms)
         self._ranges = RangeReader(nc, reader, self._states, self.last)
 
@@ -201,12 +198,10 @@ class MessageStore:
                     logger.error("room=%s publish refused: %s", room, error)
                     raise ProtocolError(ErrorCode.INTERNAL) from error
                 except NoStreamResponseError:
-                    unknown += 1
-                    if self._ensure_stream is None or unknown >= MAX_UNKNOWN_OUTCOMES:
-                        break
-                    logger.warning("room=%s stream %s missing: re-creating it", room, STREAM)
-                    await self._ensure_stream()
-                    continue
+                    # Nothing stores msgs.>: the stream is gone (only the operator may create
+                    # it again, shared.provisioning). Nothing was stored.
+                    logger.error("room=%s stream %s missing: run `natter provision`", room, STREAM)
+                    break
                 except nats.errors.Error:  # PubAck timeout, connection trouble: outcome unknown
                     unknown += 1
                     logger.warning("room=%s publish outcome unknown (attempt %d)", room, unknown)

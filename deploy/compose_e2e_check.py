@@ -37,6 +37,7 @@ import asyncio
 import functools
 import json
 import logging
+import os
 import re
 import sys
 import time
@@ -138,8 +139,12 @@ class Engine:
         return dict(body)
 
     async def service_token(self, container: str, name: str) -> str:
-        """``natter service-token NAME`` run inside ``container``; the token it prints."""
-        out = await self.run("exec", container, "natter", "service-token", name, timeout=30)
+        """``natter service-token NAME`` run inside ``container`` as the NATS operator (the only
+        user allowed to ask ``auth.service_token``; its password comes from this process's
+        ``NATTER_NATS_PASSWORD_OPERATOR``, as compose gives it to the ``provision`` service)."""
+        login = ["-e", "NATTER_NATS_USER=operator"]
+        login += ["-e", f"NATTER_NATS_PASSWORD={os.environ.get('NATTER_NATS_PASSWORD_OPERATOR', '')}"]
+        out = await self.run("exec", *login, container, "natter", "service-token", name, timeout=30)
         token = out.strip()
         check(token.count(".") == 2, f"natter service-token printed no JWT: {out[:80]!r}")
         return token

@@ -28,7 +28,7 @@ from shared import __version__, subjects
 from shared.errors import CloseCode, ProtocolError
 from shared.internal import AccessChange
 from shared.nats_client import connect, request, request_msg
-from shared.streams import ensure_bucket
+from shared.streams import open_bucket
 
 if TYPE_CHECKING:
     from gateway.connection import Connection
@@ -60,7 +60,9 @@ class Node:
 
     async def start(self) -> None:
         """Connect to NATS, subscribe ``deliver.all``, start heartbeat and revocation watch."""
-        self.nc = await connect(self.settings.nats_servers, name=f"gateway-{self.gateway_id}")
+        self.nc = await connect(
+            self.settings.nats_servers, name=f"gateway-{self.gateway_id}", login=self.settings.nats_login
+        )
         self.bus = Bus(
             self.nc,
             self.hub,
@@ -176,9 +178,7 @@ class Node:
     async def _heartbeat(self) -> None:
         assert self.nc is not None
         js = self.nc.jetstream(timeout=self.settings.request_timeout)
-        self._gateways_kv = await ensure_bucket(
-            js, subjects.KV_GATEWAYS, replicas=self.settings.stream_replicas
-        )
+        self._gateways_kv = await open_bucket(js, subjects.KV_GATEWAYS)
         while True:
             body = {"gateway_id": self.gateway_id, "connections": len(self.connections), "ts": time.time()}
             await self._gateways_kv.put(self.gateway_id, json.dumps(body).encode())
@@ -187,7 +187,7 @@ class Node:
     async def _watch_revocations(self) -> None:
         assert self.nc is not None
         js = self.nc.jetstream(timeout=self.settings.request_timeout)
-        kv = await ensure_bucket(js, subjects.KV_REVOCATIONS, replicas=self.settings.stream_replicas)
+        kv = await open_bucket(js, subjects.KV_REVOCATIONS)
         await self.revocations.watch(kv, self.on_revoke)
 
     async def _watch_room_access(self) -> None:

@@ -10,12 +10,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Coroutine
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 import typer
 
 from natter.bench.cli import app as bench_app
+from natter.credentials import CredentialsError, operator_login
 from natter.up import up as up_command
+from shared.config import NatsLogin
 from shared.logs import redact
 
 app = typer.Typer(help="natter: real-time chat and notifications over NATS.", no_args_is_help=True)
@@ -65,6 +68,27 @@ def notify() -> None:
     _run_service(serve)
 
 
+async def _cli_connect(servers: list[str], login: NatsLogin) -> Any:
+    """A short-lived NATS connection for a CLI action, as ``login``."""
+    import nats
+
+    options: dict[str, Any] = {"inbox_prefix": login.inbox_prefix}
+    if login.user and login.password is not None:
+        options.update(user=login.user, password=login.password)
+    return await asyncio.wait_for(
+        nats.connect(
+            servers=servers,
+            name="natter-cli",
+            connect_timeout=2,
+            max_reconnect_attempts=1,
+            reconnect_time_wait=0.2,
+            error_cb=_quiet_error_cb,
+            **options,
+        ),
+        timeout=10,
+    )
+
+
 class TokenRole(StrEnum):
     """Roles a service token may carry (shared.internal.ServiceTokenRequest.role)."""
 
@@ -81,36 +105,34 @@ async def _quiet_error_cb(error: Exception) -> None:
 
 
 async def mint_service_token(
-    servers: list[str], *, name: str, ttl_days: int, role: str, timeout: float
+    servers: list[str],
+    *,
+    name: str,
+    ttl_days: int,
+    role: str,
+    timeout: float,
+    login: NatsLogin | None = None,
+    login_source: str = "",
 ) -> str:
-    """Ask auth_service (``auth.service_token``) for a token; returns the JWT.
+    """Ask auth_service (``auth.service_token``, which only the operator's NATS user may
+    request) for a token; returns the JWT.
 
     Raises:
-        ServiceTokenFailed: NATS unreachable, auth not answering within ``timeout`` seconds, or
-            auth's own error (e.g. ``validation_error``).
+        ServiceTokenFailed: NATS unreachable or refusing ``login``, auth not answering within
+            ``timeout`` seconds, or auth's own error (e.g. ``validation_error``).
     """
-    import nats
-
     from shared.errors import ErrorCode, ProtocolError
     from shared.nats_client import request_json
     from shared.subjects import AUTH_SERVICE_TOKEN
 
     try:
-        nc = await asyncio.wait_for(
-            nats.connect(
-                servers=servers,
-                name="natter-cli",
-                connect_timeout=2,
-                max_reconnect_attempts=1,
-                reconnect_time_wait=0.2,
-                error_cb=_quiet_error_cb,
-            ),
-            timeout=10,
-        )
+        nc = await _cli_connect(servers, login or NatsLogin())
     except Exception as error:
         raise ServiceTokenFailed(
-            f"cannot reach NATS at {redact(','.join(servers))} ({type(error).__name__}); "
-            "start the stack with `natter up`, or point NATS_URL at a running NATS"
+            f"cannot reach NATS at {redact(','.join(servers))} as "
+            f"{(login and login.user) or 'an anonymous client'} ({login_source or 'no credentials'}): "
+            f"{type(error).__name__}; start the stack with `natter up` (run this where its data dir "
+            "is, or pass --data-dir / set NATTER_DATA_DIR), or point NATS_URL at a running NATS"
         ) from error
     try:
         body = {"name": name, "ttl_days": ttl_days, "role": role}
@@ -130,15 +152,26 @@ async def mint_service_token(
     return token
 
 
+DATA_DIR_OPTION = typer.Option(
+    None,
+    "--data-dir",
+    help="Where `natter up` keeps its data (the operator's NATS credentials); "
+    "default $NATTER_DATA_DIR, else ./.natter.",
+)
+
+
 @app.command("service-token")
 def service_token(
     name: str = typer.Argument(..., help="Service name, [A-Za-z0-9_-]{1,48}; the token's sub is svc-NAME."),
     ttl_days: int = typer.Option(365, "--ttl-days", help="Lifetime in days (1..3650)."),
     role: TokenRole = typer.Option(TokenRole.service, "--role", help="service or admin."),
+    data_dir: Path | None = DATA_DIR_OPTION,
 ) -> None:
     """Mint a service token for the notification HTTP API; prints only the token.
 
-    Uses NATS_URL (default nats://127.0.0.1:4222). Usage: TOKEN=$(natter service-token ci)
+    Uses NATS_URL (default nats://127.0.0.1:4222) as the operator: NATTER_NATS_USER and
+    NATTER_NATS_PASSWORD if set, else the credentials in the data dir (--data-dir,
+    $NATTER_DATA_DIR, ./.natter). Usage: TOKEN=$(natter service-token ci)
     """
     from pydantic import ValidationError
 
@@ -155,6 +188,7 @@ def service_token(
         raise typer.Exit(2) from None
     settings = CommonSettings()
     try:
+        login, source = operator_login(data_dir)
         token = asyncio.run(
             mint_service_token(
                 settings.nats_servers,
@@ -162,12 +196,87 @@ def service_token(
                 ttl_days=request.ttl_days,
                 role=request.role,
                 timeout=settings.request_timeout,
+                login=login,
+                login_source=source,
             )
         )
+    except CredentialsError as error:
+        typer.echo(f"natter service-token: {error}", err=True)
+        raise typer.Exit(1) from None
     except ServiceTokenFailed as error:
         typer.echo(f"natter service-token: {error}", err=True)
         raise typer.Exit(1) from None
     typer.echo(token)
+
+
+@app.command()
+def provision(data_dir: Path | None = DATA_DIR_OPTION) -> None:
+    """Create or update every stream and KV bucket, as the operator (idempotent).
+
+    Services may not create streams (docs/security.md), so this runs before them: `natter up`
+    does it itself; compose runs it once per `up`. Reads NATS_URL, NATTER_STREAM_REPLICAS and
+    NATTER_CHAT_RETENTION_DAYS; the login as for `natter service-token`.
+    """
+    from chat_service.config import Settings as ChatSettings
+    from natter.launcher import provision as run_provision
+
+    settings = ChatSettings()
+    try:
+        login, source = operator_login(data_dir)
+        names = run_provision(
+            settings.nats_url,
+            login=login,
+            replicas=settings.stream_replicas,
+            retention_days=settings.retention_days,
+        )
+    except CredentialsError as error:
+        typer.echo(f"natter provision: {error}", err=True)
+        raise typer.Exit(1) from None
+    except Exception as error:
+        typer.echo(
+            f"natter provision: failed at {redact(settings.nats_url)} as {login.user or 'anonymous'} "
+            f"({source}): {error!r}",
+            err=True,
+        )
+        raise typer.Exit(1) from None
+    typer.echo(f"provisioned {len(names)} streams and buckets: {', '.join(names)}")
+
+
+@app.command("nats-config")
+def nats_config(
+    update: str | None = typer.Option(
+        None, "--update", help="Rewrite the block between the nats-auth markers of this file."
+    ),
+) -> None:
+    """Print nats-server's `authorization` block: one user per tier with least-privilege
+    permissions, passwords read from $NATTER_NATS_PASSWORD_<TIER> (what compose runs).
+
+    deploy/nats/nats.conf holds a copy: natter nats-config --update deploy/nats/nats.conf
+    """
+    from natter.envdoc import replace_block
+    from shared.nats_auth import CONFIG_BEGIN, CONFIG_END, authorization_block
+
+    block = authorization_block()
+    if update is None:
+        typer.echo(block, nl=False)
+        return
+    path = Path(update)
+    try:
+        path.write_text(replace_block(path.read_text(), block, begin=CONFIG_BEGIN, end=CONFIG_END, gap=""))
+    except (OSError, ValueError) as error:
+        typer.echo(f"natter nats-config: {update}: {error}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"updated {update}", err=True)
+
+
+@app.command("compose-env")
+def compose_env() -> None:
+    """Print fresh random NATS passwords for compose, one per tier and one for cluster routes,
+    as `.env` lines: natter compose-env > .env (keep the file: NATS needs the same ones later)."""
+    from shared.nats_auth import ROUTE_PASSWORD_ENV, TIERS, new_password, password_env
+
+    for name in [password_env(tier) for tier in TIERS] + [ROUTE_PASSWORD_ENV]:
+        typer.echo(f"{name}={new_password()}")
 
 
 @app.command("env-doc")

@@ -204,16 +204,18 @@ def render_markdown() -> str:
     return "\n\n".join(sections) + "\n"
 
 
-def replace_block(document: str, table: str) -> str:
-    """``document`` with the text between :data:`BEGIN_MARKER` and :data:`END_MARKER` replaced
-    by ``table``.
+def replace_block(
+    document: str, table: str, *, begin: str = BEGIN_MARKER, end: str = END_MARKER, gap: str = "\n"
+) -> str:
+    """``document`` with the text between the ``begin`` and ``end`` marker lines (by default
+    :data:`BEGIN_MARKER` and :data:`END_MARKER`) replaced by ``table``, ``gap`` after ``begin``.
 
     Raises:
         ValueError: the markers are missing or out of order.
     """
-    start = document.find(BEGIN_MARKER)
-    end = document.find(END_MARKER)
-    if start < 0 or end < start:
-        raise ValueError(f"markers not found: {BEGIN_MARKER!r} ... {END_MARKER!r}")
-    head = document[: start + len(BEGIN_MARKER)]
-    return f"{head}\n\n{table}\n{document[end:]}"
+    start = document.find(begin)
+    stop = document.find(end)
+    if start < 0 or stop < start:
+        raise ValueError(f"markers not found: {begin!r} ... {end!r}")
+    head = document[: start + len(begin)]
+    return f"{head}\n{gap}{table}\n{document[stop:]}" if gap else f"{head}\n{table}{document[stop:]}"

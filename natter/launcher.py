@@ -28,7 +28,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+from shared.config import NatsLogin
+
+if TYPE_CHECKING:
+    from natter.credentials import NatsCredentials
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +102,26 @@ def wait_services(nats_url: str, names: tuple[str, ...], timeout: float = 30.0) 
     """
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         pool.submit(asyncio.run, _ping_services(nats_url, names, timeout)).result()
+
+
+def provision(
+    nats_url: str, *, login: NatsLogin | None = None, replicas: int = 1, retention_days: float = 0.0
+) -> list[str]:
+    """Create or update every stream and bucket (:func:`shared.provisioning.provision`) as
+    ``login`` (the operator), from synchronous code; returns their names.
+
+    Raises:
+        TimeoutError: JetStream did not accept it within a minute.
+        nats.errors.Error: NATS refused the connection (e.g. wrong credentials).
+    """
+    from shared.provisioning import provision_servers
+
+    servers = [url.strip() for url in nats_url.split(",") if url.strip()]
+    work = provision_servers(
+        servers, login=login or NatsLogin(), replicas=replicas, retention_days=retention_days
+    )
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, work).result()
 
 
 def wait_for_port(port: int, *, host: str = "127.0.0.1", timeout: float = 20.0) -> None:
@@ -261,11 +286,15 @@ def nats_server_process(
     cluster_name: str = "natter",
     log_path: Path | None = None,
     sync_always: bool = False,
+    authorization: str | None = None,
 ) -> ManagedProcess:
     """A JetStream-enabled nats-server with file storage under ``store_dir``.
 
     ``sync_always`` writes a config with ``sync_interval: always`` (fsync every write: the
-    production setting for the chat stream, DESIGN.md rule 11).
+    production setting for the chat stream, DESIGN.md rule 11). ``authorization`` is an
+    ``authorization { users = [...] }`` block (:meth:`natter.credentials.NatsCredentials.authorization`):
+    clients must then log in, each with its tier's permissions. The config file holds passwords,
+    so it is written readable by its owner only (0600).
     """
     store_dir.mkdir(parents=True, exist_ok=True)
     argv = [
@@ -280,9 +309,14 @@ def nats_server_process(
         "--server_name",
         name,
     ]
-    if sync_always:
+    if sync_always or authorization:
         conf = store_dir / "natter-nats.conf"
-        conf.write_text("jetstream {\n  sync_interval: always\n}\n")
+        text = "jetstream {\n  sync_interval: always\n}\n" if sync_always else ""
+        if authorization:
+            text += authorization
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
         argv += ["--config", str(conf)]
     if cluster_port is not None:
         argv += ["--cluster_name", cluster_name, "--cluster", f"nats://{host}:{cluster_port}"]
@@ -300,13 +334,18 @@ def service_process(
     host: str = "127.0.0.1",
     log_path: Path | None = None,
     index: int = 0,
+    credentials: NatsCredentials | None = None,
 ) -> ManagedProcess:
-    """``python -m natter <service>`` against ``nats_url`` (gateway: on ``host:port``)."""
+    """``python -m natter <service>`` against ``nats_url`` (gateway: on ``host:port``), logged in
+    as the NATS user of its tier when ``credentials`` are given (the service's name is its tier,
+    :mod:`shared.nats_auth`)."""
     if service not in SERVICES:
         raise ValueError(service)
     child_env = dict(os.environ)
     child_env.update(env or {})
     child_env["NATS_URL"] = nats_url
+    if credentials is not None:
+        child_env.update(credentials.env(service))
     child_env.setdefault("PYTHONUNBUFFERED", "1")
     argv = [sys.executable, "-m", "natter", service]
     if service == "gateway":

@@ -38,6 +38,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from natter.credentials import CREDENTIALS_FILE, CredentialsError, NatsCredentials
 from natter.launcher import (
     Child,
     Interrupted,
@@ -46,10 +47,12 @@ from natter.launcher import (
     Supervisor,
     free_port,
     nats_server_process,
+    provision,
     service_process,
 )
 from shared import __version__
 from shared.logs import configure_logging
+from shared.nats_auth import OPERATOR
 
 logger = logging.getLogger(__name__)
 
@@ -240,13 +243,18 @@ def build_plan(
     *,
     data_dir: Path,
     cluster_ports: list[int] | None = None,
+    credentials: NatsCredentials | None = None,
 ) -> Plan:
     """Lay out the processes for ``options`` (nothing is started).
 
     ``data_dir`` is the resolved ``--data-dir``: NATS stores go to ``data_dir/nats`` (one node)
     or ``data_dir/nats-cluster/node-<i>`` (cluster), logs to ``data_dir/logs/<label>.log``.
     ``cluster_ports`` are the route ports of a cluster's nodes (:func:`pick_cluster_ports`).
+    ``credentials``: the embedded NATS requires them (one user per tier, DESIGN.md rule 15) and
+    each process logs in as its tier; ``None`` runs every process anonymously (an external NATS
+    without authentication).
     """
+    authorization = credentials.authorization() if credentials is not None else None
     logs = data_dir / "logs"
     env: dict[str, str] = {}
     nats_children: list[Child] = []
@@ -261,6 +269,7 @@ def build_plan(
                 store_dir=data_dir / "nats",
                 log_path=logs / "nats.log",
                 sync_always=True,
+                authorization=authorization,
             )
             nats_children.append(Child("nats", "nats", process, url=nats_url))
         else:
@@ -278,6 +287,7 @@ def build_plan(
                     routes=[f"nats://127.0.0.1:{other}" for other in routes_ports if other != route_port],
                     log_path=logs / f"{label}.log",
                     sync_always=True,
+                    authorization=authorization,
                 )
                 nats_children.append(Child(label, "nats", process, url=f"nats://127.0.0.1:{client_port}"))
     plan = Plan(nats_url=nats_url, nats=nats_children)
@@ -285,7 +295,12 @@ def build_plan(
         for index in range(count):
             label = f"{kind}-{index}"
             process = service_process(
-                kind, nats_url=nats_url, env=env, log_path=logs / f"{label}.log", index=index
+                kind,
+                nats_url=nats_url,
+                env=env,
+                log_path=logs / f"{label}.log",
+                index=index,
+                credentials=credentials,
             )
             plan.services.append(Child(label, "service", process))
     for index, port in enumerate(gateway_ports(options.port, options.gateways)):
@@ -298,6 +313,7 @@ def build_plan(
             port=port,
             log_path=logs / f"{label}.log",
             index=index,
+            credentials=credentials,
         )
         plan.gateways.append(Child(label, "gateway", process, url=http_url(options.host, port)))
     for child in plan.children:
@@ -422,6 +438,7 @@ class Runner:
         self.data_dir = options.data_dir.resolve()
         self.pid_file = self.data_dir / PIDS_FILE
         self.signals = StopSignals()
+        self.credentials: NatsCredentials | None = None
 
     def run(self) -> int:
         """Run until a stop signal; 0 after a clean stop, 1 when starting failed."""
@@ -457,6 +474,15 @@ class Runner:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         check_data_dir_unused(self.pid_file)
         cluster_ports: list[int] | None = None
+        try:
+            if options.nats_url:
+                # An external NATS: its users are the operator's; the data dir's credentials
+                # are used if they were set up for it (natter nats-config), else none.
+                self.credentials = NatsCredentials.load(self.data_dir / CREDENTIALS_FILE)
+            else:
+                self.credentials = NatsCredentials.load_or_create(self.data_dir)
+        except CredentialsError as error:
+            raise UpError(str(error)) from error
         if options.nats_url:
             self._wait_external_nats(options.nats_url)
         else:
@@ -466,7 +492,9 @@ class Runner:
                 taken |= set(gateway_ports(options.port, options.gateways))
                 cluster_ports = pick_cluster_ports(options.nats_nodes, taken=taken)
         try:
-            return build_plan(options, data_dir=self.data_dir, cluster_ports=cluster_ports)
+            return build_plan(
+                options, data_dir=self.data_dir, cluster_ports=cluster_ports, credentials=self.credentials
+            )
         except FileNotFoundError as error:  # no nats-server binary
             raise UpError(f"{error} (or set NATS_URL to use a running NATS)") from error
 
@@ -487,7 +515,10 @@ class Runner:
     def _start(self, plan: Plan, supervisor: Supervisor) -> None:
         deadline = time.monotonic() + READY_TIMEOUT
         self.out.print(f"starting natter {__version__} (data: {self.data_dir})")
-        servers = nats_servers(plan.nats_url)
+        probe_url = plan.nats_url
+        if self.credentials is not None:
+            probe_url = self.credentials.url(OPERATOR, plan.nats_url)
+        servers = nats_servers(probe_url)
         if plan.nats:
             supervisor.start(plan.nats)
             self._wait(
@@ -498,6 +529,7 @@ class Runner:
                 plan.nats,
             )
         self._wait("JetStream", lambda: probe_nats(servers)[0], supervisor, deadline, plan.nats)
+        self._provision(probe_url, plan)
         supervisor.start(plan.services)
         supervisor.start(plan.gateways)
         self._wait(
@@ -510,6 +542,19 @@ class Runner:
         for child in plan.gateways:
             check = functools.partial(gateway_healthy, child.url or "")
             self._wait(child.label, check, supervisor, deadline, [child])
+
+    def _provision(self, operator_url: str, plan: Plan) -> None:
+        """Create or update every stream and bucket as the operator before any service starts
+        (:mod:`shared.provisioning`); the services only open them."""
+        from chat_service.config import Settings as ChatSettings
+
+        chat = ChatSettings()
+        replicas = CLUSTER_NODES if len(plan.nats) > 1 else chat.stream_replicas
+        try:
+            names = provision(operator_url, replicas=replicas, retention_days=chat.retention_days)
+        except Exception as error:  # refused login, JetStream not answering
+            raise UpError(f"provisioning streams failed: {error!r}") from error
+        logger.info("provisioned %d streams and buckets", len(names))
 
     def _nats_listening(self, child: Child) -> bool:
         host, port = nats_host_port(child.url or "")

@@ -27,6 +27,7 @@ from notify_service.runtime import Runtime, open_runtime
 from shared import __version__
 from shared.logs import configure_logging
 from shared.service_runner import ServiceApp
+from shared.streams import NotProvisioned
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ async def _open_with_retry(nc: Client, settings: Settings) -> Runtime:
     while True:
         try:
             return await open_runtime(nc, settings)
-        except (nats.errors.Error, TimeoutError) as error:
+        except (nats.errors.Error, TimeoutError, NotProvisioned) as error:
             logger.warning("notify setup failed: %r; retrying in %.1fs", error, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)

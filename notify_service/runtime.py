@@ -11,7 +11,8 @@ from notify_service.config import Settings
 from notify_service.delivery import Notifier
 from notify_service.store import NotificationStore
 from shared import subjects
-from shared.streams import ensure_bucket, ensure_events_stream, ensure_notifications_stream
+from shared.provisioning import require_stream
+from shared.streams import open_bucket
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,15 +27,16 @@ class Runtime:
 
 
 async def open_runtime(nc: Client, settings: Settings) -> Runtime:
-    """Ensure stream ``NOTIFICATIONS``, stream ``EVENTS`` and bucket ``natter_notify_read``
-    (idempotent, any start order: DESIGN.md rule 9) and build the :class:`Runtime`.
+    """Open stream ``NOTIFICATIONS``, stream ``EVENTS`` and bucket ``natter_notify_read``
+    (provisioned by the operator, :mod:`shared.provisioning`) and build the :class:`Runtime`.
 
     Raises:
         nats.errors.Error: JetStream is not reachable (the caller retries).
+        shared.streams.NotProvisioned: a stream or the bucket does not exist yet (retried).
     """
     js = nc.jetstream(timeout=settings.request_timeout)
-    await ensure_notifications_stream(js, replicas=settings.stream_replicas)
-    await ensure_events_stream(js, replicas=settings.stream_replicas)
-    kv = await ensure_bucket(js, subjects.KV_NOTIFY_READ, replicas=settings.stream_replicas)
+    await require_stream(js, subjects.NOTIFICATIONS_STREAM)
+    await require_stream(js, subjects.EVENTS_STREAM)
+    kv = await open_bucket(js, subjects.KV_NOTIFY_READ)
     store = NotificationStore(nc=nc, js=js, kv=kv, timeout=settings.request_timeout)
     return Runtime(settings=settings, nc=nc, js=js, store=store, notifier=Notifier(nc=nc, store=store))

@@ -10,16 +10,37 @@ on one machine; production-only settings are refused when left insecure
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.nats_auth import inbox_prefix
+
+
+@dataclass(frozen=True, slots=True)
+class NatsLogin:
+    """The NATS user a process connects as (DESIGN.md rule 15), or anonymous (both ``None``).
+
+    ``inbox_prefix`` is the user's own reply-subject prefix (``_INBOX.<user>``), the only one its
+    permissions let it subscribe to (:mod:`shared.nats_auth`).
+    """
+
+    user: str | None = None
+    password: str | None = None
+
+    @property
+    def inbox_prefix(self) -> str:
+        """``_INBOX.<user>``, or nats-py's default ``_INBOX`` for an anonymous client."""
+        return inbox_prefix(self.user) if self.user else "_INBOX"
 
 
 class CommonSettings(BaseSettings):
     """Settings shared by the gateway and every service.
 
-    Environment variables: ``NATS_URL`` (comma-separated list of servers), ``NATTER_ENV``
+    Environment variables: ``NATS_URL`` (comma-separated list of servers), ``NATTER_NATS_USER``
+    and ``NATTER_NATS_PASSWORD`` (the tier's NATS login, :mod:`shared.nats_auth`), ``NATTER_ENV``
     (``development`` | ``production``), ``NATTER_STREAM_REPLICAS`` (1, or 3 on a NATS cluster),
     ``NATTER_REQUEST_TIMEOUT`` (seconds), ``NATTER_LOG_LEVEL``.
     """
@@ -49,11 +70,28 @@ class CommonSettings(BaseSettings):
         validation_alias=AliasChoices("NATTER_REQUEST_TIMEOUT"),
         description="Seconds to wait for a service reply before answering `unavailable`.",
     )
+    nats_user: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("NATTER_NATS_USER"),
+        description="NATS user this process logs in as (its tier: gateway, auth, chat, notify; "
+        "`natter up` and compose set it).",
+    )
+    nats_password: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("NATTER_NATS_PASSWORD"),
+        description="Password of NATTER_NATS_USER (never logged).",
+    )
     log_level: str = Field(
         default="INFO",
         validation_alias=AliasChoices("NATTER_LOG_LEVEL"),
         description="Python logging level name.",
     )
+
+    @property
+    def nats_login(self) -> NatsLogin:
+        """The configured NATS user (anonymous when ``NATTER_NATS_USER`` is unset)."""
+        password = self.nats_password.get_secret_value() if self.nats_password is not None else None
+        return NatsLogin(user=self.nats_user or None, password=password)
 
     @property
     def nats_servers(self) -> list[str]:

@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 from typing import Any
+from urllib.parse import urlsplit
 
 import nats
 from nats.aio.client import Client
@@ -19,18 +20,22 @@ from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
+from shared.config import NatsLogin
 from shared.errors import ErrorCode, ProtocolError, decode_service_error
 from shared.request_mux import mux_for
 
 logger = logging.getLogger(__name__)
 
 
-async def connect(servers: list[str], *, name: str, connect_timeout: float = 2.0) -> Client:
+async def connect(
+    servers: list[str], *, name: str, login: NatsLogin | None = None, connect_timeout: float = 2.0
+) -> Client:
     """Connect to NATS, retrying the first connect forever, then reconnecting forever.
 
     Args:
-        servers: NATS URLs (``nats://host:port``).
+        servers: NATS URLs (``nats://host:port``; ``login`` wins over credentials in a URL).
         name: client name shown by ``nats server report connections``.
+        login: the tier's NATS user; its inbox prefix is used for every reply subject.
 
     Returns:
         A connected :class:`nats.aio.client.Client`; callers ``drain()`` it on shutdown.
@@ -48,12 +53,21 @@ async def connect(servers: list[str], *, name: str, connect_timeout: float = 2.0
     async def closed_cb() -> None:
         logger.info("nats connection closed name=%s", name)
 
+    login = login or NatsLogin()
+    if login.user is None and servers:
+        # Credentials in the URL (nats://user:pass@host): reply inboxes must still be the user's.
+        login = NatsLogin(user=urlsplit(servers[0]).username)
+    credentials: dict[str, Any] = {}
+    if login.user and login.password is not None:
+        credentials = {"user": login.user, "password": login.password}
     delay = 0.1
     while True:
         try:
             return await nats.connect(
                 servers=servers,
                 name=name,
+                inbox_prefix=login.inbox_prefix,
+                **credentials,
                 connect_timeout=connect_timeout,
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=0.5,

@@ -257,9 +257,9 @@ def parse_frame(text: str) -> tuple[Any, ClientFrame]:
             for item in error.errors(include_url=False, include_context=False, include_input=False)
         ]
         first = details[0]
-        where = ".".join(first["loc"]) or "frame"
+        shown = ".".join(first["loc"]) or "frame"
         raise ProtocolError(
-            ErrorCode.VALIDATION_ERROR, f"{where}: {first['msg']}", details=details
+            ErrorCode.VALIDATION_ERROR, f"{shown}: {first['msg']}", details=details
         ) from error
 
 

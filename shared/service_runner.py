@@ -171,7 +171,7 @@ class ServiceApp:
                 loop.add_signal_handler(sig, stop.set)
             except (NotImplementedError, RuntimeError):  # not the main thread
                 pass
-        nc = await connect(self.settings.nats_servers, name=self.name)
+        nc = await connect(self.settings.nats_servers, name=self.name, login=self.settings.nats_login)
         self.nc = nc
         tasks: list[asyncio.Task[None]] = []
         try:

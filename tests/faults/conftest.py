@@ -29,7 +29,9 @@ from typing import Any
 import nats
 import pytest
 
-from natter.launcher import free_port, nats_server_process, stop_together, wait_for_port
+from natter.credentials import NatsCredentials
+from natter.launcher import free_port, nats_server_process, provision, stop_together, wait_for_port
+from shared.nats_auth import OPERATOR
 from tests.conftest import SERVICE_NAMES, NatsServer, Stack
 
 #: Settings every fault topology runs with (the reasons are in the comments).
@@ -111,8 +113,18 @@ class NatsCluster:
 
     @property
     def url(self) -> str:
-        """All client URLs, comma separated (what ``NATS_URL`` takes)."""
+        """All client URLs with the operator's login, comma separated."""
         return ",".join(node.url for node in self.nodes)
+
+    @property
+    def client_url(self) -> str:
+        """All client URLs without a login (what each process's ``NATS_URL`` gets)."""
+        return ",".join(node.client_url for node in self.nodes)
+
+    @property
+    def credentials(self) -> NatsCredentials:
+        """The logins every node accepts (one authorization block for the whole cluster)."""
+        return self.nodes[0].credentials
 
     @property
     def servers(self) -> list[str]:
@@ -256,6 +268,7 @@ def cluster_topology(tmp_path: Path) -> Iterator[TopologyFactory]:
         client_ports = [free_port() for _ in range(3)]
         route_ports = [free_port() for _ in range(3)]
         names = [f"natter-nats-{i}" for i in range(3)]
+        credentials = NatsCredentials.generate()
         nodes = []
         for index, (port, route) in enumerate(zip(client_ports, route_ports, strict=True)):
             process = nats_server_process(
@@ -266,12 +279,14 @@ def cluster_topology(tmp_path: Path) -> Iterator[TopologyFactory]:
                 routes=[f"nats://127.0.0.1:{other}" for other in route_ports if other != route],
                 log_path=tmp_path / f"nats-node-{index}.log",
                 sync_always=True,
+                authorization=credentials.authorization(),
             )
             process.die_with_parent = True
-            nodes.append(NatsServer(process=process, port=port, store_dir=tmp_path / f"nats-node-{index}"))
+            store = tmp_path / f"nats-node-{index}"
+            nodes.append(NatsServer(process=process, port=port, store_dir=store, credentials=credentials))
         cluster = NatsCluster(nodes=nodes, names=names)
         stack = Stack(
-            nats=cluster,  # type: ignore[arg-type]  # duck-typed: Stack only reads .url
+            nats=cluster,  # type: ignore[arg-type]  # duck-typed: .url, .client_url, .credentials
             tmp=tmp_path / "stack",
             env={**FAST_ENV, "NATTER_STREAM_REPLICAS": "3", **(env or {})},
         )
@@ -282,6 +297,7 @@ def cluster_topology(tmp_path: Path) -> Iterator[TopologyFactory]:
         for node in nodes:
             wait_for_port(node.port)
         _run_async(_jetstream_ready(cluster.servers, 60.0))
+        provision(cluster.client_url, login=credentials.login(OPERATOR), replicas=3)
         for name in SERVICE_NAMES:
             stack.start_service(name, 0)
         topo.startup_restarts = _scale(stack, gateways=gateways, counts=topo.counts, servers=cluster.servers)

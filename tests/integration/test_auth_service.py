@@ -50,7 +50,11 @@ def auth_replicas(nats_server: NatsServer, tmp_path_factory: pytest.TempPathFact
     try:
         for index in range(REPLICAS):
             process = service_process(
-                "auth", nats_url=nats_server.url, log_path=tmp / f"auth-{index}.log", index=index
+                "auth",
+                nats_url=nats_server.client_url,
+                log_path=tmp / f"auth-{index}.log",
+                index=index,
+                credentials=nats_server.credentials,
             )
             processes.append(process.start())
         wait_services(nats_server.url, ("auth",))

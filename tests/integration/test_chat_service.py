@@ -69,10 +69,11 @@ class ChatCluster:
     def start_chat(self, index: int, env: dict[str, str] | None = None) -> ManagedProcess:
         process = service_process(
             "chat",
-            nats_url=self.url,
+            nats_url=self.nats.client_url,
             env={**CHAT_ENV, **(env or {})},
             log_path=self.tmp / f"chat-{index}.log",
             index=index,
+            credentials=self.nats.credentials,
         )
         return process.start()
 
@@ -92,7 +93,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChatCluster]:
     try:
         running.chat.append(running.start_chat(0))
         running.auth = service_process(
-            "auth", nats_url=server.url, log_path=tmp / "auth-0.log", index=0
+            "auth",
+            nats_url=server.client_url,
+            log_path=tmp / "auth-0.log",
+            index=0,
+            credentials=server.credentials,
         ).start()
         wait_services(server.url, ("chat", "auth"))
         yield running

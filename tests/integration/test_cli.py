@@ -27,11 +27,15 @@ import httpx
 import nats
 import pytest
 
+from natter.credentials import CREDENTIALS_FILE, NatsCredentials
 from natter.launcher import free_port, nats_server_process, wait_for_port
 from natter.up import port_is_free
 from shared import __version__
+from shared.nats_auth import OPERATOR
 from shared.subjects import MESSAGES_STREAM
 
+#: Settings that choose the CLI's NATS login; tests set them explicitly or not at all.
+LOGIN_ENV = ("NATTER_NATS_USER", "NATTER_NATS_PASSWORD", "NATTER_DATA_DIR")
 READY_TIMEOUT = 90.0
 STOP_TIMEOUT = 20.0
 
@@ -77,6 +81,12 @@ class UpRun:
     def nats_url(self) -> str:
         return f"nats://127.0.0.1:{self.nats_port}"
 
+    def operator_url(self, port: int | None = None) -> str:
+        """The NATS URL with the operator's login ``natter up`` generated into its data dir."""
+        credentials = NatsCredentials.load(self.data_dir / CREDENTIALS_FILE)
+        assert credentials is not None, "natter up wrote no NATS credentials"
+        return credentials.url(OPERATOR, f"nats://127.0.0.1:{port or self.nats_port}")
+
     def stdout(self) -> str:
         return self.stdout_path.read_text(errors="replace")
 
@@ -116,16 +126,34 @@ class UpRun:
 StartUp = Callable[..., UpRun]
 
 
-def service_token(nats_url: str, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "NATS_URL": nats_url}
+def service_token(
+    nats_url: str,
+    *args: str,
+    data_dir: Path | None,
+    timeout: float = 30.0,
+    env: dict[str, str] | None = None,
+    command: str = "service-token",
+) -> subprocess.CompletedProcess[str]:
+    """``natter service-token ARGS [--data-dir DATA_DIR]`` against ``nats_url`` (``env`` on top
+    of this process's environment without its NATS login settings)."""
+    inherited = {k: v for k, v in os.environ.items() if k not in LOGIN_ENV}
+    env = {**inherited, "NATS_URL": nats_url, **(env or {})}
+    where = ["--data-dir", str(data_dir)] if data_dir is not None else []
     return subprocess.run(
-        [sys.executable, "-m", "natter", "service-token", *args],
+        [sys.executable, "-m", "natter", command, *args, *where],
         env=env,
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
     )
+
+
+def credentials_env(run: UpRun, tier: str) -> dict[str, str]:
+    """``NATTER_NATS_USER`` / ``NATTER_NATS_PASSWORD`` of ``tier`` from ``natter up``'s data dir."""
+    credentials = NatsCredentials.load(run.data_dir / CREDENTIALS_FILE)
+    assert credentials is not None
+    return credentials.env(tier)
 
 
 def jwt_claims(token: str) -> dict[str, object]:
@@ -192,7 +220,7 @@ def test_up_serves_mints_a_service_token_and_stops_cleanly_on_ctrl_c(natter_up: 
     out = run.stdout()
     assert base in out and str(children["gateway-0"]) in out and "ready" in out
 
-    minted = service_token(run.nats_url, "ci")
+    minted = service_token(run.nats_url, "ci", data_dir=run.data_dir)
     assert minted.returncode == 0, minted.stderr
     token = minted.stdout.strip()
     assert minted.stdout == token + "\n", "stdout must hold only the token"
@@ -207,6 +235,20 @@ def test_up_serves_mints_a_service_token_and_stops_cleanly_on_ctrl_c(natter_up: 
         timeout=10,
     )
     assert broadcast.status_code == 202, broadcast.text
+
+    # The operator's credentials are found through $NATTER_DATA_DIR too; without them NATS
+    # refuses the CLI (only the operator may ask auth.service_token).
+    via_env = service_token(run.nats_url, "ci2", data_dir=None, env={"NATTER_DATA_DIR": str(run.data_dir)})
+    assert via_env.returncode == 0 and jwt_claims(via_env.stdout.strip())["sub"] == "svc-ci2", via_env.stderr
+    refused = service_token(run.nats_url, "ci3", data_dir=run.data_dir.parent / "elsewhere")
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert "anonymous" in refused.stderr and "--data-dir" in refused.stderr, refused.stderr
+    as_gateway = service_token(
+        run.nats_url, "ci4", data_dir=None, env=credentials_env(run, "gateway"), timeout=60
+    )
+    assert as_gateway.returncode == 1 and as_gateway.stdout == "", as_gateway.stderr
+    provisioned = service_token(run.nats_url, data_dir=run.data_dir, command="provision")
+    assert provisioned.returncode == 0 and "CHAT_MESSAGES" in provisioned.stdout, provisioned.stderr
 
     assert run.stop(signal.SIGINT) == 0
     run.assert_nothing_left(children)
@@ -244,7 +286,7 @@ def test_up_restarts_a_service_killed_with_sigkill(natter_up: StartUp) -> None:
         k: v for k, v in before.items() if k != "auth-0"
     }
     while True:  # the new replica answers once it registered its endpoints
-        minted = service_token(run.nats_url, "healed")
+        minted = service_token(run.nats_url, "healed", data_dir=run.data_dir)
         if minted.returncode == 0:
             break
         assert time.monotonic() < deadline, minted.stderr
@@ -277,8 +319,8 @@ def test_up_nats_cluster_runs_three_nodes_with_replicated_streams(natter_up: Sta
         assert (run.data_dir / "nats-cluster" / f"node-{index}" / "jetstream").is_dir()
     # every node accepts clients; the services' streams are replicated on three of them
     for port in (run.nats_port, run.nats_port + 1, run.nats_port + 2):
-        assert asyncio.run(_stream_replicas(f"nats://127.0.0.1:{port}", MESSAGES_STREAM)) == 3
-    minted = service_token(f"nats://127.0.0.1:{run.nats_port + 2}", "cluster")
+        assert asyncio.run(_stream_replicas(run.operator_url(port), MESSAGES_STREAM)) == 3
+    minted = service_token(f"nats://127.0.0.1:{run.nats_port + 2}", "cluster", data_dir=run.data_dir)
     assert minted.returncode == 0, minted.stderr
     assert run.stop(signal.SIGINT) == 0
     run.assert_nothing_left(children)
@@ -321,7 +363,7 @@ def test_up_rejects_an_unsupported_cluster_size(tmp_path: Path) -> None:
 
 
 def test_service_token_reports_an_unreachable_nats(tmp_path: Path) -> None:
-    result = service_token(f"nats://127.0.0.1:{free_port()}", "ci")
+    result = service_token(f"nats://127.0.0.1:{free_port()}", "ci", data_dir=tmp_path)
     assert result.returncode == 1
     assert result.stdout == ""
     assert "cannot reach NATS" in result.stderr
@@ -334,7 +376,7 @@ def test_service_token_reports_an_auth_service_that_does_not_answer(tmp_path: Pa
     try:
         wait_for_port(port)
         started = time.monotonic()
-        result = service_token(f"nats://127.0.0.1:{port}", "ci")
+        result = service_token(f"nats://127.0.0.1:{port}", "ci", data_dir=tmp_path)
         assert time.monotonic() - started < 20
     finally:
         server.stop(grace=5)
@@ -344,7 +386,7 @@ def test_service_token_reports_an_auth_service_that_does_not_answer(tmp_path: Pa
 
 
 def test_service_token_rejects_a_bad_name_before_asking() -> None:
-    result = service_token(f"nats://127.0.0.1:{free_port()}", "no spaces!")
+    result = service_token(f"nats://127.0.0.1:{free_port()}", "no spaces!", data_dir=Path("unused"))
     assert result.returncode == 2
     assert result.stdout == ""
     assert "name" in result.stderr

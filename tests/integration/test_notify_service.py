@@ -41,15 +41,23 @@ TIMESTAMP_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 class NotifyStack:
     """auth + notify processes against one nats-server."""
 
-    nats_url: str
+    server: NatsServer
     tmp: Path
     env: dict[str, str] = field(default_factory=dict)
-    server: NatsServer | None = None
     processes: dict[str, ManagedProcess] = field(default_factory=dict)
+
+    @property
+    def nats_url(self) -> str:
+        """The operator's URL (the tests' own connections)."""
+        return self.server.url
 
     def start(self, name: str) -> None:
         process = service_process(
-            name, nats_url=self.nats_url, env=self.env, log_path=self.tmp / f"{name}.log"
+            name,
+            nats_url=self.server.client_url,
+            env=self.env,
+            log_path=self.tmp / f"{name}.log",
+            credentials=self.server.credentials,
         )
         self.processes[name] = process.start()
         wait_services(self.nats_url, (name,), timeout=30)
@@ -64,7 +72,7 @@ class NotifyStack:
 
 @pytest.fixture(scope="module")
 def notify_stack(nats_server: NatsServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NotifyStack]:
-    stack = NotifyStack(nats_url=nats_server.url, tmp=tmp_path_factory.mktemp("notify"))
+    stack = NotifyStack(server=nats_server, tmp=tmp_path_factory.mktemp("notify"))
     try:
         stack.start("auth")
         stack.start("chat")
@@ -566,7 +574,6 @@ async def test_mention_in_a_private_room_notifies_members_only(nc: Client) -> No
 def isolated_stack(tmp_path: Path) -> Iterator[NotifyStack]:
     server = start_nats(tmp_path, name="nats-notify")
     stack = NotifyStack(
-        nats_url=server.url,
         tmp=tmp_path,
         env={
             "NATTER_NOTIFY_RETRY_DELAY_MAX": "1",
