@@ -41,7 +41,28 @@ class Settings(CommonSettings):
     argon2_parallelism: int = Field(default=1, ge=1, description="argon2id lanes (p).")
     hash_concurrency: int = Field(default=2, ge=1, description="Password hashes computed at once.")
     login_max_failures: int = Field(
-        default=5, ge=1, description="Failed logins per username before `rate_limited`; 4x per client IP."
+        default=5,
+        ge=1,
+        description="Failed logins of one username from one address before each further attempt "
+        "waits 1, 2, 4 ... 60 s after the last failure (never longer).",
+    )
+    login_address_failures: int = Field(
+        default=50,
+        ge=1,
+        description="Failed logins from one address (any usernames) before its attempts are slowed "
+        "the same way.",
+    )
+    login_user_failures: int = Field(
+        default=10,
+        ge=1,
+        description="Failed logins of one username from anywhere before its attempts are slowed the "
+        "same way; addresses it logged in from in the last 30 days are exempt.",
+    )
+    register_burst: int = Field(
+        default=100, ge=1, description="Registrations one address may make at once (token bucket)."
+    )
+    register_per_second: float = Field(
+        default=2.0, gt=0, description="Registrations per second one address may make after the burst."
     )
     login_failure_window_seconds: int = Field(
         default=900,

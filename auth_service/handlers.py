@@ -19,7 +19,7 @@ from auth_service.keys import SigningKey
 from auth_service.passwords import MAX_PASSWORD_CHARS, PasswordService
 from auth_service.sessions import ResolvedRefresh, SessionStore
 from auth_service.throttle import LoginThrottle
-from auth_service.tokens import access_claims, service_claims, sign
+from auth_service.tokens import access_claims, open_successor, seal_successor, service_claims, sign
 from auth_service.users import UserStore, public_user
 from shared import subjects
 from shared.errors import ErrorCode, ProtocolError
@@ -38,6 +38,8 @@ logger = logging.getLogger(__name__)
 BAD_CREDENTIALS = "Invalid username or password"
 BAD_REFRESH = "Invalid refresh token"
 DAY_MS = 86_400_000
+#: PROTOCOL.md section 6: a rotated refresh token presented again within 5 s gets the same pair.
+REUSE_INTERVAL_MS = 5_000
 
 
 def _unauthorized(message: str) -> ProtocolError:
@@ -72,9 +74,11 @@ class AuthHandlers:
     # --- auth.register -----------------------------------------------------------------------
     async def register(self, body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
         """``RegisterRequest`` -> ``{"user_id","username"}``; ``conflict`` 409 if the name is
-        taken in any case, ``validation_error`` for a bad username or a password outside 8..128.
+        taken in any case, ``validation_error`` for a bad username or a password outside 8..128,
+        ``rate_limited`` when the client address registered too often (before any hashing).
         Publishes ``events.user.registered`` once stored."""
         request = RegisterRequest.model_validate(body)
+        await self.throttle.check_registration(request.client_ip, now_ms=now_ms())
         password_hash = await self.passwords.hash(request.password)
         record = await self.users.create(username=request.username, password_hash=password_hash)
         logger.info("registered user_id=%s", record["user_id"])
@@ -105,7 +109,7 @@ class AuthHandlers:
             await self.throttle.record_failure(request.username, request.client_ip, now_ms=now_ms())
             logger.info("login failed")
             raise _unauthorized(BAD_CREDENTIALS)
-        await self.throttle.clear(request.username)
+        await self.throttle.record_success(request.username, request.client_ip, now_ms=now_ms())
         if self.passwords.needs_rehash(str(user.value["password_hash"])):
             await self.users.replace_password_hash(user, await self.passwords.hash(request.password))
         record = user.value
@@ -146,8 +150,9 @@ class AuthHandlers:
         rotated and stops working.
 
         ``unauthorized`` for malformed, unknown, expired or forged tokens and for revoked
-        sessions. Presenting a token that was already rotated (or losing a race to use the same
-        token twice) is reuse: the whole session is revoked (RFC 9700 s4.14.2).
+        sessions. Presenting a token that was already rotated, or losing a race to use the same
+        token twice, answers the same new pair within 5 s of the rotation; after that it is
+        reuse and the whole session is revoked (:meth:`_reused`).
         """
         request = RefreshRequest.model_validate(body)
         resolved = await self.sessions.resolve(request.refresh_token)
@@ -157,7 +162,7 @@ class AuthHandlers:
         if not isinstance(expires_ms, int) or expires_ms <= now_ms():
             raise _unauthorized(BAD_REFRESH)
         if resolved.record.value.get("state") != "active":
-            await self._reuse_detected(resolved)
+            return await self._reused(resolved)
         session = await self.sessions.get_session(resolved.sid)
         if session is None or session.value.get("revoked") is not False:
             raise _unauthorized(BAD_REFRESH)
@@ -171,10 +176,35 @@ class AuthHandlers:
         )
         if created_ms < revoked_before:
             raise _unauthorized(BAD_REFRESH)
-        if not await self.sessions.mark_rotated(resolved):
-            await self._reuse_detected(resolved)
+        pair = await self._token_pair(user.value, sid=resolved.sid, session_created_ms=created_ms)
+        sealed = seal_successor(pair, resolved.token.secret)
+        if not await self.sessions.mark_rotated(resolved, successor=sealed, now_ms=now_ms()):
+            # Another use of the same token won the race (two tabs): answer what it got.
+            await self.sessions.discard_refresh(str(pair["refresh_token"]))
+            latest = await self.sessions.resolve(request.refresh_token)
+            if latest is None:
+                raise _unauthorized(BAD_REFRESH)
+            return await self._reused(latest)
         logger.info("refresh user_id=%s sid=%s", resolved.user_id, resolved.sid)
-        return await self._token_pair(user.value, sid=resolved.sid, session_created_ms=created_ms)
+        return pair
+
+    async def _reused(self, resolved: ResolvedRefresh) -> dict[str, Any]:
+        """A refresh token that was already rotated: within :data:`REUSE_INTERVAL_MS` of its
+        rotation (a lost answer, two tabs) the same new pair again; later, reuse: the whole
+        session is revoked (RFC 9700 s4.14.2; the "reuse interval" of Auth0 and Okta)."""
+        value = resolved.record.value
+        rotated_ms, sealed = value.get("rotated_ms"), value.get("successor")
+        if (
+            isinstance(rotated_ms, int)
+            and isinstance(sealed, str)
+            and now_ms() - rotated_ms <= REUSE_INTERVAL_MS
+        ):
+            session = await self.sessions.get_session(resolved.sid)
+            pair = open_successor(sealed, resolved.token.secret)
+            if session is not None and session.value.get("revoked") is False and pair is not None:
+                logger.info("refresh retried within the reuse interval sid=%s", resolved.sid)
+                return pair
+        await self._reuse_detected(resolved)
 
     async def _reuse_detected(self, resolved: ResolvedRefresh) -> NoReturn:
         logger.warning(

@@ -32,6 +32,7 @@ BUCKETS = (
     subjects.KV_REFRESH,
     subjects.KV_AUTH_KEYS,
     subjects.KV_LOGIN_FAILURES,
+    subjects.KV_LOGIN_KNOWN,
     subjects.KV_REVOCATIONS,
 )
 
@@ -74,8 +75,13 @@ async def serve(settings: Settings | None = None, stop: asyncio.Event | None = N
             ),
             throttle=LoginThrottle(
                 kv[subjects.KV_LOGIN_FAILURES],
-                max_failures=settings.login_max_failures,
+                kv[subjects.KV_LOGIN_KNOWN],
+                pair_free=settings.login_max_failures,
+                address_free=settings.login_address_failures,
+                user_free=settings.login_user_failures,
                 window_seconds=settings.login_failure_window_seconds,
+                register_burst=settings.register_burst,
+                register_per_second=settings.register_per_second,
             ),
             passwords=passwords,
             key=key,

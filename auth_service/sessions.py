@@ -3,7 +3,10 @@
 - ``natter_sessions`` ``<sid>``: ``{"user_id","created_ms","revoked"}``, one per login.
 - ``natter_refresh`` ``<token_id>``: ``{"sid","user_id","secret_hash","state","expires_ms"}``,
   ``state`` ``active`` until the token is used once, then ``rotated`` (kept until the bucket TTL
-  so that a second use is recognised as reuse, OAuth 2.0 Security BCP, RFC 9700 s4.14.2).
+  so that a second use is recognised as reuse, OAuth 2.0 Security BCP, RFC 9700 s4.14.2) with
+  ``rotated_ms`` and ``successor``: the pair that replaced it, sealed with a key derived from
+  the token's own secret, returned again to whoever presents the token within the 5 s reuse
+  interval (PROTOCOL.md section 6).
 - ``natter_revocations`` ``s.<sid>``: ``{"user_id"}`` and ``u.<user_id>``: ``{"before_ms"}``,
   watched by gateways to close sockets of revoked sessions/users (bucket TTL 1 day, longer than
   any access token).
@@ -93,19 +96,26 @@ class SessionStore:
             return None
         return ResolvedRefresh(token=token, record=record)
 
-    async def mark_rotated(self, resolved: ResolvedRefresh) -> bool:
-        """Compare-and-set the token's state to ``rotated``.
+    async def mark_rotated(self, resolved: ResolvedRefresh, *, successor: str, now_ms: int) -> bool:
+        """Compare-and-set the token's state to ``rotated``, keeping when (``rotated_ms``) and the
+        sealed pair that replaced it (``successor``, :func:`auth_service.tokens.seal_successor`)
+        for the reuse interval.
 
         Returns:
-            False when the record changed since it was read (a concurrent use won: the caller
-            treats this use as reuse).
+            False when the record changed since it was read (a concurrent use won).
         """
-        value = {**resolved.record.value, "state": "rotated"}
+        value = {**resolved.record.value, "state": "rotated", "rotated_ms": now_ms, "successor": successor}
         try:
             await self._refresh.update(resolved.token.token_id, encode(value), last=resolved.record.revision)
         except KeyWrongLastSequenceError:
             return False
         return True
+
+    async def discard_refresh(self, text: str) -> None:
+        """Delete the record of a refresh token that was issued but never handed out."""
+        token = parse_refresh_token(text)
+        if token is not None:
+            await self._refresh.delete(token.token_id)
 
     async def revoke_session(self, sid: str, user_id: str) -> None:
         """Mark session ``sid`` revoked and write ``s.<sid>`` = ``{"user_id"}`` to

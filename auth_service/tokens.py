@@ -11,13 +11,19 @@ only the SHA-256 of ``secret`` is stored, so a leaked KV bucket does not leak us
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import re
 import secrets
 import uuid
 from dataclasses import dataclass
 from typing import Any, Final
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from jose import jwt
 
 from auth_service.keys import ALGORITHM, SigningKey
@@ -114,6 +120,38 @@ def service_claims(
         "role": role,
         "iat_ms": now_ms,
     }
+
+
+def seal_successor(pair: dict[str, Any], secret: str) -> str:
+    """Encrypt the token pair that replaced a refresh token, with a key only the holder of that
+    token's ``secret`` can derive (HKDF-SHA256, RFC 5869; AES-256-GCM): stored on the rotated
+    token's record so that presenting it again within the reuse interval returns the same pair
+    (PROTOCOL.md section 6), while a copy of the KV bucket reveals nothing usable.
+
+    Returns:
+        ``base64url(nonce || ciphertext)``.
+    """
+    nonce = secrets.token_bytes(12)
+    sealed = AESGCM(_successor_key(secret)).encrypt(nonce, json.dumps(pair).encode(), _SUCCESSOR_INFO)
+    return base64.urlsafe_b64encode(nonce + sealed).decode()
+
+
+def open_successor(blob: str, secret: str) -> dict[str, Any] | None:
+    """Inverse of :func:`seal_successor`; ``None`` for a wrong secret or a damaged blob."""
+    try:
+        raw = base64.urlsafe_b64decode(blob.encode())
+        plain = AESGCM(_successor_key(secret)).decrypt(raw[:12], raw[12:], _SUCCESSOR_INFO)
+        pair = json.loads(plain)
+    except (ValueError, InvalidTag):
+        return None
+    return pair if isinstance(pair, dict) else None
+
+
+_SUCCESSOR_INFO: Final = b"natter refresh successor v1"
+
+
+def _successor_key(secret: str) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_SUCCESSOR_INFO).derive(secret.encode())
 
 
 def sign(claims: dict[str, Any], key: SigningKey) -> str:

@@ -343,6 +343,7 @@ class Live:
         response = await self.http.post("/api/auth/login", json={"username": alice, "password": "wrong pass"})
         check(response.status_code == 401, f"wrong password: {response.status_code}")
         logger.info("ok: registered and logged in %s and %s", alice, bob)
+        await self.forged_forwarded_for()
 
         alice_sock, alice_gw = await self.open_counted(alice)
         extra: list[Socket] = []
@@ -383,6 +384,31 @@ class Live:
         await self.restart_gateway(alice_sock, bob_sock, alice, bob, bob_gw)
         await alice_sock.close()
         return self.state
+
+    async def forged_forwarded_for(self) -> None:
+        """A client cannot pick its throttling address: failed logins that each claim another
+        address in ``X-Forwarded-For`` all count against the address nginx saw, so the sixth
+        attempt is slowed (429); the right password still gets through after ``Retry-After``."""
+        victim = unique("forged_")
+        await register_and_login(self.http, victim)
+        statuses = []
+        for index in range(6):
+            response = await self.http.post(
+                "/api/auth/login",
+                json={"username": victim, "password": "wrong pass"},
+                headers={"X-Forwarded-For": f"198.51.100.{index + 1}"},
+            )
+            statuses.append(response.status_code)
+        check(statuses[:5] == [401] * 5, f"wrong passwords with forged addresses: {statuses}")
+        check(statuses[5] == 429, f"forged X-Forwarded-For was believed (no throttling): {statuses}")
+        wait = int(response.headers.get("Retry-After", "1"))
+        check(1 <= wait <= 60, f"Retry-After {wait}")
+        await asyncio.sleep(wait + 0.2)
+        right = await self.http.post("/api/auth/login", json={"username": victim, "password": PASSWORD})
+        check(right.status_code == 200, f"the right password after Retry-After: {right.status_code}")
+        logger.info(
+            "ok: forged X-Forwarded-For not believed (%s), right password passes after %ds", statuses, wait
+        )
 
     async def send(self, sock: Socket, username: str, text: str) -> Sent:
         """Send one chat message and return its ack as a :class:`Sent` (recorded in the state)."""

@@ -18,11 +18,12 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from gateway.config import Settings
 from gateway.connection import Connection
+from gateway.edge import BodyLimit
 from gateway.http_api import router
 from gateway.node import Node
 from gateway.wire import RAW_SEND_KEY
@@ -45,7 +46,10 @@ class GatewayApp:
     """
 
     def __init__(self, api: FastAPI, node: Node) -> None:
-        self.api = api
+        self.fastapi = api
+        settings = node.settings
+        #: every HTTP request passes the body limit first (gateway.edge).
+        self.api: ASGIApp = BodyLimit(api, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout)
         self.node = node
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

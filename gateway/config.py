@@ -40,7 +40,11 @@ class Settings(CommonSettings):
     ping_interval: float = Field(default=20.0, gt=0, description="Seconds between WebSocket pings.")
     ping_timeout: float = Field(default=20.0, gt=0, description="Seconds to wait for a pong.")
     send_queue_frames: int = Field(default=1024, ge=8, description="Per-socket send queue; overflow: 1013.")
-    max_connections: int = Field(default=20_000, ge=1, description="Sockets per gateway; beyond: 1013.")
+    max_connections: int = Field(
+        default=20_000,
+        ge=1,
+        description="Authenticated sockets per gateway; beyond: close 1013 'gateway full'.",
+    )
     jwt_issuer: str = Field(default="natter", description="Expected `iss` of access tokens.")
     jwt_audience: str = Field(default="natter", description="Expected `aud` of access tokens.")
     heartbeat_interval: float = Field(default=10.0, gt=0, description="Presence heartbeat period, seconds.")
@@ -52,6 +56,36 @@ class Settings(CommonSettings):
         "(reconnects reuse it).",
     )
     per_message_deflate: bool = Field(default=False, description="WebSocket compression (off, DESIGN.md 12).")
+    header_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds a connection has to deliver a request's complete headers (the WebSocket "
+        "handshake included) after connecting or after the request's first byte; then it is closed.",
+    )
+    max_body_bytes: int = Field(
+        default=64 * 1024, ge=1024, description="Largest HTTP request body (JSON routes); larger: 413."
+    )
+    body_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds an HTTP request body may take to arrive; slower: 408."
+    )
+    max_pending_per_address: int = Field(
+        default=50,
+        ge=1,
+        description="Sockets one client address may hold open without having authenticated yet; "
+        "beyond: close 1013 'too many unauthenticated sockets'.",
+    )
+    max_pending: int = Field(
+        default=2000,
+        ge=1,
+        description="Sockets the gateway holds open without authentication, in all (they do not count "
+        "towards max_connections); beyond: close 1013.",
+    )
+    forwarded_allow_ips: str = Field(
+        default="",
+        description="Comma-separated addresses or networks of the proxies whose X-Forwarded-For / "
+        "X-Forwarded-Proto are believed (uvicorn's proxy headers); empty: none, the peer's address "
+        "is the client's. Compose: the private networks nginx reaches the gateways from.",
+    )
 
     @model_validator(mode="after")
     def _refuse_insecure(self) -> Settings:

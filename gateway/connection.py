@@ -191,21 +191,40 @@ class Connection:
             return
         await self.ws.accept()
         self.queue.start()
-        if len(self.node.connections) >= self.settings.max_connections:
-            self.close(CloseCode.TRY_AGAIN_LATER, "gateway full")
-            await self._drain_reader()
-            await self.queue.stop()
+        address = self._address()
+        if not self.node.pending.admit(address):
+            # Unauthenticated sockets have their own caps (gateway.edge.PendingSockets): they
+            # can neither fill max_connections nor be hoarded by one address.
+            logger.info("conn=%s refused: too many unauthenticated sockets", self.conn_id)
+            await self._refuse(CloseCode.TRY_AGAIN_LATER, "too many unauthenticated sockets")
             return
         self.node.connections.add(self)
+        pending = True
         try:
-            if await self._first_auth():
+            authenticated = await self._first_auth()
+            self.node.pending.release(address)
+            pending = False
+            if authenticated:
                 await self._receive_loop()
             else:
                 await self._drain_reader()
         except WebSocketDisconnect:
             pass
         finally:
+            if pending:
+                self.node.pending.release(address)
             await self._teardown()
+
+    async def _refuse(self, code: int, reason: str) -> None:
+        """Close an accepted socket at once with ``code`` / ``reason`` (nothing else is sent)."""
+        self.close(code, reason)
+        await self._drain_reader()
+        await self.queue.stop()
+
+    def _address(self) -> str:
+        """The client's address (after the configured proxies' X-Forwarded-For)."""
+        client = self.ws.scope.get("client")
+        return str(client[0]) if client else "-"
 
     async def _first_auth(self) -> bool:
         """Authenticate by handshake token or ``auth`` frame; the token is not kept after."""
@@ -273,6 +292,7 @@ class Connection:
             leaves.append((room, last_of_user))
         self.rooms.clear()
         if self.authenticated:
+            self.node.authenticated_count -= 1
             self.node.metrics.connections.dec()
             if hub.remove_user_socket(self):
                 bus.release_user(self.user_id)
@@ -366,8 +386,12 @@ class Connection:
             self._apply_claims(claims)
             self._send_auth_success(request_id)
             return True
+        if self.node.authenticated_count >= self.settings.max_connections:
+            self.close(CloseCode.TRY_AGAIN_LATER, "gateway full")  # before auth_success
+            return False
         self._apply_claims(claims)
         self.authenticated = True
+        self.node.authenticated_count += 1
         self.node.metrics.connections.inc()
         assert self.node.bus is not None
         self._held = []

@@ -7,6 +7,7 @@ import uvicorn
 
 from gateway.app import create_app
 from gateway.config import Settings
+from gateway.edge import http_protocol_class
 from gateway.server_protocol import protocol_class
 from shared.logs import configure_logging
 
@@ -25,12 +26,16 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, settings: Settings | Non
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=http_protocol_class(settings.header_timeout),
         ws=protocol_class(),
         ws_max_size=settings.max_frame_bytes,
         ws_ping_interval=settings.ping_interval,
         ws_ping_timeout=settings.ping_timeout,
         ws_per_message_deflate=settings.per_message_deflate,
+        # X-Forwarded-For only from the configured proxies: uvicorn's default trusts 127.0.0.1,
+        # which on one machine is every local client (docs/security.md).
+        proxy_headers=bool(settings.forwarded_allow_ips.strip()),
+        forwarded_allow_ips=settings.forwarded_allow_ips.strip() or "",
         log_config=None,
         timeout_graceful_shutdown=10,
         backlog=4096,

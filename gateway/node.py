@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from gateway.bus import Bus
 from gateway.config import Settings
+from gateway.edge import PendingSockets
 from gateway.hub import Hub
 from gateway.metrics import Metrics
 from gateway.revocations import Revocations
@@ -51,6 +52,12 @@ class Node:
         self.hub = Hub()
         self.revocations = Revocations()
         self.connections: set[Connection] = set()
+        #: sockets that authenticated (max_connections counts these).
+        self.authenticated_count = 0
+        #: sockets not authenticated yet, per address and in all (gateway.edge).
+        self.pending = PendingSockets(
+            per_address=settings.max_pending_per_address, total=settings.max_pending
+        )
         self.nc: Client | None = None
         self.bus: Bus | None = None
         self.verifier: TokenVerifier | None = None

@@ -41,6 +41,8 @@ class ErrorCode(StrEnum):
     CONFLICT = "conflict"
     NOT_FOUND = "not_found"
     UNAUTHORIZED = "unauthorized"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    REQUEST_TIMEOUT = "request_timeout"
 
 
 class CloseCode(IntEnum):
@@ -74,6 +76,8 @@ DEFAULT_MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.CONFLICT: "Conflict",
     ErrorCode.NOT_FOUND: "Not found",
     ErrorCode.UNAUTHORIZED: "Unauthorized",
+    ErrorCode.PAYLOAD_TOO_LARGE: "Request body too large",
+    ErrorCode.REQUEST_TIMEOUT: "Request body too slow",
 }
 
 #: HTTP status for each code (used for the HTTP API and for Nats-Service-Error-Code).
@@ -93,6 +97,8 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.ROOM_NOT_FOUND: 404,
     ErrorCode.NOT_FOUND: 404,
     ErrorCode.CONFLICT: 409,
+    ErrorCode.PAYLOAD_TOO_LARGE: 413,
+    ErrorCode.REQUEST_TIMEOUT: 408,
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.UNAVAILABLE: 503,
     ErrorCode.INTERNAL: 500,

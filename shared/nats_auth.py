@@ -81,6 +81,7 @@ AUTH_BUCKETS: Final = (
     subjects.KV_REFRESH,
     subjects.KV_AUTH_KEYS,
     subjects.KV_LOGIN_FAILURES,
+    subjects.KV_LOGIN_KNOWN,
 )
 
 

@@ -38,6 +38,7 @@ BUCKET_TTLS: Final[dict[str, float | None]] = {
     subjects.KV_REFRESH: 30 * DAY,
     subjects.KV_AUTH_KEYS: None,
     subjects.KV_LOGIN_FAILURES: 900.0,
+    subjects.KV_LOGIN_KNOWN: 30 * DAY,
     subjects.KV_REVOCATIONS: DAY,
     subjects.KV_ROOMS: None,
     subjects.KV_PRESENCE: None,

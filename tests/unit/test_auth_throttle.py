@@ -7,12 +7,18 @@ import re
 import pytest
 
 from auth_service.throttle import (
+    MAX_DELAY_SECONDS,
     FailureCount,
+    delay_seconds,
     ip_key,
+    known_key,
     live_count,
+    pair_key,
     parse_count,
-    retry_after_seconds,
+    register_key,
+    take_token,
     username_key,
+    wait_seconds,
 )
 
 KV_KEY_RE = re.compile(r"^[-/_=.a-zA-Z0-9]+$")  # what NATS KV accepts
@@ -54,10 +60,49 @@ def test_live_count_expires_after_the_window() -> None:
     assert live_count(stored, now_ms=1_000_000 + 900_000, window_seconds=900) == 0
 
 
-def test_retry_after_rounds_up_and_is_at_least_one() -> None:
-    stored = FailureCount(count=5, last_ms=0)
-    assert retry_after_seconds(stored, now_ms=0, window_seconds=900) == 900
-    assert retry_after_seconds(stored, now_ms=100, window_seconds=900) == 900
-    assert retry_after_seconds(stored, now_ms=1_000, window_seconds=900) == 899
-    assert retry_after_seconds(stored, now_ms=899_999, window_seconds=900) == 1
-    assert retry_after_seconds(stored, now_ms=2_000_000, window_seconds=900) == 1
+@pytest.mark.parametrize(
+    ("count", "free", "delay"),
+    [
+        (0, 5, 0),
+        (4, 5, 0),
+        (5, 5, 1),
+        (6, 5, 2),
+        (9, 5, 16),
+        (10, 5, 32),
+        (11, 5, 60),
+        (500, 5, 60),
+        (10, 10, 1),
+    ],
+)
+def test_delay_grows_progressively_and_never_passes_a_minute(count: int, free: int, delay: int) -> None:
+    assert delay_seconds(count, free=free) == delay
+    assert delay_seconds(count, free=free) <= MAX_DELAY_SECONDS
+
+
+def test_wait_counts_from_the_last_failure_and_rounds_up() -> None:
+    stored = FailureCount(count=6, last_ms=1_000_000)  # 6 live failures, 5 free: 2 s delay
+    assert wait_seconds(stored, now_ms=1_000_000, window_seconds=900, free=5) == 2
+    assert wait_seconds(stored, now_ms=1_000_001, window_seconds=900, free=5) == 2
+    assert wait_seconds(stored, now_ms=1_001_500, window_seconds=900, free=5) == 1
+    assert wait_seconds(stored, now_ms=1_002_000, window_seconds=900, free=5) == 0
+    assert wait_seconds(FailureCount(1000, 0), now_ms=59_999, window_seconds=900, free=5) == 1
+    assert wait_seconds(FailureCount(1000, 0), now_ms=60_000, window_seconds=900, free=5) == 0
+
+
+def test_registration_bucket_allows_a_burst_then_a_rate() -> None:
+    state = None
+    for _ in range(3):
+        state, wait = take_token(state, now_ms=0, burst=3, per_second=2.0)
+        assert wait == 0.0
+    state, wait = take_token(state, now_ms=0, burst=3, per_second=2.0)
+    assert wait == pytest.approx(0.5)
+    state, wait = take_token(state, now_ms=500, burst=3, per_second=2.0)
+    assert wait == 0.0
+    state, wait = take_token(state, now_ms=10_000_000, burst=3, per_second=2.0)
+    assert wait == 0.0 and state.tokens == pytest.approx(2.0)  # refilled to the burst, one taken
+
+
+def test_pair_and_known_keys_are_single_safe_tokens() -> None:
+    assert pair_key("Al.ice", "10.0.0.1") == "ua.al_ice.10_0_0_1"
+    assert known_key("Alice", "::1") == "alice.__1"
+    assert register_key("a.b") == "reg.a_b"

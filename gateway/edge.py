@@ -1,0 +1,225 @@
+"""Limits at the edge, before any request reaches natter's code (issue 10, item 7; OWASP Denial
+of Service Cheat Sheet).
+
+* :func:`http_protocol_class`: uvicorn's httptools protocol with a **header deadline**: a
+  connection must deliver each request's complete headers (the WebSocket handshake included)
+  within ``header_timeout`` seconds of connecting or of the request's first byte, else it is
+  closed. uvicorn itself only times out idle keep-alive connections, so a client trickling a
+  handshake one byte at a time ("slowloris") held a connection forever.
+* :class:`BodyLimit`: an ASGI middleware that reads each HTTP request body before the route
+  does, at most ``max_bytes`` (413 as soon as more arrive or ``Content-Length`` announces more,
+  without reading the rest) and within ``timeout`` seconds (408), then hands the route the
+  buffered body. Routes listed in ``limits`` get their own maximum.
+* :class:`PendingSockets`: how many sockets are connected but not yet authenticated, in all and
+  per client address; a gateway refuses a new one beyond either cap, so unauthenticated
+  sockets can neither fill ``max_connections`` nor be hoarded by one address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any, Final
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared.errors import HTTP_STATUS, ErrorCode
+
+logger = logging.getLogger(__name__)
+
+#: ``http=`` value for uvicorn when the deadline protocol cannot be built.
+STOCK_HTTP: Final = "httptools"
+
+
+def http_protocol_class(header_timeout: float) -> type[Any] | str:
+    """uvicorn's ``HttpToolsProtocol`` with the header deadline, or ``"httptools"`` (logged)
+    when the installed uvicorn lacks the hooks it relies on (``connection_made``,
+    ``on_message_begin``, ``on_headers_complete``, ``connection_lost``)."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:  # pragma: no cover - uvicorn without httptools
+        logger.warning("uvicorn's httptools protocol is missing: no header deadline")
+        return STOCK_HTTP
+    hooks = ("connection_made", "on_message_begin", "on_headers_complete", "connection_lost")
+    if not all(callable(getattr(HttpToolsProtocol, hook, None)) for hook in hooks):
+        logger.warning("uvicorn's httptools protocol changed: no header deadline")
+        return STOCK_HTTP
+
+    class HeaderDeadlineProtocol(HttpToolsProtocol):  # type: ignore[misc]
+        """Closes the connection when a request's headers are not complete in time."""
+
+        deadline_seconds = header_timeout
+
+        def connection_made(self, transport: Any) -> None:
+            self._natter_deadline: asyncio.TimerHandle | None = None
+            super().connection_made(transport)
+            self._natter_arm()
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._natter_arm()
+
+        def on_headers_complete(self) -> None:
+            self._natter_disarm()
+            super().on_headers_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._natter_disarm()
+            super().connection_lost(exc)
+
+        def _natter_arm(self) -> None:
+            if self._natter_deadline is None:  # the first byte's deadline is never extended
+                self._natter_deadline = self.loop.call_later(self.deadline_seconds, self._natter_expire)
+
+        def _natter_disarm(self) -> None:
+            if self._natter_deadline is not None:
+                self._natter_deadline.cancel()
+                self._natter_deadline = None
+
+        def _natter_expire(self) -> None:
+            self._natter_deadline = None
+            if not self.transport.is_closing():
+                logger.info(
+                    "closing a connection whose headers did not arrive within %.0fs", self.deadline_seconds
+                )
+                self.transport.close()
+
+    return HeaderDeadlineProtocol
+
+
+class BodyLimit:
+    """Read every HTTP request body up front, bounded in size and time (module docstring).
+
+    Args:
+        app: the FastAPI app.
+        max_bytes: largest body for routes not in ``limits`` (bytes).
+        timeout: seconds the whole body may take to arrive.
+        limits: path prefix -> its own maximum (e.g. uploads), checked in order.
+
+    Answers ``413`` ``{"detail","code":"payload_too_large"}`` (with ``Connection: close``) or
+    ``408`` ``{"detail","code":"request_timeout"}``; never calls the route then.
+    """
+
+    def __init__(
+        self, app: ASGIApp, *, max_bytes: int, timeout: float, limits: Mapping[str, int] | None = None
+    ) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.timeout = timeout
+        self.limits = dict(limits or {})
+
+    def limit_for(self, path: str) -> int:
+        """The body limit of ``path`` in bytes."""
+        for prefix, limit in self.limits.items():
+            if path.startswith(prefix):
+                return limit
+        return self.max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit_for(scope.get("path", ""))
+        announced = _content_length(scope)
+        if announced is not None and announced > limit:
+            await _refuse(send, ErrorCode.PAYLOAD_TOO_LARGE, f"Request body larger than {limit} bytes")
+            return
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async with asyncio.timeout(self.timeout):
+                while True:
+                    message = await receive()
+                    if message["type"] != "http.request":  # the client went away
+                        return
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > limit:
+                        await _refuse(
+                            send, ErrorCode.PAYLOAD_TOO_LARGE, f"Request body larger than {limit} bytes"
+                        )
+                        return
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            await _refuse(
+                send, ErrorCode.REQUEST_TIMEOUT, f"Request body not received within {self.timeout:g}s"
+            )
+            return
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+async def _refuse(send: Send, code: ErrorCode, detail: str) -> None:
+    body = json.dumps({"detail": detail, "code": code.value}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": HTTP_STATUS[code],
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class PendingSockets:
+    """Sockets accepted but not authenticated yet, per client address and in all.
+
+    Args:
+        per_address: at most this many from one address.
+        total: at most this many on this gateway.
+    """
+
+    __slots__ = ("by_address", "count", "per_address", "total")
+
+    def __init__(self, *, per_address: int, total: int) -> None:
+        self.per_address = per_address
+        self.total = total
+        self.by_address: dict[str, int] = {}
+        self.count = 0
+
+    def admit(self, address: str) -> bool:
+        """Count one more pending socket from ``address``; False (nothing counted) over a cap."""
+        held = self.by_address.get(address, 0)
+        if held >= self.per_address or self.count >= self.total:
+            return False
+        self.by_address[address] = held + 1
+        self.count += 1
+        return True
+
+    def release(self, address: str) -> None:
+        """One pending socket of ``address`` authenticated or went away."""
+        held = self.by_address.get(address, 0)
+        if held <= 0:
+            return
+        if held == 1:
+            del self.by_address[address]
+        else:
+            self.by_address[address] = held - 1
+        self.count -= 1
