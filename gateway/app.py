@@ -9,15 +9,19 @@ connect (docs/benchmarks.md, "idle" and "connect").
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
@@ -28,12 +32,51 @@ from gateway.http_api import router
 from gateway.node import Node
 from gateway.wire import RAW_SEND_KEY
 from shared import __version__
-from shared.errors import ProtocolError
+from shared.errors import ErrorCode, ProtocolError
 
 STATIC_DIR = Path(__file__).parent / "static"
 
 #: The WebSocket endpoint's path (PROTOCOL.md section 1).
 WS_PATH = "/ws"
+#: ``code`` of the errors Starlette itself answers (no route, wrong method, unparsable body).
+_HTTP_CODES = {400: "invalid_json", 404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}
+
+
+class Health(BaseModel):
+    """``GET /health`` (PROTOCOL.md section 6)."""
+
+    status: str
+    active_connections: int
+    uptime: float
+    version: str
+    nats: str
+    gateway_id: str
+
+
+def _methods_of(app: FastAPI, path: str) -> list[str]:
+    """The HTTP methods the app's routes serve at ``path`` (RFC 9110 section 10.2.1 ``Allow``)."""
+    methods: set[str] = set()
+    for route in app.routes:
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(path):
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
+
+
+def _validation_response(items: Sequence[Any]) -> Response:
+    """422 ``{"detail","code":"validation_error","errors":[{loc,msg,type}]}``."""
+    errors = [
+        {
+            "loc": [str(p) for p in item.get("loc", ())],
+            "msg": str(item.get("msg", "")),
+            "type": str(item.get("type", "")),
+        }
+        for item in items
+    ]
+    first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+    where = ".".join(p for p in first["loc"] if p != "body") or "body"
+    body = {"detail": f"{where}: {first['msg']}", "code": ErrorCode.VALIDATION_ERROR.value, "errors": errors}
+    return JSONResponse(body, 422)
 
 
 class GatewayApp:
@@ -86,26 +129,36 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
     async def protocol_error(request: Request, error: ProtocolError) -> Response:
         headers = {}
         if "retry_after" in error.extra:
-            headers["Retry-After"] = str(max(1, round(float(error.extra["retry_after"]))))
-        return JSONResponse(
-            {"detail": error.message, "code": error.code.value}, error.status, headers=headers
-        )
+            headers["Retry-After"] = str(max(1, math.ceil(float(error.extra["retry_after"]))))
+        body: dict[str, Any] = {"detail": error.message, "code": error.code.value}
+        if error.code is ErrorCode.VALIDATION_ERROR:
+            body["errors"] = list(error.extra.get("details", []))
+        return JSONResponse(body, error.status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError) -> Response:
-        errors = [
-            {
-                "loc": [str(p) for p in item.get("loc", ())],
-                "msg": item.get("msg", ""),
-                "type": item.get("type", ""),
-            }
-            for item in error.errors()
-        ]
-        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
-        where = ".".join(p for p in first["loc"] if p != "body") or "body"
-        return JSONResponse({"detail": f"{where}: {first['msg']}", "errors": errors}, 422)
+        return _validation_response(error.errors())
 
-    @app.get("/health", tags=["ops"])
+    @app.exception_handler(ValidationError)
+    async def internal_validation_error(request: Request, error: ValidationError) -> Response:
+        # A body the route accepted that an internal request model refuses: still the
+        # client's input (never a 5xx), reported like any validation error.
+        return _validation_response(error.errors(include_url=False, include_input=False))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> Response:
+        code = _HTTP_CODES.get(error.status_code, "http_error")
+        headers = dict(error.headers or {})
+        if error.status_code == 405:  # every method of the path, not only those of one route
+            headers["Allow"] = ", ".join(_methods_of(app, request.url.path))
+        return JSONResponse({"detail": str(error.detail), "code": code}, error.status_code, headers=headers)
+
+    @app.get(
+        "/health",
+        tags=["ops"],
+        response_model=Health,
+        responses={503: {"model": Health, "description": "NATS is not connected"}},
+    )
     async def health() -> Response:
         """200 healthy when NATS is connected, else 503 unhealthy."""
         connected = node.nats_connected
@@ -119,7 +172,12 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
         }
         return JSONResponse(body, status_code=200 if connected else 503)
 
-    @app.get("/metrics", tags=["ops"])
+    @app.get(
+        "/metrics",
+        tags=["ops"],
+        response_class=PlainTextResponse,
+        responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format 0.0.4"}},
+    )
     async def metrics() -> Response:
         """Prometheus text format."""
         return Response(node.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

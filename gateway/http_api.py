@@ -1,17 +1,43 @@
 """The HTTP API (PROTOCOL.md section 6): thin relays to the services over NATS.
 
-Bodies are validated here for the OpenAPI schema and clear 422s, then forwarded; services
-validate again. Errors are ``{"detail": "..."}`` with the status of the protocol code.
+Bodies and parameters are validated here with the same constraints the services apply (so a
+request the OpenAPI document calls valid is never refused as malformed further in, and one it
+calls invalid never reaches a service), then forwarded; services validate again. Every route
+declares the statuses it can answer and their bodies (:mod:`gateway.http_models`): errors are
+``{"detail","code"}``, validation errors add ``errors``. Bearer routes declare the ``bearer``
+security scheme. Nothing client-supplied can make a route answer 5xx: bad input is 4xx, and only
+an unavailable service is 503 (``tests/integration/test_http_contract.py`` runs schemathesis).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, StrictBool, StrictStr
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from gateway.http_models import (
+    BroadcastBody,
+    BroadcastReply,
+    LoginBody,
+    LogoutBody,
+    Me,
+    MemberBody,
+    NotificationSendBody,
+    NotificationsPage,
+    ReadBody,
+    RefreshBody,
+    RegisterBody,
+    Registered,
+    RoomCreateBody,
+    RoomInfo,
+    RoomList,
+    RoomsPage,
+    SentReply,
+    TokenPair,
+    errors,
+)
 from gateway.node import Node
 from gateway.tokens import Claims
 from shared import subjects
@@ -27,6 +53,15 @@ from shared.internal import (
 
 router = APIRouter()
 
+#: The bearer scheme in OpenAPI; checking the token is :func:`bearer_claims`'s (401, not 403).
+bearer = HTTPBearer(auto_error=False, description="An access token (login) or a service token.")
+
+ROOM_PATTERN = subjects.ROOM_RE.pattern
+USERNAME_PATTERN = r"^[A-Za-z0-9_]{3,32}$"
+#: A room in a path: the pattern is documented, the check is ``invalid_room`` (400, section 3).
+RoomPath = Annotated[str, Path(max_length=256, json_schema_extra={"pattern": ROOM_PATTERN})]
+UsernamePath = Annotated[str, Path(pattern=USERNAME_PATTERN)]
+
 
 def node_of(request: Request) -> Node:
     """The gateway :class:`Node` of this app."""
@@ -34,15 +69,16 @@ def node_of(request: Request) -> Node:
     return node
 
 
-async def bearer_claims(request: Request, authorization: Annotated[str | None, Header()] = None) -> Claims:
+async def bearer_claims(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> Claims:
     """Verified claims of the ``Authorization: Bearer`` token; 401 otherwise."""
-    scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials.strip():
         raise ProtocolError(ErrorCode.UNAUTHORIZED, "Missing bearer token")
     verifier = node_of(request).verifier
     assert verifier is not None
     try:
-        return await verifier.verify(token.strip())
+        return await verifier.verify(credentials.credentials.strip())
     except ProtocolError as error:
         if error.code in (ErrorCode.AUTH_FAILED, ErrorCode.TOKEN_EXPIRED):
             raise ProtocolError(ErrorCode.UNAUTHORIZED, error.message) from error
@@ -58,83 +94,55 @@ def json_bytes(body: bytes, status: int = 200) -> Response:
 
 
 def client_ip(request: Request) -> str | None:
+    """The client's address: the TCP peer's, or a configured proxy's ``X-Forwarded-For``."""
     return request.client.host if request.client else None
 
 
-# --- bodies ----------------------------------------------------------------------------------
-class Credentials(BaseModel):
-    username: StrictStr = Field(max_length=64)
-    password: StrictStr = Field(max_length=1024)
-
-
-class RefreshBody(BaseModel):
-    refresh_token: StrictStr = Field(max_length=512)
-
-
-class LogoutBody(BaseModel):
-    refresh_token: StrictStr = Field(max_length=512)
-    all: StrictBool = False
-
-
-class RoomCreateBody(BaseModel):
-    name: StrictStr = Field(max_length=256)
-    private: StrictBool = False
-
-
-class MemberBody(BaseModel):
-    username: StrictStr = Field(max_length=64)
-
-
-class ReadBody(BaseModel):
-    ids: list[StrictStr] = Field(default_factory=list, max_length=500)
-    all: StrictBool = False
-
-
-class NotificationSendBody(BaseModel):
-    user_id: StrictStr | None = None
-    username: StrictStr | None = None
-    title: StrictStr = Field(min_length=1, max_length=200)
-    message: StrictStr = Field(min_length=1, max_length=4000)
-    notification_type: Literal["info", "warning", "error", "success"] = "info"
-    metadata: dict[str, Any] = Field(default_factory=dict)
-
-
-class BroadcastBody(BaseModel):
-    title: StrictStr = Field(min_length=1, max_length=200)
-    message: StrictStr = Field(min_length=1, max_length=4000)
-    notification_type: Literal["info", "warning", "error", "success"] = "info"
+def require_service(claims: Claims) -> None:
+    """403 unless the token carries the ``service`` or ``admin`` role."""
+    if claims.role not in ("service", "admin"):
+        raise ProtocolError(ErrorCode.FORBIDDEN, "A service or admin token is required")
 
 
 # --- auth ------------------------------------------------------------------------------------
-@router.post("/api/auth/register", status_code=201, tags=["auth"])
-async def register(body: Credentials, request: Request) -> Response:
-    """Create an account: 201 ``{"user_id","username"}``; 409 if the name is taken."""
+@router.post(
+    "/api/auth/register",
+    status_code=201,
+    tags=["auth"],
+    response_model=Registered,
+    responses=errors(409, 429),
+)
+async def register(body: RegisterBody, request: Request) -> Response:
+    """Create an account: 201 ``{"user_id","username"}``; 409 if the name is taken (in any case);
+    429 when the client address registers too often."""
     payload = {**body.model_dump(), "client_ip": client_ip(request)}
     reply = await node_of(request).request_json(subjects.AUTH_REGISTER, payload)
     return JSONResponse(reply, status_code=201)
 
 
-@router.post("/api/auth/login", tags=["auth"])
-async def login(body: Credentials, request: Request) -> Response:
-    """Exchange credentials for an access token and a refresh token."""
+@router.post("/api/auth/login", tags=["auth"], response_model=TokenPair, responses=errors(401, 429))
+async def login(body: LoginBody, request: Request) -> Response:
+    """Exchange credentials for an access token and a refresh token; 401 for bad credentials,
+    429 (``Retry-After``) while failed attempts slow this username or address."""
     payload = {**body.model_dump(), "client_ip": client_ip(request)}
     return JSONResponse(await node_of(request).request_json(subjects.AUTH_LOGIN, payload))
 
 
-@router.post("/api/auth/refresh", tags=["auth"])
+@router.post("/api/auth/refresh", tags=["auth"], response_model=TokenPair, responses=errors(401))
 async def refresh(body: RefreshBody, request: Request) -> Response:
-    """Rotate a refresh token; reuse of a rotated one revokes the session (401)."""
+    """Rotate a refresh token. The same token again within 5 s answers the same pair; later,
+    reuse revokes the session (401)."""
     return JSONResponse(await node_of(request).request_json(subjects.AUTH_REFRESH, body.model_dump()))
 
 
-@router.post("/api/auth/logout", status_code=204, tags=["auth"])
+@router.post("/api/auth/logout", status_code=204, tags=["auth"], responses=errors(401))
 async def logout(body: LogoutBody, request: Request) -> Response:
     """Revoke this session, or with ``all`` every session of the user (closing their sockets)."""
     await node_of(request).request_json(subjects.AUTH_LOGOUT, body.model_dump())
     return Response(status_code=204)
 
 
-@router.get("/api/me", tags=["auth"])
+@router.get("/api/me", tags=["auth"], response_model=Me, responses=errors(401, 404))
 async def me(claims: UserClaims, request: Request) -> Response:
     """The authenticated user."""
     if claims.role != "user":
@@ -143,14 +151,14 @@ async def me(claims: UserClaims, request: Request) -> Response:
     return JSONResponse({**reply, "role": claims.role})
 
 
-@router.get("/.well-known/jwks.json", tags=["auth"])
+@router.get("/.well-known/jwks.json", tags=["auth"], responses=errors())
 async def jwks(request: Request) -> Response:
-    """The auth service's public signing keys (RFC 7517)."""
+    """The auth service's public signing keys (RFC 7517): ``{"keys":[JWK]}``."""
     return json_bytes(await node_of(request).request(subjects.AUTH_JWKS, b"{}"))
 
 
 # --- rooms -----------------------------------------------------------------------------------
-@router.get("/api/rooms", tags=["rooms"])
+@router.get("/api/rooms", tags=["rooms"], response_model=RoomList, responses=errors(401))
 async def list_rooms(claims: UserClaims, request: Request) -> Response:
     """``{"rooms":[{"name","private","owner","last_seq","online"}]}``: rooms the user may join."""
     body = RoomsListRequest(user_id=claims.user_id)
@@ -159,9 +167,16 @@ async def list_rooms(claims: UserClaims, request: Request) -> Response:
     )
 
 
-@router.post("/api/rooms", status_code=201, tags=["rooms"])
+@router.post(
+    "/api/rooms",
+    status_code=201,
+    tags=["rooms"],
+    response_model=RoomInfo,
+    responses=errors(400, 401, 403, 409),
+)
 async def create_room(body: RoomCreateBody, claims: UserClaims, request: Request) -> Response:
-    """Create a room (the caller owns it; a private room's only member is its owner)."""
+    """Create a room (the caller owns it; a private room's only member is its owner); 400
+    ``invalid_room`` for a name outside the pattern, 409 if it exists."""
     subjects.check_room(body.name)
     create = RoomCreateRequest(
         user_id=claims.user_id, username=claims.username, name=body.name, private=body.private
@@ -170,9 +185,14 @@ async def create_room(body: RoomCreateBody, claims: UserClaims, request: Request
     return json_bytes(reply, 201)
 
 
-@router.get("/api/rooms/{room}/messages", tags=["rooms"])
+@router.get(
+    "/api/rooms/{room}/messages",
+    tags=["rooms"],
+    response_model=RoomsPage,
+    responses=errors(400, 401, 403, 404),
+)
 async def room_messages(
-    room: str,
+    room: RoomPath,
     claims: UserClaims,
     request: Request,
     before: Annotated[int | None, Query(ge=1)] = None,
@@ -187,9 +207,14 @@ async def room_messages(
     return json_bytes(reply)
 
 
-@router.post("/api/rooms/{room}/members", tags=["rooms"])
-async def add_member(room: str, body: MemberBody, claims: UserClaims, request: Request) -> Response:
-    """Add a member to a private room (owner only)."""
+@router.post(
+    "/api/rooms/{room}/members",
+    tags=["rooms"],
+    response_model=RoomInfo,
+    responses=errors(400, 401, 403, 404),
+)
+async def add_member(room: RoomPath, body: MemberBody, claims: UserClaims, request: Request) -> Response:
+    """Add a member to a private room (owner only); 404 for an unknown room or user."""
     subjects.check_room(room)
     member = RoomMemberRequest(
         user_id=claims.user_id, username=claims.username, room=room, member=body.username
@@ -198,9 +223,17 @@ async def add_member(room: str, body: MemberBody, claims: UserClaims, request: R
     return json_bytes(reply)
 
 
-@router.delete("/api/rooms/{room}/members/{username}", tags=["rooms"])
-async def remove_member(room: str, username: str, claims: UserClaims, request: Request) -> Response:
-    """Remove a member from a private room (owner only)."""
+@router.delete(
+    "/api/rooms/{room}/members/{username}",
+    tags=["rooms"],
+    response_model=RoomInfo,
+    responses=errors(400, 401, 403, 404),
+)
+async def remove_member(
+    room: RoomPath, username: UsernamePath, claims: UserClaims, request: Request
+) -> Response:
+    """Remove a member from a private room (the owner; or a member removing themselves). Their
+    live sockets get ``removed`` within 2 s (PROTOCOL.md section 10)."""
     subjects.check_room(room)
     member = RoomMemberRequest(user_id=claims.user_id, username=claims.username, room=room, member=username)
     reply = await node_of(request).request(
@@ -210,7 +243,9 @@ async def remove_member(room: str, username: str, claims: UserClaims, request: R
 
 
 # --- notifications ---------------------------------------------------------------------------
-@router.get("/api/notifications", tags=["notifications"])
+@router.get(
+    "/api/notifications", tags=["notifications"], response_model=NotificationsPage, responses=errors(401)
+)
 async def list_notifications(
     claims: UserClaims,
     request: Request,
@@ -222,29 +257,39 @@ async def list_notifications(
     return json_bytes(await node_of(request).request(subjects.NOTIFY_LIST, body.model_dump_json().encode()))
 
 
-@router.post("/api/notifications/read", tags=["notifications"])
+@router.post(
+    "/api/notifications/read", tags=["notifications"], response_model=NotificationsPage, responses=errors(401)
+)
 async def mark_read(body: ReadBody, claims: UserClaims, request: Request) -> Response:
-    """Mark ``ids`` (or ``all``) read; answers the new summary."""
-    if not body.all and not body.ids:
-        raise ProtocolError(ErrorCode.VALIDATION_ERROR, "Give 'ids' or 'all': true")
+    """Mark ``ids`` (at least one) or ``"all": true`` read; answers the new summary."""
     read = NotifyReadRequest(user_id=claims.user_id, ids=body.ids, all=body.all)
     return json_bytes(await node_of(request).request(subjects.NOTIFY_READ, read.model_dump_json().encode()))
 
 
-def require_service(claims: Claims) -> None:
-    if claims.role not in ("service", "admin"):
-        raise ProtocolError(ErrorCode.FORBIDDEN, "A service or admin token is required")
-
-
-@router.post("/api/notifications/send", status_code=202, tags=["notifications"])
+@router.post(
+    "/api/notifications/send",
+    status_code=202,
+    tags=["notifications"],
+    response_model=SentReply,
+    responses=errors(401, 403, 404),
+)
 async def send_notification(body: NotificationSendBody, claims: UserClaims, request: Request) -> Response:
-    """Notify one user (service/admin tokens only): 202 ``{"status":"sent","id"}``."""
+    """Notify one user (service/admin tokens only; 403 for a user token): 202
+    ``{"status":"sent","id"}``; 404 for an unknown user; 422 unless exactly one of ``user_id`` /
+    ``username`` is given."""
     require_service(claims)
-    reply = await node_of(request).request_json(subjects.NOTIFY_SEND, body.model_dump(exclude_none=True))
+    payload: dict[str, Any] = body.model_dump(exclude_none=True)
+    reply = await node_of(request).request_json(subjects.NOTIFY_SEND, payload)
     return JSONResponse(reply, status_code=202)
 
 
-@router.post("/api/notifications/broadcast", status_code=202, tags=["notifications"])
+@router.post(
+    "/api/notifications/broadcast",
+    status_code=202,
+    tags=["notifications"],
+    response_model=BroadcastReply,
+    responses=errors(401, 403),
+)
 async def broadcast(body: BroadcastBody, claims: UserClaims, request: Request) -> Response:
     """Notify every connected socket (service/admin tokens only): 202 ``{"status":"broadcasted"}``."""
     require_service(claims)

@@ -13,12 +13,41 @@ Replies: auth, notify and room-management endpoints answer JSON objects; ``chat.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
+from shared.protocol import SURROGATE_RE, surrogate_path
+
+#: Largest ``metadata`` of a notification, as compact JSON (bytes).
+MAX_METADATA_BYTES = 4096
+
+
+def unicode_text(value: str) -> str:
+    """``value`` if it is Unicode text; a lone surrogate (from a ``\\uD800`` escape) cannot be
+    encoded as UTF-8 anywhere downstream (RFC 3629), so it is a validation error here."""
+    if SURROGATE_RE.search(value) is not None:
+        raise ValueError("must be valid Unicode (no lone surrogates)")
+    return value
+
+
+def json_metadata(value: dict[str, Any]) -> dict[str, Any]:
+    """Notification ``metadata``: Unicode strings only, at most :data:`MAX_METADATA_BYTES`."""
+    if surrogate_path(value) is not None:
+        raise ValueError("must be valid Unicode (no lone surrogates)")
+    try:
+        size = len(json.dumps(value, separators=(",", ":")).encode())
+    except (TypeError, ValueError, RecursionError) as error:
+        raise ValueError("must be plain JSON") from error
+    if size > MAX_METADATA_BYTES:
+        raise ValueError(f"must be at most {MAX_METADATA_BYTES} bytes of JSON")
+    return value
+
+
+#: A client-supplied string that must be Unicode text (no lone surrogates).
+Text = Annotated[StrictStr, AfterValidator(unicode_text)]
 Username = Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_]{3,32}$")]
-Password = Annotated[StrictStr, Field(min_length=8, max_length=128)]
+Password = Annotated[Text, Field(min_length=8, max_length=128)]
 RoomName = Annotated[StrictStr, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
 UserId = Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 NotificationType = Literal["info", "warning", "error", "success"]
@@ -40,21 +69,21 @@ class RegisterRequest(_Body):
 class LoginRequest(_Body):
     """``auth.login``: answers the token pair; ``unauthorized`` or ``rate_limited``."""
 
-    username: Annotated[StrictStr, Field(min_length=1, max_length=64)]
-    password: Annotated[StrictStr, Field(min_length=1, max_length=1024)]
+    username: Annotated[Text, Field(min_length=1, max_length=64)]
+    password: Annotated[Text, Field(min_length=1, max_length=1024)]
     client_ip: str | None = None
 
 
 class RefreshRequest(_Body):
     """``auth.refresh``: answers a new token pair; ``unauthorized`` for unknown/reused tokens."""
 
-    refresh_token: Annotated[StrictStr, Field(min_length=1, max_length=512)]
+    refresh_token: Annotated[Text, Field(min_length=1, max_length=512)]
 
 
 class LogoutRequest(_Body):
     """``auth.logout``: answers ``{}``; ``all`` revokes every session of the user."""
 
-    refresh_token: Annotated[StrictStr, Field(min_length=1, max_length=512)]
+    refresh_token: Annotated[Text, Field(min_length=1, max_length=512)]
     all: StrictBool = False
 
 
@@ -109,8 +138,8 @@ class SendRequest(Actor):
     """``chat.send``: answers the ``ack`` frame. Idempotent on (room, user, client_msg_id)."""
 
     room: RoomName
-    message: Annotated[StrictStr, Field(min_length=1, max_length=4000)]
-    client_msg_id: Annotated[StrictStr, Field(min_length=1, max_length=64)] | None = None
+    message: Annotated[Text, Field(min_length=1, max_length=4000)]
+    client_msg_id: Annotated[Text, Field(min_length=1, max_length=64)] | None = None
 
 
 class HistoryRequest(_Body):
@@ -180,19 +209,19 @@ class AccessChange(_Body):
 class NotifySendRequest(_Body):
     """``notify.send``: answers ``{"status":"sent","id":..}``; ``user_id`` or ``username``."""
 
-    user_id: StrictStr | None = None
-    username: StrictStr | None = None
-    title: Annotated[StrictStr, Field(min_length=1, max_length=200)]
-    message: Annotated[StrictStr, Field(min_length=1, max_length=4000)]
+    user_id: UserId | None = None
+    username: Annotated[Text, Field(max_length=64)] | None = None
+    title: Annotated[Text, Field(min_length=1, max_length=200)]
+    message: Annotated[Text, Field(min_length=1, max_length=4000)]
     notification_type: NotificationType = "info"
-    metadata: dict[str, object] = Field(default_factory=dict)
+    metadata: Annotated[dict[str, Any], AfterValidator(json_metadata)] = Field(default_factory=dict)
 
 
 class NotifyBroadcastRequest(_Body):
     """``notify.broadcast``: answers ``{"status":"broadcasted"}``."""
 
-    title: Annotated[StrictStr, Field(min_length=1, max_length=200)]
-    message: Annotated[StrictStr, Field(min_length=1, max_length=4000)]
+    title: Annotated[Text, Field(min_length=1, max_length=200)]
+    message: Annotated[Text, Field(min_length=1, max_length=4000)]
     notification_type: NotificationType = "info"
 
 
@@ -208,7 +237,9 @@ class NotifyReadRequest(_Body):
     """``notify.read``: answers the same summary as ``notify.list`` with ``unread_only``."""
 
     user_id: UserId
-    ids: list[StrictStr] = Field(default_factory=list)
+    ids: Annotated[list[Annotated[Text, Field(max_length=128)]], Field(max_length=500)] = Field(
+        default_factory=list
+    )
     all: StrictBool = False
 
 

@@ -1,0 +1,250 @@
+"""The HTTP API's bodies, answers and error shapes, as OpenAPI documents them.
+
+Request bodies carry the constraints the services enforce (shared/internal.py types), so the
+OpenAPI document is true both ways. Answers are documented with the fields natter guarantees;
+extra fields may be added in later versions (``extra="allow"``). :func:`errors` gives a route's
+error statuses: every route may answer 413 (body over 64 KiB), 422 (validation) and 503 (a
+service did not answer); each route lists the others it can produce.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictStr, WithJsonSchema
+
+from shared.internal import NotificationType, Password, Text, UserId, Username, json_metadata
+from shared.subjects import ROOM_RE
+
+
+class _In(BaseModel):
+    # strict: JSON types as documented (no "0" or 0 for false, no "5" for 5).
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+# --- bodies ----------------------------------------------------------------------------------
+class RegisterBody(_In):
+    """``POST /api/auth/register``."""
+
+    username: Username
+    password: Password
+
+
+class LoginBody(_In):
+    """``POST /api/auth/login`` (any string may be tried; only registered ones succeed)."""
+
+    username: Annotated[Text, Field(min_length=1, max_length=64)]
+    password: Annotated[Text, Field(min_length=1, max_length=1024)]
+
+
+class RefreshBody(_In):
+    """``POST /api/auth/refresh``."""
+
+    refresh_token: Annotated[Text, Field(min_length=1, max_length=512)]
+
+
+class LogoutBody(_In):
+    """``POST /api/auth/logout``."""
+
+    refresh_token: Annotated[Text, Field(min_length=1, max_length=512)]
+    all: StrictBool = False
+
+
+class RoomCreateBody(_In):
+    """``POST /api/rooms``. ``name`` outside the documented pattern is ``invalid_room`` (400,
+    PROTOCOL.md section 3), not a validation error, so the pattern is documented, not enforced
+    here."""
+
+    name: Annotated[StrictStr, Field(max_length=256, json_schema_extra={"pattern": ROOM_RE.pattern})]
+    private: StrictBool = False
+
+
+class MemberBody(_In):
+    """``POST /api/rooms/{room}/members``."""
+
+    username: Username
+
+
+def _true(value: bool) -> bool:
+    if value is not True:
+        raise ValueError("must be true")
+    return value
+
+
+#: JSON ``true`` and nothing else (``Literal[True]`` would also take ``1``).
+JsonTrue = Annotated[StrictBool, AfterValidator(_true), WithJsonSchema({"type": "boolean", "const": True})]
+
+
+class ReadIds(_In):
+    """``POST /api/notifications/read`` with the ``ids`` to mark read."""
+
+    ids: Annotated[list[Annotated[Text, Field(max_length=128)]], Field(min_length=1, max_length=500)]
+    all: StrictBool = False
+
+
+class ReadAll(_In):
+    """``POST /api/notifications/read`` with ``"all": true``."""
+
+    all: JsonTrue
+    ids: Annotated[list[Annotated[Text, Field(max_length=128)]], Field(max_length=500)] = Field(
+        default_factory=list
+    )
+
+
+#: ``ids`` (at least one) or ``"all": true``: anything else is 422.
+ReadBody = ReadIds | ReadAll
+
+
+class _NotificationFields(_In):
+    title: Annotated[Text, Field(min_length=1, max_length=200)]
+    message: Annotated[Text, Field(min_length=1, max_length=4000)]
+    notification_type: NotificationType = "info"
+    metadata: Annotated[dict[str, Any], AfterValidator(json_metadata)] = Field(
+        default_factory=dict, description="Any JSON object, at most 4096 bytes."
+    )
+
+
+class SendToUserId(_NotificationFields):
+    """``POST /api/notifications/send`` to a user by id."""
+
+    user_id: UserId
+    username: None = None
+
+
+class SendToUsername(_NotificationFields):
+    """``POST /api/notifications/send`` to a user by username."""
+
+    username: Annotated[Text, Field(min_length=1, max_length=64)]
+    user_id: None = None
+
+
+#: Exactly one of ``user_id`` / ``username`` (both or neither is 422).
+NotificationSendBody = SendToUserId | SendToUsername
+
+
+class BroadcastBody(_In):
+    """``POST /api/notifications/broadcast``."""
+
+    title: Annotated[Text, Field(min_length=1, max_length=200)]
+    message: Annotated[Text, Field(min_length=1, max_length=4000)]
+    notification_type: NotificationType = "info"
+
+
+# --- answers ---------------------------------------------------------------------------------
+class Registered(_Out):
+    user_id: str
+    username: str
+
+
+class TokenPair(_Out):
+    access_token: str
+    token_type: Literal["bearer"]
+    expires_in: int
+    refresh_token: str
+    user_id: str
+    username: str
+
+
+class Me(_Out):
+    user_id: str
+    username: str
+    role: str
+    created_at: str | None = None
+
+
+class RoomSummary(_Out):
+    name: str
+    private: bool
+    owner: str | None
+    last_seq: int
+    online: int
+
+
+class RoomList(_Out):
+    rooms: list[RoomSummary]
+
+
+class RoomInfo(_Out):
+    name: str
+    private: bool
+    owner: str | None
+    members: list[str]
+
+
+class RoomsPage(_Out):
+    """The WebSocket ``history`` frame."""
+
+    type: Literal["history"]
+    room: str
+    messages: list[dict[str, Any]]
+    has_more: bool
+
+
+class NotificationsPage(_Out):
+    """The WebSocket ``notifications`` frame."""
+
+    type: Literal["notifications"]
+    unread: int
+    items: list[dict[str, Any]]
+
+
+class SentReply(_Out):
+    status: Literal["sent"]
+    id: str
+
+
+class BroadcastReply(_Out):
+    status: Literal["broadcasted"]
+
+
+# --- errors ----------------------------------------------------------------------------------
+class ErrorBody(BaseModel):
+    """Every error: ``detail`` for people, ``code`` for programs (PROTOCOL.md section 7)."""
+
+    detail: str
+    code: str
+
+
+class ErrorItem(BaseModel):
+    loc: list[str]
+    msg: str
+    type: str
+
+
+class ValidationErrorBody(ErrorBody):
+    """422: ``code`` ``validation_error``; ``errors`` lists each problem (may be empty)."""
+
+    errors: list[ErrorItem] = Field(default_factory=list)
+
+
+#: Statuses any route may answer: an unparsable body, the body limits, validation, a service down.
+COMMON_ERRORS = (400, 408, 413, 422, 503)
+
+_DESCRIPTIONS = {
+    400: "Bad request (e.g. `invalid_room`, `invalid_json`)",
+    401: "Missing, invalid or expired bearer token, or bad credentials",
+    403: "Not allowed for this token",
+    404: "No such room, user or message",
+    408: "The request body did not arrive in time",
+    409: "Conflict (the name is taken)",
+    413: "The request body is larger than 64 KiB",
+    422: "Validation failed",
+    429: "Rate limited; `Retry-After` says when to come back",
+    503: "A service did not answer in time; safe to retry",
+}
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The ``responses`` of a route: ``statuses`` plus :data:`COMMON_ERRORS`."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for status in sorted({*statuses, *COMMON_ERRORS}):
+        model = ValidationErrorBody if status == 422 else ErrorBody
+        entry: dict[str, Any] = {"model": model, "description": _DESCRIPTIONS[status]}
+        if status == 429:
+            entry["headers"] = {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}
+        out[status] = entry
+    return out
