@@ -11,11 +11,14 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from nats.js import JetStreamContext
+from nats.js.errors import NoKeysError
+from nats.js.kv import KeyValue
 
 from auth_service import events
 from auth_service.clock import now_ms
 from auth_service.config import Settings
-from auth_service.keys import SigningKey
+from auth_service.keys import KeyRing
+from auth_service.kv_json import encode, get_json
 from auth_service.passwords import MAX_PASSWORD_CHARS, PasswordService
 from auth_service.sessions import ResolvedRefresh, SessionStore
 from auth_service.throttle import LoginThrottle
@@ -27,9 +30,11 @@ from shared.internal import (
     LoginRequest,
     LogoutRequest,
     LookupRequest,
+    PasswordChangeRequest,
     RefreshRequest,
     RegisterRequest,
     ServiceTokenRequest,
+    ServiceTokenRevokeRequest,
 )
 from shared.service_runner import Handler
 
@@ -56,7 +61,9 @@ class AuthHandlers:
     sessions: SessionStore
     throttle: LoginThrottle
     passwords: PasswordService
-    key: SigningKey
+    keys: KeyRing
+    service_tokens: KeyValue
+    token_revocations: KeyValue
 
     def endpoints(self) -> dict[str, Handler]:
         """Subject -> handler for every ``auth.*`` endpoint."""
@@ -67,6 +74,10 @@ class AuthHandlers:
             subjects.AUTH_LOGOUT: self.logout,
             subjects.AUTH_JWKS: self.jwks,
             subjects.AUTH_SERVICE_TOKEN: self.service_token,
+            subjects.AUTH_SERVICE_TOKEN_LIST: self.service_token_list,
+            subjects.AUTH_SERVICE_TOKEN_REVOKE: self.service_token_revoke,
+            subjects.AUTH_ROTATE_KEYS: self.rotate_keys,
+            subjects.AUTH_PASSWORD: self.change_password,
             subjects.AUTH_LOOKUP: self.lookup,
             subjects.AUTH_ME: self.lookup,
         }
@@ -118,8 +129,10 @@ class AuthHandlers:
         logger.info("login user_id=%s sid=%s", record["user_id"], sid)
         return await self._token_pair(record, sid=sid, session_created_ms=issued)
 
-    async def _token_pair(self, user: dict[str, Any], *, sid: str, session_created_ms: int) -> dict[str, Any]:
-        issued = now_ms()
+    async def _token_pair(
+        self, user: dict[str, Any], *, sid: str, session_created_ms: int, issued_ms: int | None = None
+    ) -> dict[str, Any]:
+        issued = now_ms() if issued_ms is None else issued_ms
         refresh = await self.sessions.issue_refresh(
             sid=sid,
             user_id=user["user_id"],
@@ -136,7 +149,7 @@ class AuthHandlers:
             audience=self.settings.audience,
         )
         return {
-            "access_token": sign(claims, self.key),
+            "access_token": sign(claims, (await self.keys.current()).key),
             "token_type": "bearer",
             "expires_in": self.settings.access_ttl_seconds,
             "refresh_token": str(refresh),
@@ -244,9 +257,19 @@ class AuthHandlers:
 
     # --- auth.jwks ---------------------------------------------------------------------------
     async def jwks(self, body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
-        """``{"keys":[JWK]}``: the public signing key(s) (``kty``, ``n``, ``e``, ``kid``,
-        ``alg`` RS256, ``use`` sig)."""
-        return {"keys": [dict(self.key.public_jwk)]}
+        """``{"keys":[JWK]}``: the public keys that verify (``kty``, ``n``, ``e``, ``kid``,
+        ``alg`` RS256, ``use`` sig): the current one first, then retired ones until the last
+        token they signed has expired."""
+        return {"keys": await self.keys.public_jwks(now_ms=now_ms())}
+
+    # --- auth.rotate_keys (operator) -----------------------------------------------------------
+    async def rotate_keys(self, body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
+        """A new signing key from now on: ``{"kid","retired":{"kid","verifies_until_ms"}}``."""
+        fresh, retired = await self.keys.rotate(now_ms=now_ms())
+        return {
+            "kid": fresh.key.kid,
+            "retired": {"kid": retired.key.kid, "verifies_until_ms": retired.verifies_until_ms()},
+        }
 
     # --- auth.service_token ------------------------------------------------------------------
     async def service_token(self, body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
@@ -256,16 +279,100 @@ class AuthHandlers:
         expose this subject.
         """
         request = ServiceTokenRequest.model_validate(body)
+        issued = now_ms()
         claims = service_claims(
             name=request.name,
             role=request.role,
-            now_ms=now_ms(),
+            now_ms=issued,
             ttl_days=request.ttl_days,
             issuer=self.settings.issuer,
             audience=self.settings.audience,
         )
-        logger.info("service token issued sub=%s role=%s", claims["sub"], request.role)
-        return {"access_token": sign(claims, self.key), "expires_at": claims["exp"], "role": request.role}
+        key = (await self.keys.current()).key
+        record = {
+            "jti": claims["jti"],
+            "name": request.name,
+            "role": request.role,
+            "kid": key.kid,
+            "issued_ms": issued,
+            "expires_ms": claims["exp"] * 1000,
+            "revoked_ms": None,
+        }
+        await self.service_tokens.create(claims["jti"], encode(record))
+        await self.keys.note_signed(key.kid, exp_ms=claims["exp"] * 1000)
+        logger.info("service token issued sub=%s role=%s jti=%s", claims["sub"], request.role, claims["jti"])
+        return {
+            "access_token": sign(claims, key),
+            "expires_at": claims["exp"],
+            "role": request.role,
+            "jti": claims["jti"],
+        }
+
+    async def service_token_list(self, body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
+        """``{"tokens":[{"jti","name","role","kid","issued_ms","expires_ms","revoked_ms"}]}``,
+        newest first (operator only)."""
+        try:
+            jtis = await self.service_tokens.keys()
+        except NoKeysError:
+            jtis = []
+        tokens = [found.value for jti in jtis if (found := await get_json(self.service_tokens, jti))]
+        tokens.sort(key=lambda t: -int(t.get("issued_ms") or 0))
+        return {"tokens": tokens}
+
+    async def service_token_revoke(self, body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
+        """Revoke a service token by ``jti`` (operator only): every gateway refuses it within
+        2 s (``natter_token_revocations``, watched). Idempotent; answers the token's record.
+
+        Raises:
+            ProtocolError: ``not_found`` for an unknown ``jti``.
+        """
+        request = ServiceTokenRevokeRequest.model_validate(body)
+        found = await get_json(self.service_tokens, request.jti)
+        if found is None:
+            raise ProtocolError(ErrorCode.NOT_FOUND, "No such service token")
+        record = dict(found.value)
+        if record.get("revoked_ms") is None:
+            record["revoked_ms"] = now_ms()
+            await self.service_tokens.put(request.jti, encode(record))
+        await self.token_revocations.put(
+            f"j.{request.jti}", encode({"expires_ms": record.get("expires_ms"), "name": record.get("name")})
+        )
+        logger.info("service token revoked jti=%s name=%s", request.jti, record.get("name"))
+        return record
+
+    # --- auth.password -----------------------------------------------------------------------
+    async def change_password(self, body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
+        """``PasswordChangeRequest`` -> a fresh token pair in a new session; every session of the
+        user issued before (the caller's included) is revoked and their sockets closed, so the
+        answer's pair is the only one left (OWASP: re-authenticate, then end other sessions).
+
+        Raises:
+            ProtocolError: ``unauthorized`` for a wrong current password (counted like a failed
+                login, and throttled the same way: ``rate_limited``), ``not_found``.
+        """
+        request = PasswordChangeRequest.model_validate(body)
+        user = await self.users.find_by_id(request.user_id)
+        if user is None:
+            raise ProtocolError(ErrorCode.NOT_FOUND, "User not found")
+        username = str(user.value["username"])
+        await self.throttle.check(username, request.client_ip, now_ms=now_ms())
+        if not await self.passwords.verify(
+            str(user.value.get("password_hash", "")), request.current_password
+        ):
+            await self.throttle.record_failure(username, request.client_ip, now_ms=now_ms())
+            raise _unauthorized("Wrong current password")
+        await self.users.replace_password_hash(user, await self.passwords.hash(request.new_password))
+        before_ms = now_ms() + 1
+        await self.sessions.revoke_user(request.user_id, before_ms=before_ms)
+        await self.users.revoke_sessions_before(request.user_id, before_ms)
+        await events.session_revoked(self.js, user_id=request.user_id, session_id=None, stamp_ms=before_ms)
+        issued = max(now_ms(), before_ms)  # not before the cut-off, or it would be revoked too
+        sid = await self.sessions.create_session(request.user_id, now_ms=issued)
+        fresh = await self.users.find_by_id(request.user_id)
+        logger.info("password changed user_id=%s: other sessions revoked", request.user_id)
+        return await self._token_pair(
+            (fresh or user).value, sid=sid, session_created_ms=issued, issued_ms=issued
+        )
 
     # --- auth.lookup / auth.me ---------------------------------------------------------------
     async def lookup(self, body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:

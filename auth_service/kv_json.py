@@ -11,8 +11,13 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from nats.js.errors import KeyNotFoundError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
+
+#: What ``kv.create`` / ``kv.update`` raise when another writer got there first. On a cluster
+#: nats-py's ``create`` re-reads the key after a conflict and that read may hit a follower that
+#: has not applied the winner's write yet: ``KeyNotFoundError`` then means the same thing.
+LOST_RACE = (KeyWrongLastSequenceError, KeyNotFoundError)
 
 
 @dataclass(frozen=True, slots=True)

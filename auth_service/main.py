@@ -11,9 +11,10 @@ import logging
 
 from nats.aio.client import Client
 
+from auth_service.clock import now_ms
 from auth_service.config import Settings
 from auth_service.handlers import AuthHandlers
-from auth_service.keys import load_or_create_signing_key
+from auth_service.keys import KeyRing
 from auth_service.passwords import PasswordService
 from auth_service.sessions import SessionStore
 from auth_service.throttle import LoginThrottle
@@ -33,7 +34,9 @@ BUCKETS = (
     subjects.KV_AUTH_KEYS,
     subjects.KV_LOGIN_FAILURES,
     subjects.KV_LOGIN_KNOWN,
+    subjects.KV_SERVICE_TOKENS,
     subjects.KV_REVOCATIONS,
+    subjects.KV_TOKEN_REVOCATIONS,
 )
 
 
@@ -63,7 +66,8 @@ async def serve(settings: Settings | None = None, stop: asyncio.Event | None = N
         js = nc.jetstream()
         kv = {name: await open_bucket(js, name) for name in BUCKETS}
         await require_stream(js, subjects.EVENTS_STREAM)
-        key = await load_or_create_signing_key(kv[subjects.KV_AUTH_KEYS])
+        keys = KeyRing(kv[subjects.KV_AUTH_KEYS])
+        key = await keys.start(now_ms=now_ms())
         handlers = AuthHandlers(
             settings=settings,
             js=js,
@@ -84,7 +88,9 @@ async def serve(settings: Settings | None = None, stop: asyncio.Event | None = N
                 register_per_second=settings.register_per_second,
             ),
             passwords=passwords,
-            key=key,
+            keys=keys,
+            service_tokens=kv[subjects.KV_SERVICE_TOKENS],
+            token_revocations=kv[subjects.KV_TOKEN_REVOCATIONS],
         )
         for subject, handler in handlers.endpoints().items():
             app.add_endpoint(subject, handler)

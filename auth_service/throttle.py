@@ -35,10 +35,9 @@ import re
 from dataclasses import dataclass
 from typing import Any, Final
 
-from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from auth_service.kv_json import encode, get_json
+from auth_service.kv_json import LOST_RACE, encode, get_json
 from shared.errors import ErrorCode, ProtocolError
 
 _UNSAFE_RE: Final = re.compile(r"[^A-Za-z0-9_-]")
@@ -223,7 +222,7 @@ class LoginThrottle:
                     value = encode({"count": previous + 1, "last_ms": now_ms})
                     await self._kv.update(key, value, last=stored.revision)
                 return
-            except KeyWrongLastSequenceError:
+            except LOST_RACE:
                 continue  # another replica counted a failure in between: re-read and retry
         raise ProtocolError(ErrorCode.UNAVAILABLE)
 
@@ -264,7 +263,7 @@ class LoginThrottle:
                     await self._kv.create(key, value)
                 else:
                     await self._kv.update(key, value, last=stored.revision)
-            except KeyWrongLastSequenceError:
+            except LOST_RACE:
                 continue
             if wait > 0:
                 raise ProtocolError(

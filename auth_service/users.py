@@ -15,10 +15,10 @@ import re
 import uuid
 from typing import Any, Final
 
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
-from auth_service.kv_json import Versioned, encode, get_json
+from auth_service.kv_json import LOST_RACE, Versioned, encode, get_json
 from shared.errors import ErrorCode, ProtocolError
 from shared.protocol import utc_timestamp
 from shared.subjects import USER_ID_RE
@@ -71,7 +71,7 @@ class UserStore:
         user_id = uuid.uuid4().hex
         try:
             name_revision = await self._kv.create(key, user_id.encode())
-        except KeyWrongLastSequenceError as error:
+        except LOST_RACE as error:
             raise ProtocolError(ErrorCode.CONFLICT, "Username already taken") from error
         record: dict[str, Any] = {
             "user_id": user_id,
@@ -117,7 +117,7 @@ class UserStore:
         record = {**user.value, "password_hash": password_hash}
         try:
             await self._kv.update(f"id.{record['user_id']}", encode(record), last=user.revision)
-        except KeyWrongLastSequenceError:
+        except LOST_RACE:
             return False
         return True
 
@@ -134,6 +134,6 @@ class UserStore:
             try:
                 await self._kv.update(f"id.{user_id}", encode(record), last=user.revision)
                 return
-            except KeyWrongLastSequenceError:
+            except LOST_RACE:
                 continue
         raise ProtocolError(ErrorCode.UNAVAILABLE)

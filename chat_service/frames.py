@@ -74,6 +74,20 @@ def message_id(room: str, seq: int) -> str:
     return f"{room}:{seq}"
 
 
+def seq_of(data: bytes) -> int:
+    """The ``seq`` of a stored message body (``message_data``'s field order: read by a scan of
+    the prefix, not a full decode).
+
+    Raises:
+        ValueError: no ``"seq":`` in the body.
+    """
+    start = data.index(b'"seq":') + 6
+    end = start
+    while end < len(data) and data[end : end + 1].isdigit():
+        end += 1
+    return int(data[start:end])
+
+
 def parse_data(data: bytes) -> dict[str, Any]:
     """Decode a stored message body (used only to build an ack for a duplicate send).
 

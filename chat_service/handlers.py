@@ -38,6 +38,16 @@ from shared.service_runner import HeaderedReply, ServiceApp
 logger = logging.getLogger(__name__)
 
 
+def _more_before(messages: list[bytes], fitted: list[bytes]) -> dict[str, str]:
+    """Headers saying which older messages of ``messages`` did not fit (``fitted`` is their
+    newest end): the ``len(messages) - len(fitted)`` before the oldest one kept."""
+    oldest_kept = frames.seq_of(fitted[0]) if fitted else frames.seq_of(messages[-1]) + 1
+    return {
+        subjects.HDR_MORE_BEFORE: str(oldest_kept),
+        subjects.HDR_MORE_COUNT: str(len(messages) - len(fitted)),
+    }
+
+
 class ChatHandlers:
     """The room membership, presence and message endpoints of one replica."""
 
@@ -114,17 +124,28 @@ class ChatHandlers:
             )
         )
         budget = self.runtime.payload_budget() - envelope
-        fitted = frames.fit_messages(messages, budget, keep="newest")
-        if len(fitted) < len(messages) and recovered:
-            # The whole gap does not fit in one reply: the latest messages, and page back.
-            recovered = False
-            fitted = frames.fit_messages(messages[-self.settings.join_latest :], budget, keep="newest")
+        # The registry revision this join was authorised at: a removal announced with a newer
+        # revision applies to this socket even if it arrives before the answer (chat_service.access).
+        reply_headers = {
+            subjects.HDR_ROOM_REV: str(room.revision),
+            subjects.HDR_SEQ: str(recovery.last_seq),  # the gateway need not decode the frame
+        }
+        # A reply is one NATS message (max_payload): what does not fit, the gateway fetches
+        # with chat.history and splices in (gateway.pages), so the client gets every message.
+        if recovered:
+            fitted = frames.fit_messages(messages, budget, keep="oldest")
+            if len(fitted) < len(messages):
+                reply_headers[subjects.HDR_MORE_AFTER] = str(
+                    frames.seq_of(fitted[-1]) if fitted else req.since
+                )
+        else:
+            fitted = frames.fit_messages(messages, budget, keep="newest")
+            if len(fitted) < len(messages):
+                reply_headers.update(_more_before(messages, fitted))
         frame = frames.joined_frame(
             room=req.room, last_seq=recovery.last_seq, online=online, messages=fitted, recovered=recovered
         )
-        # The registry revision this join was authorised at: a removal announced with a newer
-        # revision applies to this socket even if it arrives before the answer (chat_service.access).
-        return HeaderedReply(frame, {subjects.HDR_ROOM_REV: str(room.revision)})
+        return HeaderedReply(frame, reply_headers)
 
     async def _withdraw_presence(self, req: JoinRequest) -> None:
         try:
@@ -160,8 +181,13 @@ class ChatHandlers:
 
     # --- messages --------------------------------------------------------------------------
 
-    async def history(self, body: dict[str, Any], headers: dict[str, str]) -> bytes:
-        """``chat.history``: the ``history`` frame; ``room_not_found``, ``forbidden``."""
+    async def history(self, body: dict[str, Any], headers: dict[str, str]) -> bytes | HeaderedReply:
+        """``chat.history``: the ``history`` frame; ``room_not_found``, ``forbidden``.
+
+        A ``before`` page larger than one NATS message carries its newest messages and
+        ``Natter-More-Before`` / ``Natter-More-Count`` for the rest (the gateway completes it);
+        an ``after`` page (gap fills) is cut at the oldest end with ``has_more`` true.
+        """
         req = HistoryRequest.model_validate(body)
         await self.parts.rooms.require_access(req.room, req.user_id)
         result = await history.page(
@@ -171,10 +197,16 @@ class ChatHandlers:
         budget = self.runtime.payload_budget() - len(
             frames.history_frame(room=req.room, messages=[], has_more=True)
         )
-        fitted = frames.fit_messages(messages, budget, keep="oldest" if req.after is not None else "newest")
-        if len(fitted) < len(messages):
-            has_more = True
-        return frames.history_frame(room=req.room, messages=fitted, has_more=has_more)
+        if req.after is not None:
+            fitted = frames.fit_messages(messages, budget, keep="oldest")
+            return frames.history_frame(
+                room=req.room, messages=fitted, has_more=has_more or len(fitted) < len(messages)
+            )
+        fitted = frames.fit_messages(messages, budget, keep="newest")
+        frame = frames.history_frame(room=req.room, messages=fitted, has_more=has_more)
+        if len(fitted) == len(messages):
+            return frame
+        return HeaderedReply(frame, _more_before(messages, fitted))
 
     async def send(self, body: dict[str, Any], headers: dict[str, str]) -> bytes:
         """``chat.send``: store the message with the room's next seq (exactly once per

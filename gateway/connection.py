@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from gateway.pages import complete
 from gateway.ratelimit import AbuseCounter, TokenBucket
 from gateway.tokens import Claims
 from gateway.wire import Outbound, direct_sink
@@ -386,6 +387,12 @@ class Connection:
             self._apply_claims(claims)
             self._send_auth_success(request_id)
             return True
+        if claims.role != "user":
+            # A service or admin token is for the HTTP API; it never chats as a user.
+            self._refuse_auth(
+                ProtocolError(ErrorCode.AUTH_FAILED, "Service tokens cannot open chat sockets"), request_id
+            )
+            return False
         if self.node.authenticated_count >= self.settings.max_connections:
             self.close(CloseCode.TRY_AGAIN_LATER, "gateway full")  # before auth_success
             return False
@@ -514,9 +521,10 @@ class Connection:
                 history = HistoryRequest(
                     room=frame.room, user_id=self.user_id, before=frame.before, limit=frame.limit
                 )
-                reply = await self.node.request(
+                answer = await self.node.request_msg(
                     subjects.CHAT_HISTORY, history.model_dump_json(exclude_none=True).encode()
                 )
+                reply = await complete(self.node.request, answer, room=frame.room, user_id=self.user_id)
                 self.send_reply("history", reply, frame.id)
             elif isinstance(frame, NotificationsFrame):
                 listing = NotifyListRequest(
@@ -555,9 +563,11 @@ class Connection:
             answer = await self.node.request_msg(
                 subjects.CHAT_JOIN, body.model_dump_json(exclude_none=True).encode()
             )
-            reply = answer.data
-            last_seq = int(json.loads(reply)["last_seq"])
-            rev = int((answer.headers or {}).get(subjects.HDR_ROOM_REV, 0))
+            headers = answer.headers or {}
+            reply = await complete(self.node.request, answer, room=room, user_id=self.user_id)
+            seq_header = headers.get(subjects.HDR_SEQ)
+            last_seq = int(seq_header) if seq_header is not None else int(json.loads(reply)["last_seq"])
+            rev = int(headers.get(subjects.HDR_ROOM_REV, 0))
         except BaseException:
             self._drop_room(room)
             raise

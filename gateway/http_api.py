@@ -26,6 +26,7 @@ from gateway.http_models import (
     MemberBody,
     NotificationSendBody,
     NotificationsPage,
+    PasswordBody,
     ReadBody,
     RefreshBody,
     RegisterBody,
@@ -39,6 +40,7 @@ from gateway.http_models import (
     errors,
 )
 from gateway.node import Node
+from gateway.pages import complete
 from gateway.tokens import Claims
 from shared import subjects
 from shared.errors import ErrorCode, ProtocolError
@@ -142,6 +144,20 @@ async def logout(body: LogoutBody, request: Request) -> Response:
     return Response(status_code=204)
 
 
+@router.post(
+    "/api/auth/password", tags=["auth"], response_model=TokenPair, responses=errors(401, 403, 404, 429)
+)
+async def change_password(body: PasswordBody, claims: UserClaims, request: Request) -> Response:
+    """Change the caller's password (user tokens only; 403 for a service token): 200 with a
+    fresh token pair in a new session. Every other session of the user is revoked and their
+    sockets closed ("session revoked"), the caller's current one included: continue with the
+    answer's tokens. 401 for a wrong current password, throttled like logins (429)."""
+    if claims.role != "user":
+        raise ProtocolError(ErrorCode.FORBIDDEN, "Only users have passwords")
+    payload = {**body.model_dump(), "user_id": claims.user_id, "client_ip": client_ip(request)}
+    return JSONResponse(await node_of(request).request_json(subjects.AUTH_PASSWORD, payload))
+
+
 @router.get("/api/me", tags=["auth"], response_model=Me, responses=errors(401, 404))
 async def me(claims: UserClaims, request: Request) -> Response:
     """The authenticated user."""
@@ -201,10 +217,9 @@ async def room_messages(
     """A page of history, as the WebSocket ``history`` frame."""
     subjects.check_room(room)
     body = HistoryRequest(room=room, user_id=claims.user_id, before=before, limit=limit)
-    reply = await node_of(request).request(
-        subjects.CHAT_HISTORY, body.model_dump_json(exclude_none=True).encode()
-    )
-    return json_bytes(reply)
+    node = node_of(request)
+    answer = await node.request_msg(subjects.CHAT_HISTORY, body.model_dump_json(exclude_none=True).encode())
+    return json_bytes(await complete(node.request, answer, room=room, user_id=claims.user_id))
 
 
 @router.post(

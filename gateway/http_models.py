@@ -54,6 +54,13 @@ class LogoutBody(_In):
     all: StrictBool = False
 
 
+class PasswordBody(_In):
+    """``POST /api/auth/password``."""
+
+    current_password: Annotated[Text, Field(min_length=1, max_length=1024)]
+    new_password: Password
+
+
 class RoomCreateBody(_In):
     """``POST /api/rooms``. ``name`` outside the documented pattern is ``invalid_room`` (400,
     PROTOCOL.md section 3), not a validation error, so the pattern is documented, not enforced

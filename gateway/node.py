@@ -90,6 +90,9 @@ class Node:
         self._tasks.append(asyncio.create_task(self._keep(self._heartbeat, "heartbeat")))
         self._tasks.append(asyncio.create_task(self._keep(self._watch_revocations, "revocations")))
         self._tasks.append(asyncio.create_task(self._keep(self._watch_room_access, "room access")))
+        self._tasks.append(
+            asyncio.create_task(self._keep(self._watch_token_revocations, "token revocations"))
+        )
         self._tasks.append(asyncio.create_task(self._keep(self._prefetch_keys, "jwks")))
         logger.info("gateway=%s started nats=%s", self.gateway_id, self.settings.nats_url)
 
@@ -195,6 +198,12 @@ class Node:
         assert self.nc is not None
         js = self.nc.jetstream(timeout=self.settings.request_timeout)
         kv = await open_bucket(js, subjects.KV_REVOCATIONS)
+        await self.revocations.watch(kv, self.on_revoke)
+
+    async def _watch_token_revocations(self) -> None:
+        assert self.nc is not None
+        js = self.nc.jetstream(timeout=self.settings.request_timeout)
+        kv = await open_bucket(js, subjects.KV_TOKEN_REVOCATIONS)
         await self.revocations.watch(kv, self.on_revoke)
 
     async def _watch_room_access(self) -> None:

@@ -1,8 +1,10 @@
 """A live view of ``natter_revocations`` (KV watch): revoked sessions and per-user cut-offs.
 
-auth_service writes ``u.<user_id>`` = ``{"before_ms"}`` (logout of all sessions) and
-``s.<sid>`` = ``{"user_id"}`` (one session). Every gateway watches the bucket, so a revocation
-reaches all of them within milliseconds; PROTOCOL.md section 2 allows 2 s.
+auth_service writes ``u.<user_id>`` = ``{"before_ms"}`` (logout of all sessions, a password
+change) and ``s.<sid>`` = ``{"user_id"}`` (one session) to ``natter_revocations``, and
+``j.<jti>`` = ``{"expires_ms"}`` (a revoked service token, kept as long as the token could live)
+to ``natter_token_revocations``. Every gateway watches both buckets, so a revocation reaches all
+of them within milliseconds; PROTOCOL.md section 2 allows 2 s.
 """
 
 from __future__ import annotations
@@ -25,10 +27,16 @@ class Revocations:
     def __init__(self) -> None:
         self.user_before_ms: dict[str, int] = {}
         self.sessions: set[str] = set()
+        self.tokens: set[str] = set()
 
-    def is_revoked(self, user_id: str, session_id: str | None, issued_ms: int) -> bool:
-        """True if the session is revoked or the token predates the user's cut-off."""
+    def is_revoked(
+        self, user_id: str, session_id: str | None, issued_ms: int, jti: str | None = None
+    ) -> bool:
+        """True if the session or the token (``jti``) is revoked, or the token predates the
+        user's cut-off."""
         if session_id is not None and session_id in self.sessions:
+            return True
+        if jti is not None and jti in self.tokens:
             return True
         return issued_ms < self.user_before_ms.get(user_id, 0)
 
@@ -45,6 +53,8 @@ class Revocations:
         if kind == "s" and isinstance(body.get("user_id"), str):
             self.sessions.add(ident)
             return body["user_id"], ident
+        if kind == "j":  # a service token: it opens no socket, every later check refuses it
+            self.tokens.add(ident)
         return None
 
     async def watch(self, kv: KeyValue, on_revoke: OnRevoke) -> None:

@@ -48,6 +48,7 @@ class Claims:
     role: str
     expires_at: int
     issued_ms: int
+    jti: str | None = None
 
 
 class TokenVerifier:
@@ -139,7 +140,8 @@ class TokenVerifier:
             role=str(claims.get("role", "user")),
             expires_at=int(claims["exp"]),
             issued_ms=issued_ms,
+            jti=claims.get("jti") if isinstance(claims.get("jti"), str) else None,
         )
-        if self.revocations.is_revoked(result.user_id, result.session_id, result.issued_ms):
+        if self.revocations.is_revoked(result.user_id, result.session_id, result.issued_ms, result.jti):
             raise ProtocolError(ErrorCode.AUTH_FAILED, "Session revoked")
         return result

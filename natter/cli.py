@@ -97,11 +97,56 @@ class TokenRole(StrEnum):
 
 
 class ServiceTokenFailed(Exception):
-    """Minting failed; the text is shown to the operator (never contains the token)."""
+    """An operator request failed; the text is shown to the operator (never a token)."""
 
 
 async def _quiet_error_cb(error: Exception) -> None:
     """nats-py logs connection errors with a traceback by default; the CLI reports them itself."""
+
+
+async def operator_request(
+    servers: list[str],
+    subject: str,
+    body: dict[str, Any],
+    *,
+    timeout: float,
+    login: NatsLogin | None = None,
+    login_source: str = "",
+) -> dict[str, Any]:
+    """Send ``body`` to the auth endpoint ``subject`` as ``login`` (the operator: only its NATS
+    user may ask ``auth.service_token*`` and ``auth.rotate_keys``) and return the JSON answer.
+
+    Raises:
+        ServiceTokenFailed: NATS unreachable or refusing ``login``, auth not answering within
+            ``timeout`` seconds (also what a refused publish looks like), or auth's own error.
+    """
+    from shared.errors import ErrorCode, ProtocolError
+    from shared.nats_client import request_json
+
+    try:
+        nc = await _cli_connect(servers, login or NatsLogin())
+    except Exception as error:
+        raise ServiceTokenFailed(
+            f"cannot reach NATS at {redact(','.join(servers))} as "
+            f"{(login and login.user) or 'an anonymous client'} ({login_source or 'no credentials'}): "
+            f"{type(error).__name__}; start the stack with `natter up` (run this where its data dir "
+            "is, or pass --data-dir / set NATTER_DATA_DIR), or point NATS_URL at a running NATS"
+        ) from error
+    try:
+        reply = await request_json(nc, subject, body, timeout=timeout)
+    except ProtocolError as error:
+        if error.code is ErrorCode.UNAVAILABLE:
+            raise ServiceTokenFailed(
+                f"the auth service did not answer {subject} within {timeout:g}s on "
+                f"{redact(','.join(servers))}; is auth running (`natter up`), and is "
+                f"{(login and login.user) or 'this anonymous client'} the operator?"
+            ) from error
+        raise ServiceTokenFailed(f"auth refused: {error.code.value}: {error.message}") from error
+    finally:
+        await nc.close()
+    if not isinstance(reply, dict):
+        raise ServiceTokenFailed(f"auth answered {subject} without a JSON object")
+    return reply
 
 
 async def mint_service_token(
@@ -114,39 +159,18 @@ async def mint_service_token(
     login: NatsLogin | None = None,
     login_source: str = "",
 ) -> str:
-    """Ask auth_service (``auth.service_token``, which only the operator's NATS user may
-    request) for a token; returns the JWT.
+    """Ask auth_service (``auth.service_token``) for a token; returns the JWT.
 
     Raises:
-        ServiceTokenFailed: NATS unreachable or refusing ``login``, auth not answering within
-            ``timeout`` seconds, or auth's own error (e.g. ``validation_error``).
+        ServiceTokenFailed: as :func:`operator_request`, or an answer without a token.
     """
-    from shared.errors import ErrorCode, ProtocolError
-    from shared.nats_client import request_json
     from shared.subjects import AUTH_SERVICE_TOKEN
 
-    try:
-        nc = await _cli_connect(servers, login or NatsLogin())
-    except Exception as error:
-        raise ServiceTokenFailed(
-            f"cannot reach NATS at {redact(','.join(servers))} as "
-            f"{(login and login.user) or 'an anonymous client'} ({login_source or 'no credentials'}): "
-            f"{type(error).__name__}; start the stack with `natter up` (run this where its data dir "
-            "is, or pass --data-dir / set NATTER_DATA_DIR), or point NATS_URL at a running NATS"
-        ) from error
-    try:
-        body = {"name": name, "ttl_days": ttl_days, "role": role}
-        reply = await request_json(nc, AUTH_SERVICE_TOKEN, body, timeout=timeout)
-    except ProtocolError as error:
-        if error.code is ErrorCode.UNAVAILABLE:
-            raise ServiceTokenFailed(
-                f"the auth service did not answer {AUTH_SERVICE_TOKEN} within {timeout:g}s on "
-                f"{redact(','.join(servers))}; is auth running (`natter up`)?"
-            ) from error
-        raise ServiceTokenFailed(f"auth refused: {error.code.value}: {error.message}") from error
-    finally:
-        await nc.close()
-    token = reply.get("access_token") if isinstance(reply, dict) else None
+    body = {"name": name, "ttl_days": ttl_days, "role": role}
+    reply = await operator_request(
+        servers, AUTH_SERVICE_TOKEN, body, timeout=timeout, login=login, login_source=login_source
+    )
+    token = reply.get("access_token")
     if not isinstance(token, str) or not token:
         raise ServiceTokenFailed("auth answered without an access_token")
     return token
@@ -160,53 +184,114 @@ DATA_DIR_OPTION = typer.Option(
 )
 
 
+def _operator(subject: str, body: dict[str, Any], data_dir: Path | None, command: str) -> dict[str, Any]:
+    """:func:`operator_request` from a CLI command; exits 1 with the reason on failure."""
+    from shared.config import CommonSettings
+
+    settings = CommonSettings()
+    try:
+        login, source = operator_login(data_dir)
+        return asyncio.run(
+            operator_request(
+                settings.nats_servers,
+                subject,
+                body,
+                timeout=settings.request_timeout,
+                login=login,
+                login_source=source,
+            )
+        )
+    except (CredentialsError, ServiceTokenFailed) as error:
+        typer.echo(f"natter {command}: {error}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _when(ms: object) -> str:
+    """Milliseconds since the epoch as ISO 8601 UTC seconds, ``-`` for none."""
+    from datetime import UTC, datetime
+
+    if not isinstance(ms, int):
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 @app.command("service-token")
 def service_token(
-    name: str = typer.Argument(..., help="Service name, [A-Za-z0-9_-]{1,48}; the token's sub is svc-NAME."),
+    name: str | None = typer.Argument(
+        None, help="Service name, [A-Za-z0-9_-]{1,48}; the token's sub is svc-NAME."
+    ),
     ttl_days: int = typer.Option(365, "--ttl-days", help="Lifetime in days (1..3650)."),
     role: TokenRole = typer.Option(TokenRole.service, "--role", help="service or admin."),
+    list_tokens: bool = typer.Option(False, "--list", help="List the service tokens minted so far."),
+    revoke: str | None = typer.Option(
+        None, "--revoke", metavar="JTI", help="Revoke the token with this id (see --list)."
+    ),
     data_dir: Path | None = DATA_DIR_OPTION,
 ) -> None:
-    """Mint a service token for the notification HTTP API; prints only the token.
+    """Mint a service token for the HTTP API (prints only the token), list them, or revoke one.
 
     Uses NATS_URL (default nats://127.0.0.1:4222) as the operator: NATTER_NATS_USER and
     NATTER_NATS_PASSWORD if set, else the credentials in the data dir (--data-dir,
-    $NATTER_DATA_DIR, ./.natter). Usage: TOKEN=$(natter service-token ci)
+    $NATTER_DATA_DIR, ./.natter). Usage: TOKEN=$(natter service-token ci);
+    natter service-token --list; natter service-token --revoke JTI (every gateway refuses it
+    within 2 s).
     """
     from pydantic import ValidationError
 
-    from shared.config import CommonSettings
-    from shared.internal import ServiceTokenRequest
+    from shared.internal import ServiceTokenRequest, ServiceTokenRevokeRequest
+    from shared.subjects import AUTH_SERVICE_TOKEN, AUTH_SERVICE_TOKEN_LIST, AUTH_SERVICE_TOKEN_REVOKE
 
+    if sum((name is not None, list_tokens, revoke is not None)) != 1:
+        typer.echo("natter service-token: give a NAME, --list, or --revoke JTI", err=True)
+        raise typer.Exit(2)
     try:
-        request = ServiceTokenRequest(name=name, ttl_days=ttl_days, role=role.value)
+        if revoke is not None:
+            ServiceTokenRevokeRequest(jti=revoke)
+        elif name is not None:
+            request = ServiceTokenRequest(name=name, ttl_days=ttl_days, role=role.value)
     except ValidationError as error:
         problems = "; ".join(
             f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}" for item in error.errors()
         )
         typer.echo(f"natter service-token: invalid arguments: {problems}", err=True)
         raise typer.Exit(2) from None
-    settings = CommonSettings()
-    try:
-        login, source = operator_login(data_dir)
-        token = asyncio.run(
-            mint_service_token(
-                settings.nats_servers,
-                name=request.name,
-                ttl_days=request.ttl_days,
-                role=request.role,
-                timeout=settings.request_timeout,
-                login=login,
-                login_source=source,
+    if list_tokens:
+        reply = _operator(AUTH_SERVICE_TOKEN_LIST, {}, data_dir, "service-token")
+        typer.echo("jti\tname\trole\tissued\texpires\trevoked")
+        for token in reply.get("tokens", []):
+            fields = (token.get("jti"), token.get("name"), token.get("role"))
+            times = (
+                _when(token.get("issued_ms")),
+                _when(token.get("expires_ms")),
+                _when(token.get("revoked_ms")),
             )
-        )
-    except CredentialsError as error:
-        typer.echo(f"natter service-token: {error}", err=True)
-        raise typer.Exit(1) from None
-    except ServiceTokenFailed as error:
-        typer.echo(f"natter service-token: {error}", err=True)
-        raise typer.Exit(1) from None
+            typer.echo("\t".join(str(part) for part in (*fields, *times)))
+        return
+    if revoke is not None:
+        record = _operator(AUTH_SERVICE_TOKEN_REVOKE, {"jti": revoke}, data_dir, "service-token")
+        typer.echo(f"revoked {revoke} ({record.get('name')}) at {_when(record.get('revoked_ms'))}")
+        return
+    body = {"name": request.name, "ttl_days": request.ttl_days, "role": request.role}
+    reply = _operator(AUTH_SERVICE_TOKEN, body, data_dir, "service-token")
+    token = reply.get("access_token")
+    if not isinstance(token, str) or not token:
+        typer.echo("natter service-token: auth answered without an access_token", err=True)
+        raise typer.Exit(1)
     typer.echo(token)
+
+
+@app.command("rotate-keys")
+def rotate_keys(data_dir: Path | None = DATA_DIR_OPTION) -> None:
+    """Make a new RS256 key sign from now on. The old key keeps verifying until the last token
+    it signed has expired (a day for access tokens, longer for service tokens it signed)."""
+    from shared.subjects import AUTH_ROTATE_KEYS
+
+    reply = _operator(AUTH_ROTATE_KEYS, {}, data_dir, "rotate-keys")
+    retired = reply.get("retired") or {}
+    typer.echo(
+        f"kid {reply.get('kid')} signs now; kid {retired.get('kid')} verifies until "
+        f"{_when(retired.get('verifies_until_ms'))}"
+    )
 
 
 @app.command()

@@ -95,6 +95,24 @@ class ServiceTokenRequest(_Body):
     role: Literal["service", "admin"] = "service"
 
 
+class ServiceTokenRevokeRequest(_Body):
+    """``auth.service_token.revoke``: answers the token's record with ``revoked_ms``;
+    ``not_found`` for an unknown ``jti``."""
+
+    jti: Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{32}$")]
+
+
+class PasswordChangeRequest(_Body):
+    """``auth.password``: answers a fresh token pair (a new session); every other session of
+    the user is revoked. ``unauthorized`` for a wrong ``current_password`` (throttled like
+    logins)."""
+
+    user_id: UserId
+    current_password: Annotated[Text, Field(min_length=1, max_length=1024)]
+    new_password: Password
+    client_ip: str | None = None
+
+
 class LookupRequest(_Body):
     """``auth.lookup`` / ``auth.me``: by ``username`` (case-insensitive) or ``user_id``;
     answers ``{"user_id","username","created_at"}`` or ``not_found``."""

@@ -8,8 +8,10 @@ tiers and what each may do:
 operator   everything (``>``): provisioning streams and buckets (``natter provision``), minting
            service tokens (``auth.service_token``), health probes, tests, the operator's tools.
 auth       serve ``auth.*``; its own buckets (users, sessions, refresh tokens, **the private
-           signing keys**, login failures) and the revocations it writes; ``events.user.*`` and
-           ``events.session.*``.
+           signing keys**, login failures, service tokens) and the revocations it writes;
+           ``events.user.*`` and ``events.session.*``. Of its endpoints, the gateway may ask
+           only the public ones; ``auth.service_token*`` and ``auth.rotate_keys`` are the
+           operator's.
 chat       serve ``chat.*``; ``msgs.>`` (room logs), ``access.>`` (removals), its buckets (rooms,
            presence; gateways read-only), ``events.chat.*``, ``deliver.room.*``; ask
            ``auth.lookup``.
@@ -59,6 +61,7 @@ GATEWAY_REQUESTS: Final = (
     subjects.AUTH_LOGOUT,
     subjects.AUTH_JWKS,
     subjects.AUTH_ME,
+    subjects.AUTH_PASSWORD,
     subjects.CHAT_JOIN,
     subjects.CHAT_LEAVE,
     subjects.CHAT_SEND,
@@ -82,6 +85,7 @@ AUTH_BUCKETS: Final = (
     subjects.KV_AUTH_KEYS,
     subjects.KV_LOGIN_FAILURES,
     subjects.KV_LOGIN_KNOWN,
+    subjects.KV_SERVICE_TOKENS,
 )
 
 
@@ -141,8 +145,8 @@ def permissions(tier: str) -> dict[str, object]:
     if tier == AUTH:
         publish, subscribe = _service(AUTH)
         publish += ["events.user.>", "events.session.>", *_info(subjects.EVENTS_STREAM)]
-        for bucket in (*AUTH_BUCKETS, subjects.KV_REVOCATIONS):
-            publish += [*_read(_kv(bucket)), *_kv_write(bucket)]
+        for bucket in (*AUTH_BUCKETS, subjects.KV_REVOCATIONS, subjects.KV_TOKEN_REVOCATIONS):
+            publish += [*_read(_kv(bucket)), *_kv_write(bucket), *_consume(_kv(bucket))]
         return _with_responses(publish, subscribe)
     if tier == CHAT:
         publish, subscribe = _service(CHAT)
@@ -183,7 +187,11 @@ def permissions(tier: str) -> dict[str, object]:
             *_info(_kv(subjects.KV_GATEWAYS)),
             *_kv_write(subjects.KV_GATEWAYS),
         ]
-        for stream in (_kv(subjects.KV_REVOCATIONS), subjects.ROOM_ACCESS_STREAM):
+        for stream in (
+            _kv(subjects.KV_REVOCATIONS),
+            _kv(subjects.KV_TOKEN_REVOCATIONS),
+            subjects.ROOM_ACCESS_STREAM,
+        ):
             publish += [*_info(stream), *_consume(stream)]
         subscribe = ["deliver.>", f"{inbox_prefix(GATEWAY)}.>"]
         return {"publish": {"allow": publish}, "subscribe": {"allow": subscribe}}

@@ -39,6 +39,8 @@ BUCKET_TTLS: Final[dict[str, float | None]] = {
     subjects.KV_AUTH_KEYS: None,
     subjects.KV_LOGIN_FAILURES: 900.0,
     subjects.KV_LOGIN_KNOWN: 30 * DAY,
+    subjects.KV_SERVICE_TOKENS: None,
+    subjects.KV_TOKEN_REVOCATIONS: None,
     subjects.KV_REVOCATIONS: DAY,
     subjects.KV_ROOMS: None,
     subjects.KV_PRESENCE: None,

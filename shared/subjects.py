@@ -28,6 +28,10 @@ AUTH_REFRESH: Final = "auth.refresh"
 AUTH_LOGOUT: Final = "auth.logout"
 AUTH_JWKS: Final = "auth.jwks"
 AUTH_SERVICE_TOKEN: Final = "auth.service_token"
+AUTH_SERVICE_TOKEN_LIST: Final = "auth.service_token.list"
+AUTH_SERVICE_TOKEN_REVOKE: Final = "auth.service_token.revoke"
+AUTH_ROTATE_KEYS: Final = "auth.rotate_keys"
+AUTH_PASSWORD: Final = "auth.password"
 AUTH_LOOKUP: Final = "auth.lookup"
 AUTH_ME: Final = "auth.me"
 
@@ -79,6 +83,8 @@ KV_REFRESH: Final = "natter_refresh"
 KV_AUTH_KEYS: Final = "natter_auth_keys"
 KV_LOGIN_FAILURES: Final = "natter_login_failures"
 KV_LOGIN_KNOWN: Final = "natter_login_known"
+KV_SERVICE_TOKENS: Final = "natter_service_tokens"
+KV_TOKEN_REVOCATIONS: Final = "natter_token_revocations"
 KV_REVOCATIONS: Final = "natter_revocations"
 KV_ROOMS: Final = "natter_rooms"
 KV_PRESENCE: Final = "natter_presence"
@@ -94,6 +100,12 @@ HDR_KIND: Final = "Natter-Kind"
 #: Revision of the room's registry entry (``natter_rooms``) a join was authorised at, or a
 #: removal took effect at: a removal applies to sockets that joined at an older revision.
 HDR_ROOM_REV: Final = "Natter-Room-Rev"
+#: A ``joined`` / ``history`` reply that did not fit one NATS message: the gateway fetches the
+#: messages with ``seq`` > this one (up to the frame's ``last_seq``) and appends them...
+HDR_MORE_AFTER: Final = "Natter-More-After"
+#: ...or ``Natter-More-Count`` messages with ``seq`` < this one, prepended (gateway.pages).
+HDR_MORE_BEFORE: Final = "Natter-More-Before"
+HDR_MORE_COUNT: Final = "Natter-More-Count"
 #: ``Natter-Kind`` of the ``removed`` frame chat publishes on ``deliver.room.<room>``.
 KIND_REMOVED: Final = "removed"
 

@@ -480,24 +480,34 @@ async def test_large_room_recovery_limit_and_paging(nc: Client) -> None:
     assert len(set(bodies.values())) == 1000
 
 
-async def test_replies_stay_under_the_max_payload(nc: Client) -> None:
-    """100 messages of 4000 three-byte characters (12 kB each) do not fit in one 1 MB reply:
-    recovery falls back to the latest messages and history pages shrink, instead of a reply
-    that NATS would refuse to carry."""
+async def test_replies_stay_under_the_max_payload_and_say_what_is_missing(nc: Client) -> None:
+    """100 messages of 4000 three-byte characters (12 kB each) do not fit in one 1 MB reply: chat
+    answers what fits and names the rest in headers, for the gateway to fetch and splice in
+    (gateway/pages.py; the whole frame reaches the client, test_ws_rooms.py), instead of a reply
+    NATS would refuse to carry or a recovery that gives up."""
     alice, room = new_actor(), new_room()
     await join(nc, alice, room)
     for i in range(100):
         await send(nc, alice, room, f"{i:03d}" + "€" * 3997)
     assert nc.max_payload == 1024 * 1024
 
-    recovery = await join(nc, alice, room, since=0, first_local=False)
-    assert recovery["recovered"] is False and recovery["last_seq"] == 100
-    assert [m["seq"] for m in recovery["messages"]] == list(range(51, 101))
+    body = {**alice.body, "room": room, "gateway_id": GATEWAY, "first_local": False, "since": 0}
+    reply = await nc.request(subjects.CHAT_JOIN, json.dumps(body).encode(), timeout=TIMEOUT)
+    assert len(reply.data) < nc.max_payload
+    recovery = json.loads(reply.data)
+    seqs = [m["seq"] for m in recovery["messages"]]
+    assert recovery["recovered"] is True and recovery["last_seq"] == 100
+    assert 50 <= len(seqs) < 100 and seqs == list(range(1, len(seqs) + 1))  # the oldest part
+    assert reply.headers is not None and reply.headers[subjects.HDR_MORE_AFTER] == str(seqs[-1])
 
-    newest = await history(nc, alice, room, limit=100)
+    body = {"user_id": alice.user_id, "room": room, "limit": 100}
+    reply = await nc.request(subjects.CHAT_HISTORY, json.dumps(body).encode(), timeout=TIMEOUT)
+    newest = json.loads(reply.data)
     seqs = [m["seq"] for m in newest["messages"]]
-    assert newest["has_more"] is True and 50 <= len(seqs) < 100 and seqs == list(range(101 - len(seqs), 101))
-    oldest = await history(nc, alice, room, after=0, limit=100)
+    assert newest["has_more"] is False and 50 <= len(seqs) < 100 and seqs == list(range(101 - len(seqs), 101))
+    assert reply.headers is not None and reply.headers[subjects.HDR_MORE_BEFORE] == str(seqs[0])
+    assert reply.headers[subjects.HDR_MORE_COUNT] == str(100 - len(seqs))
+    oldest = await history(nc, alice, room, after=0, limit=100)  # gap fills: cut, has_more
     seqs = [m["seq"] for m in oldest["messages"]]
     assert oldest["has_more"] is True and 50 <= len(seqs) < 100 and seqs == list(range(1, len(seqs) + 1))
     assert all(m["message"] == f"{m['seq'] - 1:03d}" + "€" * 3997 for m in oldest["messages"])
