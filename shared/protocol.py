@@ -299,5 +299,12 @@ def encode_frame(frame_type: str, request_id: str | int | None = None, /, **fiel
 
 
 def error_frame(error: ProtocolError, request_id: str | int | None = None) -> str:
-    """``{"type":"error","code":..,"message":..,"id":..}`` plus ``details`` / ``retry_after``."""
-    return encode_frame("error", request_id, code=error.code.value, message=error.message, **error.extra)
+    """``{"type":"error","code":..,"message":..,"id":..}`` plus ``details`` / ``retry_after``.
+
+    A ``validation_error`` always carries ``details`` (PROTOCOL.md section 7): one raised without
+    them (a service's check, a rule across fields) gets one entry with its message.
+    """
+    extra = error.extra
+    if error.code is ErrorCode.VALIDATION_ERROR and not extra.get("details"):
+        extra = {**extra, "details": [{"loc": [], "msg": error.message, "type": "value_error"}]}
+    return encode_frame("error", request_id, code=error.code.value, message=error.message, **extra)
