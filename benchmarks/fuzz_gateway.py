@@ -49,28 +49,41 @@ async def _recv(conn: Any, timeout: float) -> dict[str, Any]:
     return dict(json.loads(await asyncio.wait_for(conn.recv(), timeout)))
 
 
-async def _fuzz_socket(ws: str, token: str, room: str, texts: list[str], problems: list[str]) -> int:
-    """Send ``texts`` (pausing on ``rate_limited``); returns how many were sent."""
-    async with websockets.connect(f"{ws}?token={token}", max_size=None) as conn:
-        await _recv(conn, 10)  # auth_success
-        await _recv(conn, 10)  # notifications
-        await conn.send(json.dumps({"type": "join", "room": room}))
-        sent = 0
-        for text in texts:
-            await conn.send(text)
-            sent += 1
-            marker = f"m{sent}"
-            await conn.send(json.dumps({"type": "ping", "id": marker}))
-            while True:
-                frame = await _recv(conn, 30)
-                if frame.get("type") == "pong" and frame.get("id") == marker:
-                    break
-                if frame.get("code") == "rate_limited":
-                    await asyncio.sleep(float(frame.get("retry_after", 0.05)))
-                    continue
-                if (problem := check_answer(frame)) is not None:
-                    problems.append(problem)
-        return sent
+async def _fuzz_socket(
+    ws: str, token: str, room: str, texts: list[str], problems: list[str], *, pace: float = 0.11
+) -> int:
+    """Send ``texts``, each followed by a ``ping`` whose ``pong`` proves the frame was handled
+    (a refused ping is sent again after its ``retry_after``); returns how many were sent."""
+    sent = 0
+    try:
+        async with websockets.connect(f"{ws}?token={token}", max_size=None) as conn:
+            await _recv(conn, 10)  # auth_success
+            await _recv(conn, 10)  # notifications
+            await conn.send(json.dumps({"type": "join", "room": room}))
+            cycle = time.monotonic()
+            for text in texts:
+                # Two frames per cycle (the fuzz frame and the ping), paced under the gateway's
+                # 20 frames/s: a client that sends while told to wait is closed for abuse.
+                await asyncio.sleep(max(0.0, pace - (time.monotonic() - cycle)))
+                cycle = time.monotonic()
+                await conn.send(text)
+                sent += 1
+                marker = f"m{sent}"
+                await conn.send(json.dumps({"type": "ping", "id": marker}))
+                while True:
+                    frame = await _recv(conn, 30)
+                    if frame.get("type") == "pong" and frame.get("id") == marker:
+                        break
+                    if frame.get("code") == "rate_limited":
+                        await asyncio.sleep(float(frame.get("retry_after", 0.05)))
+                        if frame.get("id") == marker:
+                            await conn.send(json.dumps({"type": "ping", "id": marker}))
+                        continue
+                    if (problem := check_answer(frame)) is not None:
+                        problems.append(problem)
+    except Exception as error:  # a closed socket or a silent gateway is what this looks for
+        problems.append(f"fuzz socket failed after {sent} frames: {error!r}")
+    return sent
 
 
 async def _control(

@@ -588,6 +588,9 @@
       case "error":
         onError(frame, ctx);
         break;
+      case "removed":
+        onRemoved(frame);
+        break;
       default:
         break; // unknown frames from a newer server are ignored
     }
@@ -704,6 +707,14 @@
     const room = state.rooms.get(name);
     if (room) room.unread = 0;
     saveRooms();
+  }
+
+  /** The user lost access to a room (removed by its owner, or banned): drop it from the view. */
+  function onRemoved(frame) {
+    const name = String(frame.room || "");
+    if (!state.rooms.has(name)) return;
+    removeRoom(name);
+    showError(`You were ${frame.reason === "banned" ? "banned" : "removed"} from #${name}`);
   }
 
   function onJoined(frame) {
