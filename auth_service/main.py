@@ -21,23 +21,15 @@ from auth_service.throttle import LoginThrottle
 from auth_service.users import UserStore
 from shared import __version__, subjects
 from shared.logs import configure_logging
+from shared.nats_auth import AUTH_BUCKETS
 from shared.provisioning import require_stream
 from shared.service_runner import ServiceApp
 from shared.streams import open_bucket
 
 logger = logging.getLogger(__name__)
 
-BUCKETS = (
-    subjects.KV_USERS,
-    subjects.KV_SESSIONS,
-    subjects.KV_REFRESH,
-    subjects.KV_AUTH_KEYS,
-    subjects.KV_LOGIN_FAILURES,
-    subjects.KV_LOGIN_KNOWN,
-    subjects.KV_SERVICE_TOKENS,
-    subjects.KV_REVOCATIONS,
-    subjects.KV_TOKEN_REVOCATIONS,
-)
+#: Its own buckets (only auth may touch them, shared.nats_auth) and the revocations it writes.
+BUCKETS = (*AUTH_BUCKETS, subjects.KV_REVOCATIONS, subjects.KV_TOKEN_REVOCATIONS)
 
 
 async def serve(settings: Settings | None = None, stop: asyncio.Event | None = None) -> None:

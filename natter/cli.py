@@ -338,18 +338,24 @@ def nats_config(
 
     deploy/nats/nats.conf holds a copy: natter nats-config --update deploy/nats/nats.conf
     """
-    from natter.envdoc import replace_block
     from shared.nats_auth import CONFIG_BEGIN, CONFIG_END, authorization_block
 
-    block = authorization_block()
+    _print_or_update("nats-config", authorization_block(), update, begin=CONFIG_BEGIN, end=CONFIG_END, gap="")
+
+
+def _print_or_update(command: str, text: str, update: str | None, **markers: str) -> None:
+    """Print ``text``, or with ``update`` rewrite that file's generated block with it
+    (:func:`natter.envdoc.replace_block`; ``markers`` are its ``begin``/``end``/``gap``)."""
+    from natter.envdoc import replace_block
+
     if update is None:
-        typer.echo(block, nl=False)
+        typer.echo(text, nl=False)
         return
     path = Path(update)
     try:
-        path.write_text(replace_block(path.read_text(), block, begin=CONFIG_BEGIN, end=CONFIG_END, gap=""))
+        path.write_text(replace_block(path.read_text(), text, **markers))
     except (OSError, ValueError) as error:
-        typer.echo(f"natter nats-config: {update}: {error}", err=True)
+        typer.echo(f"natter {command}: {update}: {error}", err=True)
         raise typer.Exit(1) from None
     typer.echo(f"updated {update}", err=True)
 
@@ -374,21 +380,9 @@ def env_doc(
 
     docs/deploy.md holds a copy: natter env-doc --update docs/deploy.md
     """
-    from pathlib import Path
+    from natter.envdoc import render_markdown
 
-    from natter.envdoc import render_markdown, replace_block
-
-    table = render_markdown()
-    if update is None:
-        typer.echo(table, nl=False)
-        return
-    path = Path(update)
-    try:
-        path.write_text(replace_block(path.read_text(), table))
-    except (OSError, ValueError) as error:
-        typer.echo(f"natter env-doc: {update}: {error}", err=True)
-        raise typer.Exit(1) from None
-    typer.echo(f"updated {update}", err=True)
+    _print_or_update("env-doc", render_markdown(), update)
 
 
 @app.command()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -195,6 +196,25 @@ def _start_stack(
             stack.stop()
         raise
     return stack
+
+
+@contextmanager
+def isolated_stack(
+    tmp: Path, name: str, env: dict[str, str] | None = None, *, gateways: int = 1
+) -> Iterator[Stack]:
+    """A stack on its own nats-server (own counters, own keys), stopped on exit: for module
+    fixtures that need other settings than the session's ``stack``."""
+    server = start_nats(tmp, name=f"{name}-nats")
+    created: list[Stack] = []
+    try:
+        stack = _start_stack(tmp / name, server, env, created)
+        for _ in range(gateways - 1):
+            stack.start_gateway()
+        yield stack
+    finally:
+        for running in created:
+            running.stop()
+        server.stop()
 
 
 @pytest.fixture(scope="session")

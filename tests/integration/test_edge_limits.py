@@ -10,14 +10,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
-from tests.conftest import Stack, _start_stack, start_nats
+from tests.conftest import Stack, isolated_stack
 from tests.support import WsClient, connect, expect_close, register
 
 EDGE_ENV = {
@@ -30,15 +29,8 @@ EDGE_ENV = {
 
 @pytest.fixture(scope="module")
 def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    tmp: Path = tmp_path_factory.mktemp("edge")
-    server = start_nats(tmp, name="edge-nats")
-    created: list[Stack] = []
-    try:
-        yield _start_stack(tmp / "stack", server, EDGE_ENV, created)
-    finally:
-        for stack in created:
-            stack.stop()
-        server.stop()
+    with isolated_stack(tmp_path_factory.mktemp("edge"), "edge", EDGE_ENV) as stack:
+        yield stack
 
 
 def port_of(stack: Stack) -> int:

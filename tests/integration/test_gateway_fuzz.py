@@ -17,7 +17,6 @@ import asyncio
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 
-from tests.conftest import Stack, _start_stack, start_nats
+from tests.conftest import Stack, isolated_stack
 from tests.fuzz_frames import check_answer, raw_frames
 from tests.support import User, WsClient, connect, join, register, unique_name
 
@@ -52,11 +51,7 @@ class Fuzzed:
 
 @pytest.fixture(scope="module")
 def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzed]:
-    tmp: Path = tmp_path_factory.mktemp("fuzz")
-    server = start_nats(tmp, name="fuzz-nats")
-    created: list[Stack] = []
-    try:
-        stack = _start_stack(tmp / "stack", server, FUZZ_ENV, created)
+    with isolated_stack(tmp_path_factory.mktemp("fuzz"), "fuzz", FUZZ_ENV) as stack:
 
         async def users() -> tuple[User, User]:
             async with httpx.AsyncClient(base_url=stack.base_url) as http:
@@ -66,10 +61,6 @@ def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzed]:
         state = Fuzzed(stack, fuzzer, control, unique_name("fz"))
         state.health = httpx.get(f"{stack.base_url}/health").json()
         yield state
-    finally:
-        for running in created:
-            running.stop()
-        server.stop()
 
 
 async def _drain_until_pong(client: WsClient, marker: str) -> list[dict[str, Any]]:

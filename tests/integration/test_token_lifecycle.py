@@ -16,30 +16,20 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from shared.nats_auth import OPERATOR
-from tests.conftest import Stack, _start_stack, start_nats
+from tests.conftest import Stack, isolated_stack
 from tests.support import WsClient, connect, expect_close, register, service_token, unique_name
 
 
 @pytest.fixture(scope="module")
 def two(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    tmp: Path = tmp_path_factory.mktemp("tokens")
-    server = start_nats(tmp, name="tokens-nats")
-    created: list[Stack] = []
-    try:
-        stack = _start_stack(tmp / "stack", server, None, created)
-        stack.start_gateway()
+    with isolated_stack(tmp_path_factory.mktemp("tokens"), "tokens", gateways=2) as stack:
         yield stack
-    finally:
-        for running in created:
-            running.stop()
-        server.stop()
 
 
 def natter(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
