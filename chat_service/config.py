@@ -6,6 +6,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.config import CommonSettings
+from shared.room_shards import MAX_SHARDS
 from shared.streams import DAY, DEDUP_WINDOW
 
 
@@ -24,8 +25,16 @@ class Settings(CommonSettings):
     retention_days: float = Field(
         default=0.0,
         ge=0,
-        description="Days messages are kept in CHAT_MESSAGES; 0 keeps them forever. JetStream needs "
+        description="Days room log entries are kept in ROOMS_<k>; 0 keeps them forever. JetStream needs "
         "at least the 10-minute de-duplication window.",
+    )
+    room_shards: int = Field(
+        default=4,
+        ge=1,
+        le=MAX_SHARDS,
+        description="Streams the room logs are sharded over (ROOMS_0..N-1, by a hash of the room "
+        "name), used when `natter provision` first creates them; later the count recorded on the "
+        "streams holds (docs/scaling.md).",
     )
     floor_interval_seconds: float | None = Field(
         default=None,

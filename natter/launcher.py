@@ -105,7 +105,12 @@ def wait_services(nats_url: str, names: tuple[str, ...], timeout: float = 30.0) 
 
 
 def provision(
-    nats_url: str, *, login: NatsLogin | None = None, replicas: int = 1, retention_days: float = 0.0
+    nats_url: str,
+    *,
+    login: NatsLogin | None = None,
+    replicas: int = 1,
+    retention_days: float = 0.0,
+    room_shards: int = 4,
 ) -> list[str]:
     """Create or update every stream and bucket (:func:`shared.provisioning.provision`) as
     ``login`` (the operator), from synchronous code; returns their names.
@@ -118,7 +123,11 @@ def provision(
 
     servers = [url.strip() for url in nats_url.split(",") if url.strip()]
     work = provision_servers(
-        servers, login=login or NatsLogin(), replicas=replicas, retention_days=retention_days
+        servers,
+        login=login or NatsLogin(),
+        replicas=replicas,
+        retention_days=retention_days,
+        room_shards_wanted=room_shards,
     )
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         return pool.submit(asyncio.run, work).result()

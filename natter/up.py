@@ -551,7 +551,12 @@ class Runner:
         chat = ChatSettings()
         replicas = CLUSTER_NODES if len(plan.nats) > 1 else chat.stream_replicas
         try:
-            names = provision(operator_url, replicas=replicas, retention_days=chat.retention_days)
+            names = provision(
+                operator_url,
+                replicas=replicas,
+                retention_days=chat.retention_days,
+                room_shards=chat.room_shards,
+            )
         except Exception as error:  # refused login, JetStream not answering
             raise UpError(f"provisioning streams failed: {error!r}") from error
         logger.info("provisioned %d streams and buckets", len(names))

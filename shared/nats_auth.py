@@ -12,7 +12,8 @@ auth       serve ``auth.*``; its own buckets (users, sessions, refresh tokens, *
            ``events.user.*`` and ``events.session.*``. Of its endpoints, the gateway may ask
            only the public ones; ``auth.service_token*`` and ``auth.rotate_keys`` are the
            operator's.
-chat       serve ``chat.*``; ``msgs.>`` (room logs), ``access.>`` (removals), its buckets (rooms,
+chat       serve ``chat.*``; ``roomlog.>`` and ``roomview.>`` (the room log shards ``ROOMS_<k>``,
+           reading them and erasing deleted text), ``access.>`` (removals), its buckets (rooms,
            presence; gateways read-only), ``events.chat.*``, ``deliver.room.*``; ask
            ``auth.lookup``.
 notify     serve ``notify.*``; ``notif.>``, its read-state bucket, the ``EVENTS`` consumers,
@@ -42,7 +43,7 @@ import secrets
 from collections.abc import Mapping
 from typing import Final
 
-from shared import subjects
+from shared import room_shards, subjects
 
 OPERATOR: Final = "operator"
 AUTH: Final = "auth"
@@ -66,6 +67,9 @@ GATEWAY_REQUESTS: Final = (
     subjects.CHAT_LEAVE,
     subjects.CHAT_SEND,
     subjects.CHAT_HISTORY,
+    subjects.CHAT_EDIT,
+    subjects.CHAT_DELETE,
+    subjects.CHAT_REACT,
     subjects.CHAT_PRESENCE,
     subjects.CHAT_ROOMS_LIST,
     subjects.CHAT_ROOMS_CREATE,
@@ -152,14 +156,18 @@ def permissions(tier: str) -> dict[str, object]:
         publish, subscribe = _service(CHAT)
         publish += [
             subjects.AUTH_LOOKUP,
-            subjects.MESSAGES_SUBJECTS,
+            room_shards.LOG_SUBJECTS,
+            room_shards.VIEW_SUBJECTS,
             subjects.ROOM_ACCESS_SUBJECTS,
             "events.chat.>",
             subjects.DELIVER_ROOM_WILDCARD,
-            *_read(subjects.MESSAGES_STREAM),
             *_info(subjects.ROOM_ACCESS_STREAM),
             *_info(subjects.EVENTS_STREAM),
         ]
+        for shard in range(room_shards.MAX_SHARDS):
+            stream = room_shards.stream_name(shard)
+            # Erasing single messages is how deleted text is purged (PROTOCOL.md section 8).
+            publish += [*_read(stream), f"$JS.API.STREAM.MSG.DELETE.{stream}"]
         for bucket in (subjects.KV_ROOMS, subjects.KV_PRESENCE, subjects.KV_GATEWAYS):
             publish += [*_read(_kv(bucket)), *_consume(_kv(bucket))]
         for bucket in (subjects.KV_ROOMS, subjects.KV_PRESENCE):

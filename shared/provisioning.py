@@ -18,48 +18,81 @@ import asyncio
 import logging
 
 import nats
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from shared import subjects
+from shared import room_shards, subjects
 from shared.config import NatsLogin
+from shared.room_migration import migrate_v1_messages
 from shared.streams import (
     BUCKET_TTLS,
     NotProvisioned,
     ensure_bucket,
     ensure_events_stream,
-    ensure_messages_stream,
     ensure_notifications_stream,
     ensure_room_access_stream,
+    ensure_stream,
 )
 
 logger = logging.getLogger(__name__)
 
 
-async def provision(js: JetStreamContext, *, replicas: int, retention_days: float) -> list[str]:
-    """Create or update every stream and KV bucket natter uses.
+async def room_shard_count(js: JetStreamContext) -> int | None:
+    """The shard count recorded on ``ROOMS_0`` (:mod:`shared.room_shards`), ``None`` before
+    the room logs were provisioned."""
+    try:
+        info = await js.stream_info(room_shards.stream_name(0))
+    except NotFoundError:
+        return None
+    value = (info.config.metadata or {}).get(room_shards.SHARDS_METADATA, "")
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
+async def provision(
+    nc: Client, *, replicas: int, retention_days: float, room_shards_wanted: int = 4
+) -> list[str]:
+    """Create or update every stream and KV bucket natter uses, then move a v1
+    ``CHAT_MESSAGES`` stream's messages into the room logs (:mod:`shared.room_migration`).
 
     Args:
-        js: a JetStream context of a client with the operator's permissions.
+        nc: a connection with the operator's permissions.
         replicas: replicas of each stream and bucket (1, or 3 on a NATS cluster).
-        retention_days: ``CHAT_MESSAGES`` max age (``NATTER_CHAT_RETENTION_DAYS``; 0 = forever).
+        retention_days: room log max age (``NATTER_CHAT_RETENTION_DAYS``; 0 = forever).
+        room_shards_wanted: shard streams for a new deployment (``NATTER_CHAT_ROOM_SHARDS``);
+            an existing deployment keeps the count it was provisioned with (changing it moves
+            rooms between streams, docs/scaling.md), and a different wish is logged.
 
     Returns:
         The names of the streams (buckets as ``KV_<bucket>``) that now exist.
     """
-    await ensure_messages_stream(js, replicas=replicas, max_age_days=retention_days)
+    js = nc.jetstream(timeout=10)
+    shards = await room_shard_count(js)
+    if shards is None:
+        shards = room_shards_wanted
+    elif shards != room_shards_wanted:
+        logger.warning(
+            "room logs stay on %d shards (NATTER_CHAT_ROOM_SHARDS=%d asks for a migration)",
+            shards,
+            room_shards_wanted,
+        )
+    names = []
+    for shard in range(shards):
+        await ensure_stream(
+            js,
+            room_shards.stream_config(shard, shards=shards, replicas=replicas, max_age_days=retention_days),
+        )
+        names.append(room_shards.stream_name(shard))
     await ensure_notifications_stream(js, replicas=replicas)
     await ensure_events_stream(js, replicas=replicas)
     await ensure_room_access_stream(js, replicas=replicas)
-    names = [
-        subjects.MESSAGES_STREAM,
-        subjects.NOTIFICATIONS_STREAM,
-        subjects.EVENTS_STREAM,
-        subjects.ROOM_ACCESS_STREAM,
-    ]
+    names += [subjects.NOTIFICATIONS_STREAM, subjects.EVENTS_STREAM, subjects.ROOM_ACCESS_STREAM]
     for bucket in BUCKET_TTLS:
         await ensure_bucket(js, bucket, replicas=replicas)
         names.append(f"KV_{bucket}")
+    migrated = await migrate_v1_messages(nc, js, shards=shards)
+    if migrated:
+        logger.info("moved %d messages from %s into the room logs", migrated, subjects.MESSAGES_STREAM)
     logger.info("provisioned %d streams and buckets (replicas=%d)", len(names), replicas)
     return names
 
@@ -70,6 +103,7 @@ async def provision_servers(
     login: NatsLogin,
     replicas: int,
     retention_days: float,
+    room_shards_wanted: int = 4,
     timeout: float = 60.0,
 ) -> list[str]:
     """Connect as ``login`` (the operator), :func:`provision`, disconnect; retries while
@@ -88,7 +122,10 @@ async def provision_servers(
         while True:
             try:
                 return await provision(
-                    nc.jetstream(timeout=10), replicas=replicas, retention_days=retention_days
+                    nc,
+                    replicas=replicas,
+                    retention_days=retention_days,
+                    room_shards_wanted=room_shards_wanted,
                 )
             except (nats.errors.Error, TimeoutError) as error:
                 if asyncio.get_running_loop().time() > deadline:

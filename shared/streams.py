@@ -61,24 +61,6 @@ async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
         logger.info("stream=%s updated", config.name)
 
 
-async def ensure_messages_stream(js: JetStreamContext, *, replicas: int, max_age_days: float) -> None:
-    """``CHAT_MESSAGES`` on ``msgs.<room>``: room messages, de-duplicated on ``Nats-Msg-Id``
-    for :data:`DEDUP_WINDOW` seconds; ``max_age_days`` 0 keeps them forever."""
-    await ensure_stream(
-        js,
-        StreamConfig(
-            name=subjects.MESSAGES_STREAM,
-            subjects=[subjects.MESSAGES_SUBJECTS],
-            storage=StorageType.FILE,
-            num_replicas=replicas,
-            duplicate_window=DEDUP_WINDOW,
-            max_age=max_age_days * DAY if max_age_days > 0 else None,
-            allow_direct=True,
-            deny_delete=True,
-        ),
-    )
-
-
 async def ensure_notifications_stream(js: JetStreamContext, *, replicas: int) -> None:
     """``NOTIFICATIONS`` on ``notif.<user_id>``: 500 per user, 30 days, de-duplicated."""
     await ensure_stream(

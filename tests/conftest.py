@@ -65,6 +65,7 @@ class NatsServer:
             login=self.credentials.login(OPERATOR),
             replicas=int(env.get("NATTER_STREAM_REPLICAS", "1")),
             retention_days=float(env.get("NATTER_CHAT_RETENTION_DAYS", "0")),
+            room_shards=int(env.get("NATTER_CHAT_ROOM_SHARDS", "4")),
         )
 
     def start(self) -> None:

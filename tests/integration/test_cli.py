@@ -32,7 +32,7 @@ from natter.launcher import free_port, nats_server_process, wait_for_port
 from natter.up import port_is_free
 from shared import __version__
 from shared.nats_auth import OPERATOR
-from shared.subjects import MESSAGES_STREAM
+from shared.room_shards import stream_name
 
 #: Settings that choose the CLI's NATS login; tests set them explicitly or not at all.
 LOGIN_ENV = ("NATTER_NATS_USER", "NATTER_NATS_PASSWORD", "NATTER_DATA_DIR")
@@ -248,7 +248,7 @@ def test_up_serves_mints_a_service_token_and_stops_cleanly_on_ctrl_c(natter_up: 
     )
     assert as_gateway.returncode == 1 and as_gateway.stdout == "", as_gateway.stderr
     provisioned = service_token(run.nats_url, data_dir=run.data_dir, command="provision")
-    assert provisioned.returncode == 0 and "CHAT_MESSAGES" in provisioned.stdout, provisioned.stderr
+    assert provisioned.returncode == 0 and "ROOMS_0" in provisioned.stdout, provisioned.stderr
 
     assert run.stop(signal.SIGINT) == 0
     run.assert_nothing_left(children)
@@ -319,7 +319,7 @@ def test_up_nats_cluster_runs_three_nodes_with_replicated_streams(natter_up: Sta
         assert (run.data_dir / "nats-cluster" / f"node-{index}" / "jetstream").is_dir()
     # every node accepts clients; the services' streams are replicated on three of them
     for port in (run.nats_port, run.nats_port + 1, run.nats_port + 2):
-        assert asyncio.run(_stream_replicas(run.operator_url(port), MESSAGES_STREAM)) == 3
+        assert asyncio.run(_stream_replicas(run.operator_url(port), stream_name(0))) == 3
     minted = service_token(f"nats://127.0.0.1:{run.nats_port + 2}", "cluster", data_dir=run.data_dir)
     assert minted.returncode == 0, minted.stderr
     assert run.stop(signal.SIGINT) == 0
