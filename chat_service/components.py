@@ -17,11 +17,12 @@ from chat_service.floors import FloorKeeper, floor_interval
 from chat_service.janitor import Janitor
 from chat_service.presence import Presence
 from chat_service.roomcache import RoomCache
+from chat_service.roomlog.log import RoomLog
+from chat_service.roomlog.purge import Purger
 from chat_service.rooms import RoomRegistry
-from chat_service.store import MessageStore
-from shared import subjects
-from shared.provisioning import require_stream
-from shared.streams import open_bucket
+from shared import room_shards, subjects
+from shared.provisioning import require_stream, room_shard_count
+from shared.streams import NotProvisioned, open_bucket
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +31,8 @@ class Components:
 
     nc: Client
     js: JetStreamContext
-    store: MessageStore
+    log: RoomLog
+    purger: Purger
     rooms: RoomRegistry
     #: rooms for the send path (watched; see chat_service.roomcache).
     room_cache: RoomCache
@@ -43,7 +45,10 @@ async def build_components(nc: Client, settings: Settings) -> Components:
     """Open the provisioned streams and buckets (:mod:`shared.provisioning`; the setup is retried
     until they exist), create ``general``, and build the parts."""
     js = nc.jetstream()
-    for stream in (subjects.MESSAGES_STREAM, subjects.EVENTS_STREAM, subjects.ROOM_ACCESS_STREAM):
+    shards = await room_shard_count(js)
+    if shards is None:
+        raise NotProvisioned(f"stream {room_shards.stream_name(0)} does not exist: run `natter provision`")
+    for stream in (subjects.EVENTS_STREAM, subjects.ROOM_ACCESS_STREAM):
         await require_stream(js, stream)
     rooms_kv = await open_bucket(js, subjects.KV_ROOMS)
     presence_kv = await open_bucket(js, subjects.KV_PRESENCE)
@@ -54,9 +59,10 @@ async def build_components(nc: Client, settings: Settings) -> Components:
     room_cache = RoomCache(rooms, js)
     await room_cache.start()
     presence = Presence(nc, reader, presence_kv)
-    store = MessageStore(
+    log = RoomLog(
         nc,
         reader,
+        shards=shards,
         publish_timeout=settings.publish_timeout_seconds,
         attempts=settings.send_attempts,
     )
@@ -70,11 +76,12 @@ async def build_components(nc: Client, settings: Settings) -> Components:
     floors = None
     if settings.retention_days > 0:
         interval = settings.floor_interval_seconds or floor_interval(settings.retention_days)
-        floors = FloorKeeper(rooms, store, interval=interval)
+        floors = FloorKeeper(rooms, log, interval=interval)
     return Components(
         nc=nc,
         js=js,
-        store=store,
+        log=log,
+        purger=Purger(log, timeout=settings.publish_timeout_seconds),
         rooms=rooms,
         room_cache=room_cache,
         presence=presence,
@@ -108,6 +115,10 @@ class Runtime:
     async def run_janitor(self) -> None:
         """Background task: the presence janitor."""
         await self.parts.janitor.run()
+
+    async def run_purges(self) -> None:
+        """Background task: finish purges a dead replica left pending."""
+        await self.parts.purger.run()
 
     async def run_floors(self) -> None:
         """Background task: seq floors (returns at once when retention is off)."""

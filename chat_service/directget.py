@@ -98,18 +98,33 @@ class DirectReader:
             return []
         if status != "204":
             raise ProtocolError(ErrorCode.UNAVAILABLE, f"direct get status {status}")
-        out = []
-        for msg in messages:
-            headers = dict(msg.headers or {})
-            out.append(
-                StoredMsg(
-                    stream_seq=int(headers.get("Nats-Sequence", "0")),
-                    subject=headers.get("Nats-Subject", ""),
-                    headers=headers,
-                    data=msg.data,
-                )
-            )
-        return out
+        return [_stored(msg) for msg in messages]
+
+    async def multi_last_of(self, stream: str, subject_list: list[str]) -> list[StoredMsg]:
+        """The last message (with headers) of each of ``subject_list`` (at most 1024 subjects,
+        wildcards allowed) that has one, in stream order.
+
+        Raises:
+            ProtocolError: ``unavailable`` on timeout or an unexpected status.
+        """
+        if not subject_list:
+            return []
+        status, _, messages = await self._call(stream, {"multi_last": subject_list})
+        if status == "404":
+            return []
+        if status != "204":
+            raise ProtocolError(ErrorCode.UNAVAILABLE, f"direct get status {status}")
+        return [_stored(msg) for msg in messages]
+
+
+def _stored(msg: Msg) -> StoredMsg:
+    headers = dict(msg.headers or {})
+    return StoredMsg(
+        stream_seq=int(headers.get("Nats-Sequence", "0")),
+        subject=headers.get("Nats-Subject", ""),
+        headers=headers,
+        data=msg.data,
+    )
 
 
 def _is_status(msg: Msg) -> bool:

@@ -16,8 +16,8 @@ import logging
 
 import nats.errors
 
+from chat_service.roomlog.log import RoomLog
 from chat_service.rooms import RoomRegistry
-from chat_service.store import MessageStore
 from shared.errors import ProtocolError
 from shared.streams import DAY
 
@@ -32,9 +32,9 @@ def floor_interval(retention_days: float) -> float:
 class FloorKeeper:
     """Raises each room's ``seq_floor`` to its last stored seq; :meth:`run` is a background task."""
 
-    def __init__(self, rooms: RoomRegistry, store: MessageStore, *, interval: float) -> None:
+    def __init__(self, rooms: RoomRegistry, log: RoomLog, *, interval: float) -> None:
         self._rooms = rooms
-        self._store = store
+        self._log = log
         self._interval = interval
 
     async def run(self) -> None:
@@ -51,11 +51,11 @@ class FloorKeeper:
     async def pass_once(self) -> int:
         """Raise every stale floor. Returns how many rooms were updated."""
         rooms = await self._rooms.all()
-        tails = await self._store.last_many([room.name for room in rooms])
+        tails = await self._log.tails([room.name for room in rooms])
         raised = 0
         for room in rooms:
             tail = tails.get(room.name)
-            if tail is not None and tail.room_seq > room.seq_floor:
-                if await self._rooms.raise_floor(room.name, tail.room_seq):
+            if tail is not None and tail.seq > room.seq_floor:
+                if await self._rooms.raise_floor(room.name, tail.seq):
                     raised += 1
         return raised

@@ -1,18 +1,17 @@
 """Client frames chat_service produces, encoded once as compact JSON bytes (DESIGN.md rule 4).
 
 Replies carry no ``id`` (the gateway splices it in, ``shared.internal.with_request_id``).
-Stored message bodies (the ``data`` object of a ``message`` frame, as kept in ``CHAT_MESSAGES``)
-are spliced into ``message``, ``joined`` and ``history`` frames as they are: never decoded and
-re-encoded. Field order follows PROTOCOL.md sections 3 and 4.
+Stored bodies (the ``data`` object of each room event's frame, :mod:`chat_service.roomlog.bodies`)
+are spliced into ``joined`` and ``history`` frames as bytes. Field order follows PROTOCOL.md sections 3 and 4.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
+from chat_service.roomlog.bodies import message_id, seq_of_body
 from shared.protocol import dumps, encode_frame
 
 
@@ -44,65 +43,9 @@ def _bool(value: bool) -> bytes:
     return b"true" if value else b"false"
 
 
-def message_data(
-    *,
-    room: str,
-    seq: int,
-    user_id: str,
-    username: str,
-    message: str,
-    timestamp: str,
-    client_msg_id: str | None,
-) -> bytes:
-    """The stored body of one message, which is also the ``data`` of its ``message`` frame:
-    ``{"id":"<room>:<seq>","seq","user_id","username","message","timestamp","client_msg_id"}``."""
-    return dumps(
-        {
-            "id": message_id(room, seq),
-            "seq": seq,
-            "user_id": user_id,
-            "username": username,
-            "message": message,
-            "timestamp": timestamp,
-            "client_msg_id": client_msg_id,
-        }
-    ).encode()
-
-
-def message_id(room: str, seq: int) -> str:
-    """``<room>:<seq>``, the public id of a message (PROTOCOL.md section 4)."""
-    return f"{room}:{seq}"
-
-
 def seq_of(data: bytes) -> int:
-    """The ``seq`` of a stored message body (``message_data``'s field order: read by a scan of
-    the prefix, not a full decode).
-
-    Raises:
-        ValueError: no ``"seq":`` in the body.
-    """
-    start = data.index(b'"seq":') + 6
-    end = start
-    while end < len(data) and data[end : end + 1].isdigit():
-        end += 1
-    return int(data[start:end])
-
-
-def parse_data(data: bytes) -> dict[str, Any]:
-    """Decode a stored message body (used only to build an ack for a duplicate send).
-
-    Raises:
-        ValueError: the body is not a JSON object.
-    """
-    value = json.loads(data)
-    if not isinstance(value, dict):
-        raise ValueError("stored message is not a JSON object")
-    return value
-
-
-def delivery_frame(room: str, data: bytes) -> bytes:
-    """``{"type":"message","room":..,"data":<stored body>}`` for ``deliver.room.<room>``."""
-    return b'{"type":"message","room":' + _str(room) + b',"data":' + data + b"}"
+    """The ``seq`` of a stored body (:func:`chat_service.roomlog.bodies.seq_of_body`)."""
+    return seq_of_body(data)
 
 
 def ack_frame(*, room: str, client_msg_id: str | None, seq: int, timestamp: str) -> bytes:
@@ -114,6 +57,17 @@ def ack_frame(*, room: str, client_msg_id: str | None, seq: int, timestamp: str)
         seq=seq,
         message_id=message_id(room, seq),
         timestamp=timestamp,
+    ).encode()
+
+
+def event_ack_frame(
+    *, room: str, client_msg_id: str | None, seq: int | None, target: int, timestamp: str | None = None
+) -> bytes:
+    """``{"type":"ack","room","client_msg_id","seq","target","timestamp"}`` for ``edit``,
+    ``delete`` and ``react`` (no ``id``); ``seq`` and ``timestamp`` are null when the request
+    changed nothing (PROTOCOL.md section 8)."""
+    return encode_frame(
+        "ack", room=room, client_msg_id=client_msg_id, seq=seq, target=target, timestamp=timestamp
     ).encode()
 
 

@@ -16,12 +16,15 @@ from typing import Any
 
 import nats.errors
 
-from chat_service import frames, history
+from chat_service import frames
 from chat_service.access import readers
 from chat_service.components import Components, Runtime
 from chat_service.config import Settings
 from chat_service.events import publish_mentions
-from chat_service.stored import Appended
+from chat_service.room_events import deliver_entry, state_write
+from chat_service.roomlog import bodies, pages
+from chat_service.roomlog.log import Appended, Draft
+from chat_service.roomlog.state import MessageState
 from shared import subjects
 from shared.errors import ErrorCode, ProtocolError
 from shared.internal import (
@@ -33,6 +36,7 @@ from shared.internal import (
     SendRequest,
 )
 from shared.protocol import utc_timestamp
+from shared.room_entries import HDR_THREAD_COUNT
 from shared.service_runner import HeaderedReply, ServiceApp
 
 logger = logging.getLogger(__name__)
@@ -96,12 +100,13 @@ class ChatHandlers:
                 )
 
         recovery, recorded, online = await asyncio.gather(
-            history.recover(
-                parts.store,
+            pages.recover(
+                parts.log,
                 req.room,
                 req.since,
                 recovery_limit=self.settings.recovery_limit,
                 latest=self.settings.join_latest,
+                me=req.user_id,
                 seq_floor=room.seq_floor,
             ),
             record_presence(),
@@ -113,7 +118,7 @@ class ChatHandlers:
             if req.first_local:
                 await self._withdraw_presence(req)
             raise failed
-        assert isinstance(recovery, history.Recovery) and isinstance(online, list)
+        assert isinstance(recovery, pages.Recovery) and isinstance(online, list)
         if all(user.user_id != req.user_id for user in online):
             online.append(frames.OnlineUser(user_id=req.user_id, username=req.username))
             online.sort(key=lambda user: (user.username.lower(), user.user_id))
@@ -190,9 +195,19 @@ class ChatHandlers:
         """
         req = HistoryRequest.model_validate(body)
         await self.parts.rooms.require_access(req.room, req.user_id)
-        result = await history.page(
-            self.parts.store, req.room, before=req.before, after=req.after, limit=req.limit
-        )
+        if req.after is not None:
+            result = await pages.after(self.parts.log, req.room, req.after, limit=req.limit)
+        else:
+            if req.thread is not None and await self.parts.log.message(req.room, req.thread) is None:
+                raise ProtocolError(ErrorCode.MESSAGE_NOT_FOUND)
+            result = await pages.page(
+                self.parts.log,
+                req.room,
+                before=req.before,
+                limit=min(req.limit, 100),
+                me=req.user_id,
+                thread=req.thread,
+            )
         messages, has_more = result.messages, result.has_more
         budget = self.runtime.payload_budget() - len(
             frames.history_frame(room=req.room, messages=[], has_more=True)
@@ -209,12 +224,16 @@ class ChatHandlers:
         return HeaderedReply(frame, _more_before(messages, fitted))
 
     async def send(self, body: dict[str, Any], headers: dict[str, str]) -> bytes:
-        """``chat.send``: store the message with the room's next seq (exactly once per
-        ``client_msg_id``), publish the ``message`` frame, answer the ``ack`` frame.
+        """``chat.send``: store the message (a reply with ``reply_to``) with the room's next seq,
+        exactly once per ``client_msg_id``, publish the ``message`` frame, answer the ``ack``.
+
+        A plain message is one publish. A reply is an atomic batch with its parent's new state
+        (``replies`` + 1, which is the reply's thread count), compare-and-set on that state.
 
         Raises:
             ProtocolError: ``validation_error`` (empty after trimming), ``room_not_found``,
-                ``forbidden``, ``unavailable`` (storage could not confirm; safe to retry).
+                ``forbidden``, ``message_not_found`` (``reply_to`` missing or deleted),
+                ``unavailable`` (storage could not confirm; safe to retry).
         """
         req = SendRequest.model_validate(body)
         text = req.message.strip()
@@ -222,10 +241,12 @@ class ChatHandlers:
             raise ProtocolError(ErrorCode.VALIDATION_ERROR, "message: must not be empty")
         parts = self.parts
         room = await parts.room_cache.require_access(req.room, req.user_id)
+        where = parts.log.where(room.name)
         timestamp = utc_timestamp()
+        parent = req.reply_to
 
-        def build(seq: int) -> bytes:
-            return frames.message_data(
+        async def prepare(seq: int, count: int) -> Draft:
+            data = bodies.message_body(
                 room=room.name,
                 seq=seq,
                 user_id=req.user_id,
@@ -233,44 +254,59 @@ class ChatHandlers:
                 message=text,
                 timestamp=timestamp,
                 client_msg_id=req.client_msg_id,
+                reply_to=parent,
+            )
+            if parent is None:
+                return Draft(subject=where.message_subject(), body=data)
+            entry = await parts.log.message(room.name, parent)
+            if entry is None:
+                raise ProtocolError(ErrorCode.MESSAGE_NOT_FOUND)
+            previous = await parts.log.state(room.name, parent)
+            if previous is not None and previous.deleted:
+                raise ProtocolError(ErrorCode.MESSAGE_NOT_FOUND)
+            state = (previous or MessageState(stream_seq=entry.stream_seq)).replied(seq=seq)
+            return Draft(
+                subject=where.message_subject(parent),
+                body=data,
+                headers={HDR_THREAD_COUNT: str(state.replies)},
+                extra=(state_write(where.state_subject(parent), state, previous),),
+                record={"timestamp": timestamp},
             )
 
         async def deliver(stored: Appended) -> None:
-            await parts.nc.publish(
-                subjects.deliver_room(room.name),
-                frames.delivery_frame(room.name, stored.data),
-                headers={
-                    subjects.HDR_ROOM: room.name,
-                    subjects.HDR_SEQ: str(stored.seq),
-                    subjects.HDR_KIND: "message",
-                },
-            )
+            await deliver_entry(parts.nc, room.name, stored.seq, stored.data, bodies.MESSAGE)
 
-        stored = await parts.store.append(
+        stored = await parts.log.append(
             room.name,
             user_id=req.user_id,
             client_msg_id=req.client_msg_id,
-            build=build,
+            prepare=prepare,
             after_store=deliver,
+            batch=parent is not None,
+            message=True,
             seq_floor=room.seq_floor,
         )
-        data = frames.parse_data(stored.data) if stored.duplicate else None
-        if data is not None:
+        assert stored is not None  # a message always stores something
+        original = bodies.decode(stored.data) if stored.duplicate and stored.data else None
+        if stored.duplicate:
             logger.info(
                 "room=%s user=%s duplicate send answered with seq=%d", room.name, req.user_id, stored.seq
             )
-        await publish_mentions(
-            parts.js,
-            room=room.name,
-            seq=stored.seq,
-            user_id=req.user_id,
-            username=str(data["username"]) if data else req.username,
-            message=str(data["message"]) if data else text,
-            timeout=self.settings.publish_timeout_seconds,
-        )
+        if stored.record is None:  # a reply found by its record was announced the first time
+            await publish_mentions(
+                parts.js,
+                room=room.name,
+                seq=stored.seq,
+                user_id=req.user_id,
+                username=str(original["username"]) if original else req.username,
+                message=str(original["message"]) if original else text,
+                timeout=self.settings.publish_timeout_seconds,
+            )
+        answered = timestamp
+        if original is not None:
+            answered = str(original["timestamp"])
+        elif stored.record is not None:
+            answered = str(stored.record.get("timestamp") or timestamp)
         return frames.ack_frame(
-            room=room.name,
-            client_msg_id=req.client_msg_id,
-            seq=stored.seq,
-            timestamp=str(data["timestamp"]) if data else timestamp,
+            room=room.name, client_msg_id=req.client_msg_id, seq=stored.seq, timestamp=answered
         )

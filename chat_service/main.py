@@ -15,6 +15,7 @@ from chat_service.components import Runtime
 from chat_service.config import Settings
 from chat_service.handlers import ChatHandlers
 from chat_service.room_admin import RoomAdmin
+from chat_service.room_events import RoomEvents
 from shared import __version__
 from shared.logs import configure_logging
 from shared.service_runner import ServiceApp
@@ -38,6 +39,8 @@ async def serve(settings: Settings | None = None, stop: asyncio.Event | None = N
     runtime = Runtime(settings)
     ChatHandlers(runtime).register(app)
     RoomAdmin(runtime).register(app)
+    RoomEvents(runtime).register(app)
     app.background(runtime.run_janitor)
     app.background(runtime.run_floors)
+    app.background(runtime.run_purges)
     await app.run(runtime.setup, stop=stop)

@@ -42,14 +42,14 @@ class RoomAdmin:
             (r for r in await parts.rooms.all() if r.may_join(req.user_id)), key=lambda r: r.name
         )
         names = [room.name for room in visible]
-        tails, counts = await asyncio.gather(parts.store.last_many(names), parts.presence.counts())
+        tails, counts = await asyncio.gather(parts.log.tails(names), parts.presence.counts())
         return {
             "rooms": [
                 {
                     "name": room.name,
                     "private": room.private,
                     "owner": room.owner,
-                    "last_seq": max(tail.room_seq if (tail := tails.get(room.name)) else 0, room.seq_floor),
+                    "last_seq": max(tail.seq if (tail := tails.get(room.name)) else 0, room.seq_floor),
                     "online": counts.get(room.name, 0),
                 }
                 for room in visible

@@ -180,7 +180,9 @@ class Bus:
                 page = json.loads(reply)
                 self.metrics.gap_fills.inc()
                 for data in page.get("messages", []):
-                    frame = Outbound(dumps({"type": "message", "room": room, "data": data}).encode())
+                    # A replayed entry's frame type: its data's ``type`` (room events), else message.
+                    kind = data.get("type") if isinstance(data.get("type"), str) else "message"
+                    frame = Outbound(dumps({"type": kind, "room": room, "data": data}).encode())
                     self.hub.deliver_message(room, int(data["seq"]), frame)
         finally:
             self._gap_tasks.pop(room, None)

@@ -13,11 +13,12 @@ import json
 import logging
 import secrets
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qsl
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from gateway import frame_handlers
 from gateway.pages import complete
 from gateway.ratelimit import AbuseCounter, TokenBucket
 from gateway.tokens import Claims
@@ -26,24 +27,17 @@ from gateway.writer import SendQueue
 from shared import subjects
 from shared.errors import CloseCode, ErrorCode, ProtocolError
 from shared.internal import (
-    HistoryRequest,
     JoinRequest,
     LeaveRequest,
     NotifyListRequest,
-    NotifyReadRequest,
-    PresenceRequest,
     with_request_id,
 )
 from shared.protocol import (
     AuthFrame,
     ChatMessageFrame,
-    HistoryFrame,
     JoinFrame,
     LeaveFrame,
-    MarkReadFrame,
-    NotificationsFrame,
     PingFrame,
-    PresenceFrame,
     TypingFrame,
     dumps,
     encode_frame,
@@ -499,52 +493,19 @@ class Connection:
             raw, frame = parse_frame(text)
             request_id = request_id_of(raw)
             self.node.metrics.frame_in(frame.type)
-            if isinstance(frame, PingFrame):
-                self.send("pong", frame.id)
-            elif isinstance(frame, AuthFrame):
-                await self._authenticate(frame.token, frame.id)
-            elif isinstance(frame, JoinFrame):
-                await self._join(frame)
-            elif isinstance(frame, LeaveFrame):
-                await self._leave(frame)
-            elif isinstance(frame, ChatMessageFrame):
-                await self._chat_message(frame)
-            elif isinstance(frame, TypingFrame):
-                await self._typing(frame)
-            elif isinstance(frame, PresenceFrame):
-                subjects.check_room(frame.room)
-                body = PresenceRequest(room=frame.room, user_id=self.user_id)
-                reply = await self.node.request(subjects.CHAT_PRESENCE, body.model_dump_json().encode())
-                self.send_reply("presence", reply, frame.id)
-            elif isinstance(frame, HistoryFrame):
-                subjects.check_room(frame.room)
-                history = HistoryRequest(
-                    room=frame.room, user_id=self.user_id, before=frame.before, limit=frame.limit
-                )
-                answer = await self.node.request_msg(
-                    subjects.CHAT_HISTORY, history.model_dump_json(exclude_none=True).encode()
-                )
-                reply = await complete(self.node.request, answer, room=frame.room, user_id=self.user_id)
-                self.send_reply("history", reply, frame.id)
-            elif isinstance(frame, NotificationsFrame):
-                listing = NotifyListRequest(
-                    user_id=self.user_id, unread_only=frame.unread_only, limit=frame.limit
-                )
-                reply = await self.node.request(subjects.NOTIFY_LIST, listing.model_dump_json().encode())
-                self.send_reply("notifications", reply, frame.id)
-            elif isinstance(frame, MarkReadFrame):
-                if not frame.all and not frame.ids:
-                    raise ProtocolError(ErrorCode.VALIDATION_ERROR, "Give 'ids' or 'all': true")
-                read = NotifyReadRequest(user_id=self.user_id, ids=frame.ids, all=frame.all)
-                reply = await self.node.request(subjects.NOTIFY_READ, read.model_dump_json().encode())
-                self.send_reply("notifications", reply, frame.id)
+            await HANDLERS[frame.type](self, frame)
         except ProtocolError as error:
             self.send_error(error, request_id if request_id is not None else _id_of_text(text))
         except Exception:
             logger.exception("conn=%s user=%s frame handling failed", self.conn_id, self.user_id)
             self.send_error(ProtocolError(ErrorCode.INTERNAL), request_id)
 
-    async def _join(self, frame: JoinFrame) -> None:
+    async def on_auth(self, frame: AuthFrame) -> None:
+        """``auth`` on a live socket: refresh (PROTOCOL.md section 2)."""
+        await self._authenticate(frame.token, frame.id)
+
+    async def on_join(self, frame: JoinFrame) -> None:
+        """``join``: subscribe, ask ``chat.join``, answer ``joined`` (PROTOCOL.md section 3)."""
         room = subjects.check_room(frame.room)
         hub, bus = self.node.hub, self.node.bus
         assert bus is not None
@@ -580,8 +541,8 @@ class Connection:
         buffered = hub.join_complete(room, self, last_seq)
         self.rooms[room] = rev
         self.send_reply("joined", reply, frame.id)
-        for frame in buffered:
-            self._put(frame)
+        for pending in buffered:
+            self._put(pending)
 
     def _drop_room(self, room: str) -> bool:
         """Take this socket out of ``room`` locally (hub, bus); True if it was the user's last
@@ -615,7 +576,8 @@ class Connection:
         if last_of_user:
             self.node.spawn(self._leave_presence([room]))
 
-    async def _leave(self, frame: LeaveFrame) -> None:
+    async def on_leave(self, frame: LeaveFrame) -> None:
+        """``leave``: unsubscribe this socket from the room, answer ``left``."""
         room = subjects.check_room(frame.room)
         if room not in self.rooms:
             raise ProtocolError(ErrorCode.NOT_JOINED)
@@ -635,13 +597,15 @@ class Connection:
             return
         self.send_reply("left", reply, frame.id)
 
-    def _require_joined(self, room: str) -> None:
+    def require_joined(self, room: str) -> None:
+        """Raise ``not_joined`` unless this socket is joined to ``room`` (join answered)."""
         if room not in self.rooms or not self.node.hub.is_joined(room, self):
             raise ProtocolError(ErrorCode.NOT_JOINED)
 
-    async def _chat_message(self, frame: ChatMessageFrame) -> None:
+    async def on_chat_message(self, frame: ChatMessageFrame) -> None:
+        """``chat_message`` (v2: with ``reply_to``): ``chat.send``, answer ``ack``."""
         room = subjects.check_room(frame.room)
-        self._require_joined(room)
+        self.require_joined(room)
         # The SendRequest shape, dumped from a dict: the frame was validated a moment ago and
         # chat_service validates the body again (saves a model build on the send path).
         body: dict[str, Any] = {
@@ -652,12 +616,15 @@ class Connection:
         }
         if frame.client_msg_id is not None:
             body["client_msg_id"] = frame.client_msg_id
+        if frame.reply_to is not None:
+            body["reply_to"] = frame.reply_to
         reply = await self.node.request(subjects.CHAT_SEND, dumps(body).encode())
         self.send_reply("ack", reply, frame.id)
 
-    async def _typing(self, frame: TypingFrame) -> None:
+    async def on_typing(self, frame: TypingFrame) -> None:
+        """``typing``: relayed to the room's other sockets, not stored."""
         room = subjects.check_room(frame.room)
-        self._require_joined(room)
+        self.require_joined(room)
         assert self.node.nc is not None
         text = encode_frame("typing", None, room=room, user_id=self.user_id, username=self.username)
         try:
@@ -672,6 +639,9 @@ class Connection:
             )
         except Exception as error:
             raise ProtocolError(ErrorCode.UNAVAILABLE) from error
+
+
+HANDLERS: Final = frame_handlers.table(Connection)
 
 
 def _decoded(text: str) -> Any:

@@ -45,6 +45,7 @@ from gateway.tokens import Claims
 from shared import subjects
 from shared.errors import ErrorCode, ProtocolError
 from shared.internal import (
+    DeleteRequest,
     HistoryRequest,
     NotifyListRequest,
     NotifyReadRequest,
@@ -213,13 +214,39 @@ async def room_messages(
     request: Request,
     before: Annotated[int | None, Query(ge=1)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
+    thread: Annotated[int | None, Query(ge=1, description="Page the replies to this message.")] = None,
 ) -> Response:
-    """A page of history, as the WebSocket ``history`` frame."""
+    """A page of history, as the WebSocket ``history`` frame: messages in their current state
+    (edits, deletes, reactions, reply counts; PROTOCOL.md section 8)."""
     subjects.check_room(room)
-    body = HistoryRequest(room=room, user_id=claims.user_id, before=before, limit=limit)
+    body = HistoryRequest(room=room, user_id=claims.user_id, before=before, limit=limit, thread=thread)
     node = node_of(request)
     answer = await node.request_msg(subjects.CHAT_HISTORY, body.model_dump_json(exclude_none=True).encode())
     return json_bytes(await complete(node.request, answer, room=room, user_id=claims.user_id))
+
+
+@router.delete(
+    "/api/rooms/{room}/messages/{seq}",
+    tags=["rooms"],
+    status_code=204,
+    response_class=Response,
+    responses=errors(400, 401, 403, 404),
+)
+async def delete_message(
+    room: RoomPath, seq: Annotated[int, Path(ge=1)], claims: UserClaims, request: Request
+) -> Response:
+    """Delete a message for good (PROTOCOL.md section 8): its author, a moderator or the owner
+    of the room, or a service/admin token. 404 for a missing or already deleted message."""
+    subjects.check_room(room)
+    body = DeleteRequest(
+        room=room,
+        user_id=claims.user_id,
+        username=claims.username,
+        target=seq,
+        role=claims.role if claims.role in ("service", "admin") else "user",
+    )
+    await node_of(request).request(subjects.CHAT_DELETE, body.model_dump_json(exclude_none=True).encode())
+    return Response(status_code=204)
 
 
 @router.post(

@@ -35,6 +35,9 @@ class ErrorCode(StrEnum):
     NOT_JOINED = "not_joined"
     ROOM_NOT_FOUND = "room_not_found"
     RATE_LIMITED = "rate_limited"
+    #: v2 (PROTOCOL.md sections 8 and 10).
+    MESSAGE_NOT_FOUND = "message_not_found"
+    MUTED = "muted"
     UNAVAILABLE = "unavailable"
     INTERNAL = "internal"
     # HTTP-only outcomes (auth API); never sent as a WebSocket error frame.
@@ -71,6 +74,8 @@ DEFAULT_MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.NOT_JOINED: "Not joined to this room",
     ErrorCode.ROOM_NOT_FOUND: "Room not found",
     ErrorCode.RATE_LIMITED: "Rate limit exceeded",
+    ErrorCode.MESSAGE_NOT_FOUND: "Message not found",
+    ErrorCode.MUTED: "You are muted in this room",
     ErrorCode.UNAVAILABLE: "Service unavailable, retry",
     ErrorCode.INTERNAL: "Internal error",
     ErrorCode.CONFLICT: "Conflict",
@@ -100,6 +105,8 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.PAYLOAD_TOO_LARGE: 413,
     ErrorCode.REQUEST_TIMEOUT: 408,
     ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.MESSAGE_NOT_FOUND: 404,
+    ErrorCode.MUTED: 403,
     ErrorCode.UNAVAILABLE: 503,
     ErrorCode.INTERNAL: 500,
 }

@@ -152,25 +152,64 @@ class LeaveRequest(Actor):
     last_local: StrictBool = True
 
 
+ClientMsgId = Annotated[Text, Field(min_length=1, max_length=64)]
+#: A reaction: 1..32 characters, no whitespace or control characters (PROTOCOL.md section 8).
+Emoji = Annotated[Text, Field(min_length=1, max_length=32, pattern=r"^[^\s\x00-\x1f\x7f-\x9f]+$")]
+Seq = Annotated[StrictInt, Field(ge=1)]
+
+
 class SendRequest(Actor):
-    """``chat.send``: answers the ``ack`` frame. Idempotent on (room, user, client_msg_id)."""
+    """``chat.send``: answers the ``ack`` frame. Idempotent on (room, user, client_msg_id);
+    ``reply_to`` makes it a reply to that message of the room (``message_not_found``)."""
 
     room: RoomName
     message: Annotated[Text, Field(min_length=1, max_length=4000)]
-    client_msg_id: Annotated[Text, Field(min_length=1, max_length=64)] | None = None
+    client_msg_id: ClientMsgId | None = None
+    reply_to: Seq | None = None
+
+
+class EventRequest(Actor):
+    """What ``chat.edit``, ``chat.delete`` and ``chat.react`` share: the message ``target``
+    of ``room``, the idempotency key, and the caller's token ``role`` (``user``, ``service``,
+    ``admin``; a service or admin acts as the room's owner, PROTOCOL.md section 10)."""
+
+    room: RoomName
+    target: Seq
+    client_msg_id: ClientMsgId | None = None
+    role: Literal["user", "service", "admin"] = "user"
+
+
+class EditRequest(EventRequest):
+    """``chat.edit``: only the author; answers ``ack`` (``seq`` null when the text is unchanged)."""
+
+    message: Annotated[Text, Field(min_length=1, max_length=4000)]
+
+
+class DeleteRequest(EventRequest):
+    """``chat.delete``: the author, a moderator or the owner; answers ``ack``."""
+
+
+class ReactRequest(EventRequest):
+    """``chat.react``: answers ``ack`` (``seq`` null when it changes nothing)."""
+
+    emoji: Emoji
+    op: Literal["add", "remove"] = "add"
 
 
 class HistoryRequest(_Body):
     """``chat.history``: answers the ``history`` frame.
 
-    ``before``: messages with ``seq < before`` (latest ``limit`` of them). ``after`` (internal,
-    used by gateways to fill gaps): messages with ``seq > after``, oldest first, up to ``limit``.
+    ``before``: messages with ``seq < before`` (latest ``limit`` of them, materialised);
+    ``thread``: the same over the replies to that message. ``after`` (internal, used by
+    gateways to fill gaps): raw room log entries with ``seq > after``, oldest first, up to
+    ``limit``.
     """
 
     room: RoomName
     user_id: UserId
     before: Annotated[StrictInt, Field(ge=1)] | None = None
     after: Annotated[StrictInt, Field(ge=0)] | None = None
+    thread: Seq | None = None
     limit: Annotated[StrictInt, Field(ge=1, le=1000)] = 50
 
 

@@ -88,33 +88,86 @@ class TypingFrame(_RoomFrame):
     type: Literal["typing"]
 
 
-class ChatMessageFrame(_RoomFrame):
-    """``{"type":"chat_message","room":..,"message":..,"client_msg_id":..}``.
+ClientMsgId = Annotated[StrictStr, Field(min_length=1, max_length=MAX_CLIENT_MSG_ID)]
+#: A room ``seq`` naming a message (v2 ``target``, ``reply_to``, ``thread``).
+MessageSeq = Annotated[StrictInt, Field(ge=1)]
+#: A reaction: 1..32 characters without whitespace or control characters (PROTOCOL.md s8).
+EMOJI_RE = re.compile(r"^[^\s\x00-\x1f\x7f-\x9f]{1,32}$")
 
-    ``message`` is trimmed and must then hold 1..4000 characters.
+
+def _message_text(value: str) -> str:
+    """Trimmed text of 1..4000 characters (PROTOCOL.md section 1)."""
+    value = value.strip()
+    if not value:
+        raise ValueError("message must not be empty")
+    if len(value) > MAX_MESSAGE_CHARS:
+        raise ValueError(f"message must be at most {MAX_MESSAGE_CHARS} characters")
+    return value
+
+
+class ChatMessageFrame(_RoomFrame):
+    """``{"type":"chat_message","room":..,"message":..,"client_msg_id":..,"reply_to":58}``.
+
+    ``message`` is trimmed and must then hold 1..4000 characters; ``reply_to`` (v2) makes it a
+    reply to that message of the room.
     """
 
     type: Literal["chat_message"]
     message: StrictStr
-    client_msg_id: Annotated[StrictStr, Field(min_length=1, max_length=MAX_CLIENT_MSG_ID)] | None = None
+    client_msg_id: ClientMsgId | None = None
+    reply_to: MessageSeq | None = None
 
     @field_validator("message")
     @classmethod
     def _trim(cls, value: str) -> str:
-        value = value.strip()
-        if not value:
-            raise ValueError("message must not be empty")
-        if len(value) > MAX_MESSAGE_CHARS:
-            raise ValueError(f"message must be at most {MAX_MESSAGE_CHARS} characters")
+        return _message_text(value)
+
+
+class _EventFrame(_RoomFrame):
+    target: MessageSeq
+    client_msg_id: ClientMsgId | None = None
+
+
+class EditFrame(_EventFrame):
+    """``{"type":"edit","room":..,"target":58,"message":"new text"}`` (v2, the author only)."""
+
+    type: Literal["edit"]
+    message: StrictStr
+
+    @field_validator("message")
+    @classmethod
+    def _trim(cls, value: str) -> str:
+        return _message_text(value)
+
+
+class DeleteFrame(_EventFrame):
+    """``{"type":"delete","room":..,"target":58}`` (v2: the author, a moderator or the owner)."""
+
+    type: Literal["delete"]
+
+
+class ReactFrame(_EventFrame):
+    """``{"type":"react","room":..,"target":58,"emoji":"+1","op":"add"}`` (v2)."""
+
+    type: Literal["react"]
+    emoji: StrictStr
+    op: Literal["add", "remove"] = "add"
+
+    @field_validator("emoji")
+    @classmethod
+    def _emoji(cls, value: str) -> str:
+        if EMOJI_RE.fullmatch(value) is None:
+            raise ValueError("emoji must be 1..32 characters without whitespace or control characters")
         return value
 
 
 class HistoryFrame(_RoomFrame):
-    """``{"type":"history","room":..,"before":58,"limit":50}``."""
+    """``{"type":"history","room":..,"before":58,"limit":50}``; v2 ``thread``: replies to 58."""
 
     type: Literal["history"]
     before: Annotated[StrictInt, Field(ge=1)] | None = None
     limit: Annotated[StrictInt, Field(ge=1, le=100)] = 50
+    thread: MessageSeq | None = None
 
 
 class NotificationsFrame(_Frame):
@@ -141,6 +194,9 @@ ClientFrame = Annotated[
     | PresenceFrame
     | TypingFrame
     | ChatMessageFrame
+    | EditFrame
+    | DeleteFrame
+    | ReactFrame
     | HistoryFrame
     | NotificationsFrame
     | MarkReadFrame,
@@ -155,6 +211,9 @@ CLIENT_FRAME_TYPES = frozenset(
         "presence",
         "typing",
         "chat_message",
+        "edit",
+        "delete",
+        "react",
         "history",
         "notifications",
         "mark_read",

@@ -33,6 +33,8 @@ from natter.sdk.errors import (
     InternalError,
     InvalidJSON,
     InvalidRoom,
+    MessageNotFound,
+    Muted,
     NatterError,
     NotJoined,
     RateLimited,
@@ -47,6 +49,7 @@ from natter.sdk.errors import (
 )
 from natter.sdk.http import NatterHTTP
 from natter.sdk.tokens import Tokens
+from natter.sdk.view import RoomView
 
 __all__ = [
     "AuthError",
@@ -62,6 +65,8 @@ __all__ = [
     "InternalError",
     "InvalidJSON",
     "InvalidRoom",
+    "MessageNotFound",
+    "Muted",
     "NatterClient",
     "NatterError",
     "NatterHTTP",
@@ -71,6 +76,7 @@ __all__ = [
     "RequestError",
     "RequestTimeout",
     "RoomNotFound",
+    "RoomView",
     "Sequencer",
     "SessionRevoked",
     "Tokens",

@@ -47,7 +47,7 @@ from natter.sdk.connection import (
     close_action,
     open_socket,
 )
-from natter.sdk.dedup import Outcome, Sequencer
+from natter.sdk.dedup import ROOM_EVENT_TYPES, Outcome, Sequencer
 from natter.sdk.errors import (
     AuthenticationFailed,
     AuthError,
@@ -375,7 +375,13 @@ class NatterClient:
             return {"type": "left", "room": room}
 
     async def send(
-        self, room: str, text: str, client_msg_id: str | None = None, *, deadline: float | None = None
+        self,
+        room: str,
+        text: str,
+        client_msg_id: str | None = None,
+        *,
+        reply_to: int | None = None,
+        deadline: float | None = None,
     ) -> Frame:
         """Send a chat message; returns its ``ack`` (``seq``, ``message_id``, ``timestamp``).
 
@@ -391,18 +397,75 @@ class NatterClient:
         """
         msg_id = client_msg_id or str(uuid.uuid4())
         return await self._request(
-            frames.chat_message_frame(room, text, msg_id),
+            frames.chat_message_frame(room, text, msg_id, reply_to),
             kind="send",
             timeout=self.send_deadline if deadline is None else deadline,
         )
 
+    async def edit(
+        self,
+        room: str,
+        target: int,
+        text: str,
+        client_msg_id: str | None = None,
+        *,
+        deadline: float | None = None,
+    ) -> Frame:
+        """Edit your message ``target`` (v2); returns the ``ack`` (``seq`` null: same text).
+        Retried like :meth:`send`, with the same ``client_msg_id``.
+
+        Raises:
+            Forbidden (not the author), MessageNotFound, ValidationFailed, ...
+        """
+        frame = frames.edit_frame(room, target, text, client_msg_id or str(uuid.uuid4()))
+        return await self._request(
+            frame, kind="send", timeout=self.send_deadline if deadline is None else deadline
+        )
+
+    async def delete(
+        self, room: str, target: int, client_msg_id: str | None = None, *, deadline: float | None = None
+    ) -> Frame:
+        """Delete message ``target`` for good (v2: the author, a moderator or the owner)."""
+        frame = frames.delete_frame(room, target, client_msg_id or str(uuid.uuid4()))
+        return await self._request(
+            frame, kind="send", timeout=self.send_deadline if deadline is None else deadline
+        )
+
+    async def react(
+        self,
+        room: str,
+        target: int,
+        emoji: str,
+        *,
+        remove: bool = False,
+        client_msg_id: str | None = None,
+        deadline: float | None = None,
+    ) -> Frame:
+        """Add (or ``remove``) your ``emoji`` on message ``target`` (v2); ``seq`` null in the ack
+        when it changes nothing."""
+        frame = frames.react_frame(
+            room, target, emoji, "remove" if remove else "add", client_msg_id or str(uuid.uuid4())
+        )
+        return await self._request(
+            frame, kind="send", timeout=self.send_deadline if deadline is None else deadline
+        )
+
     async def history(
-        self, room: str, *, before: int | None = None, limit: int = 50, timeout: float | None = None
+        self,
+        room: str,
+        *,
+        before: int | None = None,
+        limit: int = 50,
+        thread: int | None = None,
+        timeout: float | None = None,
     ) -> Frame:
         """A page of history: ``{"type":"history","room","messages","has_more"}`` with up to
-        ``limit`` (1..100) messages with ``seq < before`` (or the latest), oldest first. Not handed
-        to the iterator."""
-        return await self._request(frames.history_frame(room, before, limit), kind="history", timeout=timeout)
+        ``limit`` (1..100) messages with ``seq < before`` (or the latest), oldest first, each in
+        its current state (v2); ``thread``: the replies to that message. Not handed to the
+        iterator."""
+        return await self._request(
+            frames.history_frame(room, before, limit, thread), kind="history", timeout=timeout
+        )
 
     async def presence(self, room: str, *, timeout: float | None = None) -> Frame:
         """``{"type":"presence","room","online":[{"user_id","username"}]}``."""
@@ -702,7 +765,7 @@ class NatterClient:
             if not self._requests.answer(frame):
                 logger.debug("natter: dropping an answer to an unknown request")
             return
-        if frame_type == "message":
+        if frame_type in ROOM_EVENT_TYPES:
             room = frame.get("room")
             if isinstance(room, str):
                 self._emit_outcome(room, self._seq.push(frame))

@@ -1,4 +1,5 @@
-"""Per-room message sequencing: each room's messages reach the user once, in ``seq`` order.
+"""Per-room event sequencing: each room's events (v2: messages, edits, deletes, reactions,
+member changes) reach the user once, in ``seq`` order.
 
 PROTOCOL.md section 4: a room's ``seq`` starts at 1 and grows by exactly 1 per message; after a
 reconnect, ``join`` with ``since`` = the last ``seq`` seen closes any gap. :class:`Sequencer` is
@@ -29,9 +30,15 @@ from typing import Any
 Frame = dict[str, Any]
 
 
+#: Pushed frames that are room events, sequenced by ``seq`` (PROTOCOL.md section 8).
+ROOM_EVENT_TYPES = frozenset({"message", "message_edited", "message_deleted", "reaction", "member"})
+
+
 def message_frame(room: str, data: Frame) -> Frame:
-    """A pushed-style ``message`` frame for one stored message (the ``data`` object)."""
-    return {"type": "message", "room": room, "data": data}
+    """A pushed-style frame for one stored room event (its ``data`` object): ``message``, or
+    the event type a replayed item names in its ``type`` (PROTOCOL.md section 8)."""
+    kind = data.get("type")
+    return {"type": kind if kind in ROOM_EVENT_TYPES else "message", "room": room, "data": data}
 
 
 def gap_frame(room: str, after: int, before: int) -> Frame:
@@ -114,7 +121,7 @@ class Sequencer:
 
     # --- input ----------------------------------------------------------------------------
     def push(self, frame: Frame) -> Outcome:
-        """A pushed ``message`` frame (``{"type":"message","room":..,"data":{"seq":..}}``).
+        """A pushed room event frame (``{"type":"message"|...,"room":..,"data":{"seq":..}}``).
 
         Frames of untracked rooms and frames without a valid ``seq`` are dropped.
         """

@@ -82,6 +82,14 @@ class RoomNotFound(RequestError):
     """``room_not_found``."""
 
 
+class MessageNotFound(RequestError):
+    """``message_not_found`` (v2): the target or ``reply_to`` is missing or deleted."""
+
+
+class Muted(RequestError):
+    """``muted`` (v2): a moderator muted you in this room."""
+
+
 class RateLimited(RequestError):
     """``rate_limited``; :attr:`retry_after` says how long to wait (seconds)."""
 
@@ -104,6 +112,8 @@ ERROR_CLASSES: dict[str, type[RequestError]] = {
     "invalid_room": InvalidRoom,
     "not_joined": NotJoined,
     "room_not_found": RoomNotFound,
+    "message_not_found": MessageNotFound,
+    "muted": Muted,
     "rate_limited": RateLimited,
     "unavailable": Unavailable,
     "internal": InternalError,

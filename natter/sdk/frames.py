@@ -60,14 +60,31 @@ def leave_frame(room: str) -> Frame:
     return _frame("leave", room=room)
 
 
-def chat_message_frame(room: str, text: str, client_msg_id: str) -> Frame:
-    """``{"type":"chat_message","room":..,"message":..,"client_msg_id":..}``."""
-    return _frame("chat_message", room=room, message=text, client_msg_id=client_msg_id)
+def chat_message_frame(room: str, text: str, client_msg_id: str, reply_to: int | None = None) -> Frame:
+    """``{"type":"chat_message","room":..,"message":..,"client_msg_id":..,"reply_to":..}``."""
+    return _frame("chat_message", room=room, message=text, client_msg_id=client_msg_id, reply_to=reply_to)
 
 
-def history_frame(room: str, before: int | None = None, limit: int | None = None) -> Frame:
-    """``{"type":"history","room":..,"before":..,"limit":..}``."""
-    return _frame("history", room=room, before=before, limit=limit)
+def edit_frame(room: str, target: int, text: str, client_msg_id: str) -> Frame:
+    """``{"type":"edit","room":..,"target":..,"message":..,"client_msg_id":..}`` (v2)."""
+    return _frame("edit", room=room, target=target, message=text, client_msg_id=client_msg_id)
+
+
+def delete_frame(room: str, target: int, client_msg_id: str) -> Frame:
+    """``{"type":"delete","room":..,"target":..,"client_msg_id":..}`` (v2)."""
+    return _frame("delete", room=room, target=target, client_msg_id=client_msg_id)
+
+
+def react_frame(room: str, target: int, emoji: str, op: str, client_msg_id: str) -> Frame:
+    """``{"type":"react","room":..,"target":..,"emoji":..,"op":"add"|"remove",...}`` (v2)."""
+    return _frame("react", room=room, target=target, emoji=emoji, op=op, client_msg_id=client_msg_id)
+
+
+def history_frame(
+    room: str, before: int | None = None, limit: int | None = None, thread: int | None = None
+) -> Frame:
+    """``{"type":"history","room":..,"before":..,"limit":..,"thread":..}``."""
+    return _frame("history", room=room, before=before, limit=limit, thread=thread)
 
 
 def presence_frame(room: str) -> Frame:

@@ -34,10 +34,9 @@ from nats.js.api import DeliverPolicy
 from nats.js.errors import KeyNotFoundError
 
 from natter.launcher import ManagedProcess, service_process
-from shared import subjects
+from shared import room_shards, subjects
 from shared.errors import ErrorCode, ProtocolError
 from shared.nats_client import request, request_json
-from shared.streams import ensure_messages_stream
 from tests.conftest import NatsServer, start_nats, wait_services
 from tests.support import service_instances, unique_name
 
@@ -781,7 +780,8 @@ async def test_retention_keeps_seq_numbering(cluster: ChatCluster, nc: Client) -
         while json.loads((await rooms_kv.get(room)).value or b"{}").get("seq_floor") != 3:
             assert time.monotonic() < deadline, "seq_floor not raised"
             await asyncio.sleep(0.1)
-        await js.purge_stream(subjects.MESSAGES_STREAM, subject=subjects.messages_subject(room))
+        where = room_shards.layout(room, 4)
+        await js.purge_stream(where.stream, subject=where.log_filter)
 
         rejoined = await join(nc, alice, room, first_local=False)
         assert (rejoined["last_seq"], rejoined["messages"], rejoined["recovered"]) == (3, [], False)
@@ -792,7 +792,7 @@ async def test_retention_keeps_seq_numbering(cluster: ChatCluster, nc: Client) -
 
         for seq in range(4, 8):  # sent through both replicas: each continues after the floor
             assert (await send(nc, alice, room, f"new {seq}"))["seq"] == seq
-        await js.purge_stream(subjects.MESSAGES_STREAM, subject=subjects.messages_subject(room), keep=2)
+        await js.purge_stream(where.stream, subject=where.message_subject(), keep=2)
         page = await history(nc, alice, room)
         assert [m["seq"] for m in page["messages"]] == [6, 7] and page["has_more"] is False
         older = await history(nc, alice, room, before=7, limit=1)
@@ -804,10 +804,6 @@ async def test_retention_keeps_seq_numbering(cluster: ChatCluster, nc: Client) -
         assert next(r for r in listed["rooms"] if r["name"] == room)["last_seq"] == 8
     finally:
         keeper.stop()
-        # back to "forever", as chat-0 configures the stream (its config is shared by the module)
-        await ensure_messages_stream(js, replicas=1, max_age_days=0)
-    info = await js.stream_info(subjects.MESSAGES_STREAM)
-    assert not info.config.max_age
     await _wait_instances(cluster.url, 1)
 
 

@@ -24,6 +24,7 @@ from natter.sdk import (
     NatterClient,
     NatterHTTP,
     NotJoined,
+    RoomView,
     SessionRevoked,
     Tokens,
 )
@@ -310,23 +311,53 @@ async def test_failover_after_kill_9_has_no_gap_and_no_duplicate(stack_factory) 
         await bob.join(room)
         ten_sent = asyncio.Event()
 
+        last_ack = 0
+
         async def keep_sending() -> None:
+            # v2: edits, reactions, replies and deletes ride the same log as messages.
+            nonlocal last_ack
+            alive = 0  # the latest message not deleted
             for n in range(total):
-                await bob.send(room, f"m{n}")
+                ack = await bob.send(room, f"m{n}", reply_to=alive if n % 7 == 3 and alive else None)
+                last_ack = alive = ack["seq"]
+                if n % 4 == 1:
+                    last_ack = (await bob.react(room, ack["seq"], "+1"))["seq"]
+                if n % 5 == 2:
+                    last_ack = (await bob.edit(room, ack["seq"], f"m{n} edited"))["seq"]
+                if n % 9 == 4:
+                    last_ack = (await bob.delete(room, ack["seq"]))["seq"]
+                    alive = 0
                 if n == 9:
                     ten_sent.set()
                 await asyncio.sleep(0.03)
 
+        view = RoomView(room, me=alice_http.tokens.user_id if alice_http.tokens else None)
+
+        async def collect() -> list[int]:
+            seqs: list[int] = []
+            async with asyncio.timeout(40):
+                while not (sender.done() and seqs and seqs[-1] >= last_ack):
+                    try:
+                        frame = await alice.recv(timeout=0.2)
+                    except TimeoutError:
+                        continue
+                    if frame.get("room") == room and isinstance(frame.get("data"), dict):
+                        view.apply(frame)
+                        seqs.append(frame["data"]["seq"])
+            return seqs
+
         sender = asyncio.create_task(keep_sending())
-        collector = asyncio.create_task(room_messages(alice, room, total, timeout=40))
+        collector = asyncio.create_task(collect())
         await asyncio.wait_for(ten_sent.wait(), 10)
         await asyncio.to_thread(stack.gateways[0].kill)
         await asyncio.wait_for(sender, 40)
         seen = await collector
         assert alice.url == urls[1] and alice.connections == 2
+        assert seen == list(range(1, last_ack + 1))  # every room event once, in order
         history = await bob_http.history(room, limit=100)
-        assert [m["seq"] for m in seen] == list(range(1, total + 1))
-        assert seen == history["messages"]
+        mine = await alice_http.history(room, limit=100)
+        assert view.messages() == mine["messages"]
+        assert [m["seq"] for m in view.messages()] == [m["seq"] for m in history["messages"]]
     await alice_http.aclose()
     await bob_http.aclose()
 

@@ -8,9 +8,11 @@ import pytest
 
 from chat_service import frames
 from chat_service.frames import OnlineUser
+from chat_service.roomlog import bodies
+from shared.errors import ProtocolError
 from shared.internal import with_request_id
 
-DATA = frames.message_data(
+DATA = bodies.message_body(
     room="general",
     seq=58,
     user_id="u1",
@@ -46,14 +48,14 @@ def test_message_data_is_the_protocol_data_object() -> None:
 
 
 def test_message_data_without_client_msg_id_is_null() -> None:
-    data = frames.message_data(
+    data = bodies.message_body(
         room="r", seq=1, user_id="u", username="n", message="m", timestamp="t", client_msg_id=None
     )
     assert json.loads(data)["client_msg_id"] is None
 
 
 def test_delivery_frame_splices_the_stored_bytes() -> None:
-    frame = frames.delivery_frame("general", DATA)
+    frame = bodies.frame("general", DATA)
     assert frame == b'{"type":"message","room":"general","data":' + DATA + b"}"
     assert json.loads(frame) == {"type": "message", "room": "general", "data": json.loads(DATA)}
 
@@ -69,7 +71,7 @@ def test_ack_frame() -> None:
 
 
 def test_joined_frame_shape_and_order() -> None:
-    second = frames.message_data(
+    second = bodies.message_body(
         room="general", seq=59, user_id="u2", username="bob", message="hi", timestamp="t", client_msg_id=None
     )
     frame = frames.joined_frame(
@@ -125,10 +127,24 @@ def test_gateway_can_splice_the_request_id() -> None:
     assert json.loads(with_request_id(frame, "req-1"))["id"] == "req-1"
 
 
-def test_parse_data_refuses_non_objects() -> None:
-    assert frames.parse_data(DATA)["seq"] == 58
-    with pytest.raises(ValueError):
-        frames.parse_data(b"[1]")
+def test_decode_refuses_non_objects() -> None:
+    assert bodies.decode(DATA)["seq"] == 58
+    with pytest.raises(ProtocolError):
+        bodies.decode(b"[1]")
+
+
+def test_event_ack_frame_with_and_without_a_stored_event() -> None:
+    assert frames.event_ack_frame(room="r", client_msg_id="c", seq=60, target=58, timestamp="t") == (
+        b'{"type":"ack","room":"r","client_msg_id":"c","seq":60,"target":58,"timestamp":"t"}'
+    )
+    assert json.loads(frames.event_ack_frame(room="r", client_msg_id=None, seq=None, target=58)) == {
+        "type": "ack",
+        "room": "r",
+        "client_msg_id": None,
+        "seq": None,
+        "target": 58,
+        "timestamp": None,
+    }
 
 
 @pytest.mark.parametrize(
