@@ -15,6 +15,7 @@ from chat_service.config import Settings
 from chat_service.directget import DirectReader
 from chat_service.floors import FloorKeeper, floor_interval
 from chat_service.janitor import Janitor
+from chat_service.memberships import Memberships
 from chat_service.presence import Presence
 from chat_service.roomcache import RoomCache
 from chat_service.roomlog.log import RoomLog
@@ -37,6 +38,7 @@ class Components:
     #: rooms for the send path (watched; see chat_service.roomcache).
     room_cache: RoomCache
     presence: Presence
+    memberships: Memberships
     janitor: Janitor
     floors: FloorKeeper | None
 
@@ -53,6 +55,7 @@ async def build_components(nc: Client, settings: Settings) -> Components:
     rooms_kv = await open_bucket(js, subjects.KV_ROOMS)
     presence_kv = await open_bucket(js, subjects.KV_PRESENCE)
     gateways_kv = await open_bucket(js, subjects.KV_GATEWAYS)
+    memberships_kv = await open_bucket(js, subjects.KV_MEMBERSHIPS)
     reader = DirectReader(nc)
     rooms = RoomRegistry(reader, rooms_kv)
     await rooms.ensure_general()
@@ -85,6 +88,7 @@ async def build_components(nc: Client, settings: Settings) -> Components:
         rooms=rooms,
         room_cache=room_cache,
         presence=presence,
+        memberships=Memberships(reader, memberships_kv),
         janitor=janitor,
         floors=floors,
     )

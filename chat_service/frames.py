@@ -78,13 +78,20 @@ def joined_frame(
     online: Sequence[OnlineUser],
     messages: Sequence[bytes],
     recovered: bool,
+    read_seq: int = 0,
+    unread: int = 0,
 ) -> bytes:
-    """``{"type":"joined","room","last_seq","online":[..],"messages":[..],"recovered":bool}``."""
+    """``{"type":"joined","room","last_seq","read_seq","unread","online":[..],"messages":[..],
+    "recovered":bool}`` (``read_seq`` and ``unread``: v2 section 9)."""
     return (
         b'{"type":"joined","room":'
         + _str(room)
         + b',"last_seq":'
         + str(last_seq).encode()
+        + b',"read_seq":'
+        + str(read_seq).encode()
+        + b',"unread":'
+        + str(unread).encode()
         + b',"online":'
         + _online(online)
         + b',"messages":'

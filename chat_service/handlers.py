@@ -21,10 +21,12 @@ from chat_service.access import readers
 from chat_service.components import Components, Runtime
 from chat_service.config import Settings
 from chat_service.events import publish_mentions
+from chat_service.read_state import ReadState, unread_count
 from chat_service.room_events import deliver_entry, state_write
 from chat_service.roomlog import bodies, pages
 from chat_service.roomlog.log import Appended, Draft
 from chat_service.roomlog.state import MessageState
+from chat_service.rooms import check_access
 from shared import subjects
 from shared.errors import ErrorCode, ProtocolError
 from shared.internal import (
@@ -55,8 +57,10 @@ def _more_before(messages: list[bytes], fitted: list[bytes]) -> dict[str, str]:
 class ChatHandlers:
     """The room membership, presence and message endpoints of one replica."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, read_state: ReadState) -> None:
         self.runtime = runtime
+        self.read_state = read_state
+        self._background: set[asyncio.Task[None]] = set()
 
     @property
     def parts(self) -> Components:
@@ -90,8 +94,7 @@ class ChatHandlers:
         req = JoinRequest.model_validate(body)
         parts = self.parts
         room = await parts.rooms.get_or_create_public(req.room)
-        if not room.may_join(req.user_id):
-            raise ProtocolError(ErrorCode.FORBIDDEN, "Private room")
+        check_access(room, req.user_id)
 
         async def record_presence() -> None:
             if req.first_local:
@@ -99,7 +102,14 @@ class ChatHandlers:
                     req.room, user_id=req.user_id, username=req.username, gateway_id=req.gateway_id
                 )
 
-        recovery, recorded, online = await asyncio.gather(
+        async def read_state() -> tuple[int, int]:
+            """The user's marker and unread count; the first join makes them a member."""
+            membership = await parts.memberships.get(req.user_id, req.room)
+            membership = await parts.memberships.ensure(req.user_id, req.room, known=membership)
+            tail = await parts.log.tail(req.room)
+            return membership.read_seq, await unread_count(parts.log, req.room, membership.read_seq, tail)
+
+        recovery, recorded, online, marker = await asyncio.gather(
             pages.recover(
                 parts.log,
                 req.room,
@@ -111,21 +121,29 @@ class ChatHandlers:
             ),
             record_presence(),
             parts.presence.online(req.room),
+            read_state(),
             return_exceptions=True,
         )
-        failed = next((o for o in (recovery, recorded, online) if isinstance(o, BaseException)), None)
+        failed = next((o for o in (recovery, recorded, online, marker) if isinstance(o, BaseException)), None)
         if failed is not None:
             if req.first_local:
                 await self._withdraw_presence(req)
             raise failed
-        assert isinstance(recovery, pages.Recovery) and isinstance(online, list)
+        assert isinstance(recovery, pages.Recovery) and isinstance(online, list) and isinstance(marker, tuple)
+        read_seq, unread = min(marker[0], recovery.last_seq), marker[1]
         if all(user.user_id != req.user_id for user in online):
             online.append(frames.OnlineUser(user_id=req.user_id, username=req.username))
             online.sort(key=lambda user: (user.username.lower(), user.user_id))
         messages, recovered = recovery.messages, recovery.recovered
         envelope = len(
             frames.joined_frame(
-                room=req.room, last_seq=recovery.last_seq, online=online, messages=[], recovered=recovered
+                room=req.room,
+                last_seq=recovery.last_seq,
+                online=online,
+                messages=[],
+                recovered=recovered,
+                read_seq=read_seq,
+                unread=unread,
             )
         )
         budget = self.runtime.payload_budget() - envelope
@@ -148,7 +166,13 @@ class ChatHandlers:
             if len(fitted) < len(messages):
                 reply_headers.update(_more_before(messages, fitted))
         frame = frames.joined_frame(
-            room=req.room, last_seq=recovery.last_seq, online=online, messages=fitted, recovered=recovered
+            room=req.room,
+            last_seq=recovery.last_seq,
+            online=online,
+            messages=fitted,
+            recovered=recovered,
+            read_seq=read_seq,
+            unread=unread,
         )
         return HeaderedReply(frame, reply_headers)
 
@@ -241,6 +265,8 @@ class ChatHandlers:
             raise ProtocolError(ErrorCode.VALIDATION_ERROR, "message: must not be empty")
         parts = self.parts
         room = await parts.room_cache.require_access(req.room, req.user_id)
+        if room.is_muted(req.user_id):
+            raise ProtocolError(ErrorCode.MUTED)
         where = parts.log.where(room.name)
         timestamp = utc_timestamp()
         parent = req.reply_to
@@ -302,6 +328,10 @@ class ChatHandlers:
                 message=str(original["message"]) if original else text,
                 timeout=self.settings.publish_timeout_seconds,
             )
+        if not stored.duplicate:
+            task = asyncio.ensure_future(self.read_state.sent(room.name, req.user_id, stored.seq))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         answered = timestamp
         if original is not None:
             answered = str(original["timestamp"])

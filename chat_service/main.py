@@ -14,6 +14,7 @@ import asyncio
 from chat_service.components import Runtime
 from chat_service.config import Settings
 from chat_service.handlers import ChatHandlers
+from chat_service.read_state import ReadState
 from chat_service.room_admin import RoomAdmin
 from chat_service.room_events import RoomEvents
 from shared import __version__
@@ -37,7 +38,9 @@ async def serve(settings: Settings | None = None, stop: asyncio.Event | None = N
         settings=settings,
     )
     runtime = Runtime(settings)
-    ChatHandlers(runtime).register(app)
+    read_state = ReadState(runtime)
+    read_state.register(app)
+    ChatHandlers(runtime, read_state).register(app)
     RoomAdmin(runtime).register(app)
     RoomEvents(runtime).register(app)
     app.background(runtime.run_janitor)

@@ -25,7 +25,7 @@ from typing import Any
 
 from nats.aio.client import Client
 
-from chat_service import frames
+from chat_service import frames, moderation
 from chat_service.components import Runtime
 from chat_service.roomlog import bodies
 from chat_service.roomlog.log import Appended, Draft
@@ -133,8 +133,12 @@ class RoomEvents:
             raise ProtocolError(ErrorCode.MESSAGE_NOT_FOUND)
         return Target(entry=entry, data=bodies.decode(entry.data), state=state)
 
-    async def _room(self, req: EventRequest) -> Room:
-        return await self.runtime.parts.room_cache.require_access(req.room, req.user_id)
+    async def _room(self, req: EventRequest, *, speaking: bool = True) -> Room:
+        """The room if the caller may read it and (``speaking``: edit, react) is not muted."""
+        room = await self.runtime.parts.room_cache.require_access(req.room, req.user_id)
+        if speaking and room.is_muted(req.user_id):
+            raise ProtocolError(ErrorCode.MUTED)
+        return room
 
     async def _store(self, req: EventRequest, room: Room, prepare: Any) -> bytes:
         """Append an event through ``prepare``, deliver it, answer the ``ack`` frame."""
@@ -247,23 +251,21 @@ class RoomEvents:
         return await self._store(req, room, prepare)
 
     async def delete(self, body: dict[str, Any], headers: dict[str, str]) -> bytes:
-        """``chat.delete``: the author, the room's owner (later also moderators), or a
-        service/admin token deletes ``target`` for good (module docstring).
+        """``chat.delete``: the author, a moderator or the owner of the room, or a service/admin
+        token deletes ``target`` for good (module docstring).
 
         Raises:
             ProtocolError: ``message_not_found``, ``forbidden``, ``room_not_found``,
                 ``unavailable``.
         """
         req = DeleteRequest.model_validate(body)
-        room = await self._room(req)
+        room = await self._room(req, speaking=False)
         log = self.runtime.parts.log
         where = log.where(room.name)
 
         async def prepare(seq: int, count: int) -> Draft | None:
             target = await self.target(room.name, req.target)
-            may = (
-                target.author == req.user_id or req.role in ("service", "admin") or room.owner == req.user_id
-            )
+            may = moderation.may_delete(room, req.user_id, req.role, target.author)
             if not may:
                 raise ProtocolError(
                     ErrorCode.FORBIDDEN, "Only the author or a moderator can delete a message"

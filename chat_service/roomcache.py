@@ -25,9 +25,8 @@ from typing import Any
 
 from nats.js import JetStreamContext, api
 
-from chat_service.rooms import Room, RoomRegistry
+from chat_service.rooms import Room, RoomRegistry, check_access
 from shared import subjects
-from shared.errors import ErrorCode, ProtocolError
 
 logger = logging.getLogger(__name__)
 
@@ -85,8 +84,7 @@ class RoomCache:
             room = await self._registry.require(name)
             if self._updates == seen and not room.private:
                 self._store(room)
-        if not room.may_join(user_id):
-            raise ProtocolError(ErrorCode.FORBIDDEN, "Private room")
+        check_access(room, user_id)
         return room
 
     def _fresh(self, name: str) -> Room | None:

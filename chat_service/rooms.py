@@ -1,6 +1,8 @@
 """The room registry: KV bucket ``natter_rooms``, key ``<room>``, value
-``{"name","private","owner","members":[user ids],"created_at","seq_floor"}`` (docs/subjects.md;
-``seq_floor`` is chat_service's own addition, see :mod:`chat_service.floors`).
+``{"name","private","owner","members":[user ids],"created_at","seq_floor","dm","moderators",
+"bans","mutes"}`` (docs/subjects.md; ``seq_floor`` is chat_service's own addition, see
+:mod:`chat_service.floors`; v2: ``dm`` ``{user_id: username}`` for a direct message,
+``moderators`` [user ids], ``bans`` / ``mutes`` ``{user_id: until_ms}``, 0 = no end).
 
 Rules (PROTOCOL.md section 3): a public room is created on first join (owner ``null``) or over
 HTTP (owner = the creator); anyone may join it. A private room is created over HTTP; only its
@@ -12,8 +14,10 @@ revision read (compare-and-set), retried on conflict.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Final
@@ -35,6 +39,28 @@ GENERAL: Final = "general"
 UPDATE_ATTEMPTS: Final = 20
 
 
+DM_PREFIX: Final = "dm-"
+
+
+def is_dm_name(name: str) -> bool:
+    """True for the reserved ``dm-`` names (PROTOCOL.md section 9)."""
+    return name.startswith(DM_PREFIX)
+
+
+def dm_name(first: str, second: str) -> str:
+    """``dm-<40 hex>``: the room of two user ids, the same whichever comes first."""
+    low, high = sorted((first, second))
+    return DM_PREFIX + hashlib.sha256(f"{low}\x00{high}".encode()).hexdigest()[:40]
+
+
+def check_access(room: Room, user_id: str) -> None:
+    """Raise ``forbidden`` unless ``user_id`` may read ``room`` now (banned: "Banned")."""
+    if room.is_banned(user_id):
+        raise ProtocolError(ErrorCode.FORBIDDEN, "Banned from this room")
+    if not room.may_join(user_id):
+        raise ProtocolError(ErrorCode.FORBIDDEN, "Private room")
+
+
 @dataclass(frozen=True, slots=True)
 class Room:
     """One room as stored, plus the KV ``revision`` it was read at."""
@@ -47,11 +73,46 @@ class Room:
     #: A room seq known to be stored at some point (kept while retention is on): when every
     #: message passed retention, numbering continues after it (chat_service.floors).
     seq_floor: int = 0
+    #: v2 (PROTOCOL.md sections 9, 10).
+    dm: tuple[tuple[str, str], ...] = ()
+    moderators: tuple[str, ...] = ()
+    bans: tuple[tuple[str, int], ...] = ()
+    mutes: tuple[tuple[str, int], ...] = ()
     revision: int = 0
 
-    def may_join(self, user_id: str) -> bool:
-        """Public rooms: anyone. Private rooms: the owner and the members."""
+    def may_join(self, user_id: str, *, now_ms: int | None = None) -> bool:
+        """Public rooms: anyone not banned. Private rooms: the owner and the members."""
+        if self.is_banned(user_id, now_ms=now_ms):
+            return False
         return not self.private or user_id == self.owner or user_id in self.members
+
+    @staticmethod
+    def _active(entries: tuple[tuple[str, int], ...], user_id: str, now_ms: int | None) -> bool:
+        now = now_ms if now_ms is not None else int(time.time() * 1000)
+        return any(who == user_id and (until == 0 or until > now) for who, until in entries)
+
+    def is_banned(self, user_id: str, *, now_ms: int | None = None) -> bool:
+        """True while ``user_id`` is banned (a timed ban ends by itself)."""
+        return self._active(self.bans, user_id, now_ms)
+
+    def is_muted(self, user_id: str, *, now_ms: int | None = None) -> bool:
+        """True while ``user_id`` is muted."""
+        return self._active(self.mutes, user_id, now_ms)
+
+    def role_of(self, user_id: str) -> str:
+        """``owner``, ``moderator`` or ``member`` (PROTOCOL.md section 10)."""
+        if self.owner is not None and user_id == self.owner:
+            return "owner"
+        if user_id in self.moderators:
+            return "moderator"
+        return "member"
+
+    def peer_of(self, user_id: str) -> dict[str, str] | None:
+        """The other user of a direct message, ``None`` for other rooms."""
+        for other, username in self.dm:
+            if other != user_id:
+                return {"user_id": other, "username": username}
+        return None
 
     def as_stored(self) -> dict[str, Any]:
         """The KV value."""
@@ -62,15 +123,22 @@ class Room:
             "members": list(self.members),
             "created_at": self.created_at,
             "seq_floor": self.seq_floor,
+            "dm": dict(self.dm),
+            "moderators": list(self.moderators),
+            "bans": dict(self.bans),
+            "mutes": dict(self.mutes),
         }
 
     def as_reply(self) -> dict[str, Any]:
-        """``{"name","private","owner","members"}``: the reply of ``chat.rooms.*``."""
+        """``{"name","private","owner","members","dm","moderators"}``: the reply of
+        ``chat.rooms.*``."""
         return {
             "name": self.name,
             "private": self.private,
             "owner": self.owner,
             "members": list(self.members),
+            "dm": bool(self.dm),
+            "moderators": list(self.moderators),
         }
 
     def encode(self) -> bytes:
@@ -86,6 +154,17 @@ class Room:
         members = raw.get("members") or []
         owner = raw.get("owner")
         floor = raw.get("seq_floor")
+
+        def pairs(value: Any, kind: type) -> tuple[tuple[str, Any], ...]:
+            if not isinstance(value, dict):
+                return ()
+            return tuple(
+                (k, v)
+                for k, v in value.items()
+                if isinstance(k, str) and isinstance(v, kind) and not isinstance(v, bool)
+            )
+
+        moderators = raw.get("moderators") or []
         return cls(
             name=str(raw.get("name") or name or ""),
             private=bool(raw.get("private", False)),
@@ -93,6 +172,10 @@ class Room:
             members=tuple(m for m in members if isinstance(m, str)),
             created_at=str(raw.get("created_at") or ""),
             seq_floor=floor if isinstance(floor, int) and not isinstance(floor, bool) and floor > 0 else 0,
+            dm=pairs(raw.get("dm"), str),
+            moderators=tuple(m for m in moderators if isinstance(m, str)),
+            bans=pairs(raw.get("bans"), int),
+            mutes=pairs(raw.get("mutes"), int),
             revision=revision,
         )
 
@@ -125,18 +208,23 @@ class RoomRegistry:
             ProtocolError: ``room_not_found``; ``forbidden`` for a private room the user is not in.
         """
         room = await self.require(name)
-        if not room.may_join(user_id):
-            raise ProtocolError(ErrorCode.FORBIDDEN, "Private room")
+        check_access(room, user_id)
         return room
 
     async def get_or_create_public(self, name: str) -> Room:
         """The room, creating it as public with no owner if it does not exist (first join).
 
         Concurrent creators on any replica are all fine: one ``create`` wins, the others read it.
+
+        Raises:
+            ProtocolError: ``forbidden`` for a ``dm-`` name that is no direct message (reserved,
+                PROTOCOL.md section 9).
         """
         room = await self.get(name)
         if room is not None:
             return room
+        if is_dm_name(name):
+            raise ProtocolError(ErrorCode.FORBIDDEN, "dm- names are reserved for direct messages")
         fresh = Room(name=name, private=False, owner=None, members=(), created_at=utc_timestamp())
         try:
             revision = await self._kv.create(name, fresh.encode())
@@ -163,6 +251,8 @@ class RoomRegistry:
             ProtocolError: ``invalid_room`` for a bad name; ``conflict`` if it exists.
         """
         room_name = subjects.check_room(name)
+        if is_dm_name(room_name):
+            raise ProtocolError(ErrorCode.FORBIDDEN, "dm- names are reserved for direct messages")
         room = Room(
             name=room_name,
             private=private,
@@ -191,37 +281,50 @@ class RoomRegistry:
             return True
         return False
 
-    async def change_members(
-        self,
-        name: str,
-        *,
-        actor: str,
-        change: Callable[[tuple[str, ...]], tuple[str, ...]],
-        leaving: str | None = None,
-    ) -> Room:
-        """Apply ``change`` to the member list, as the room's owner ``actor`` (compare-and-set);
-        ``leaving`` = ``actor`` lets a member remove themselves.
+    async def update(self, name: str, change: Callable[[Room], Room | None]) -> Room:
+        """Apply ``change`` to the room (compare-and-set, re-read and re-applied on a lost race);
+        ``change`` returns ``None`` (or the same room) for no change, and may raise
+        :class:`ProtocolError` (its permission and validity checks run on the current state).
 
         Raises:
-            ProtocolError: ``room_not_found``; ``forbidden`` when ``actor`` is not the owner (nor
-                the member leaving); ``unavailable`` after :data:`UPDATE_ATTEMPTS` lost races.
+            ProtocolError: ``room_not_found``; whatever ``change`` raises; ``unavailable`` after
+                :data:`UPDATE_ATTEMPTS` lost races.
         """
         for _ in range(UPDATE_ATTEMPTS):
             room = await self.require(name)
-            is_owner = room.owner is not None and room.owner == actor
-            if not is_owner and leaving != actor:
-                raise ProtocolError(ErrorCode.FORBIDDEN, "Only the room owner can manage members")
-            members = change(room.members)
-            if members == room.members:
+            updated = change(room)
+            if updated is None or updated == room:
                 return room
-            updated = replace(room, members=members)
             try:
                 revision = await self._kv.update(name, updated.encode(), last=room.revision)
             except KeyWrongLastSequenceError:
                 continue
-            logger.info("room=%s members changed by owner=%s count=%d", name, actor, len(members))
             return replace(updated, revision=revision)
         raise ProtocolError(ErrorCode.UNAVAILABLE)
+
+    async def create_dm(self, first: tuple[str, str], second: tuple[str, str]) -> tuple[Room, bool]:
+        """The direct message of two users ``(user_id, username)``, created if needed; returns
+        ``(room, created)``. The same two users get the same room whoever asks."""
+        name = dm_name(first[0], second[0])
+        room = Room(
+            name=name,
+            private=True,
+            owner=None,
+            members=tuple(sorted((first[0], second[0]))),
+            created_at=utc_timestamp(),
+            dm=tuple(sorted((first, second))),
+        )
+        try:
+            revision = await self._kv.create(name, room.encode())
+        except (KeyWrongLastSequenceError, KeyNotFoundError):
+            for _ in range(40):
+                existing = await self.get(name)
+                if existing is not None:
+                    return existing, False
+                await asyncio.sleep(0.05)
+            return await self.require(name), False
+        logger.info("room=%s direct message created", name)
+        return replace(room, revision=revision), True
 
     async def all(self) -> list[Room]:
         """Every room (one batched read of the bucket)."""

@@ -227,8 +227,9 @@ class Bus:
 
     def _on_user(self, msg: Msg) -> None:
         user_id = msg.subject.rsplit(".", 1)[-1]
-        count = self.hub.deliver_user(user_id, Outbound(msg.data))
-        self.metrics.relayed((msg.headers or {}).get(subjects.HDR_KIND, "notification"), count)
+        headers = msg.headers or {}
+        count = self.hub.deliver_user(user_id, Outbound(msg.data), headers.get(subjects.HDR_SKIP_CONN))
+        self.metrics.relayed(headers.get(subjects.HDR_KIND, "notification"), count)
 
     def _on_all(self, msg: Msg) -> None:
         count = self.hub.deliver_all(Outbound(msg.data))

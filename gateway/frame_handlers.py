@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING, Any
 from gateway.pages import complete
 from shared import subjects
 from shared.errors import ErrorCode, ProtocolError
-from shared.internal import HistoryRequest, NotifyListRequest, NotifyReadRequest, PresenceRequest
+from shared.internal import (
+    HistoryRequest,
+    NotifyListRequest,
+    NotifyReadRequest,
+    PresenceRequest,
+    ReadRequest,
+)
 from shared.protocol import (
     DeleteFrame,
     EditFrame,
@@ -25,6 +31,7 @@ from shared.protocol import (
     NotificationsFrame,
     PresenceFrame,
     ReactFrame,
+    ReadFrame,
     dumps,
 )
 
@@ -59,6 +66,17 @@ async def history(conn: Connection, frame: HistoryFrame) -> None:
     )
     reply = await complete(conn.node.request, answer, room=frame.room, user_id=conn.user_id)
     conn.send_reply("history", reply, frame.id)
+
+
+async def read(conn: Connection, frame: ReadFrame) -> None:
+    """``read``: move the user's marker; the answer is ``read_marker`` (chat pushes a copy to the
+    user's other sockets, this one excepted)."""
+    room = subjects.check_room(frame.room)
+    body = ReadRequest(
+        room=room, user_id=conn.user_id, username=conn.username, seq=frame.seq, conn_id=conn.conn_id
+    )
+    reply = await conn.node.request(subjects.CHAT_READ, body.model_dump_json().encode())
+    conn.send_reply("read_marker", reply, frame.id)
 
 
 async def notifications(conn: Connection, frame: NotificationsFrame) -> None:
@@ -126,6 +144,7 @@ def table(connection: type[Connection]) -> dict[str, Handler]:
         "typing": connection.on_typing,
         "presence": presence,
         "history": history,
+        "read": read,
         "notifications": notifications,
         "mark_read": mark_read,
         "edit": edit,

@@ -11,7 +11,8 @@ an unavailable service is 503 (``tests/integration/test_http_contract.py`` runs 
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import json
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
@@ -20,10 +21,13 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from gateway.http_models import (
     BroadcastBody,
     BroadcastReply,
+    DmBody,
+    DmReply,
     LoginBody,
     LogoutBody,
     Me,
     MemberBody,
+    MyRooms,
     NotificationSendBody,
     NotificationsPage,
     PasswordBody,
@@ -31,10 +35,12 @@ from gateway.http_models import (
     RefreshBody,
     RegisterBody,
     Registered,
+    RoleBody,
     RoomCreateBody,
     RoomInfo,
     RoomList,
     RoomsPage,
+    SanctionBody,
     SentReply,
     TokenPair,
     errors,
@@ -46,11 +52,16 @@ from shared import subjects
 from shared.errors import ErrorCode, ProtocolError
 from shared.internal import (
     DeleteRequest,
+    DmRequest,
     HistoryRequest,
+    MyRoomsRequest,
     NotifyListRequest,
     NotifyReadRequest,
     RoomCreateRequest,
+    RoomLeaveRequest,
     RoomMemberRequest,
+    RoomRoleRequest,
+    RoomSanctionRequest,
     RoomsListRequest,
 )
 
@@ -243,7 +254,7 @@ async def delete_message(
         user_id=claims.user_id,
         username=claims.username,
         target=seq,
-        role=claims.role if claims.role in ("service", "admin") else "user",
+        role=token_role(claims),
     )
     await node_of(request).request(subjects.CHAT_DELETE, body.model_dump_json(exclude_none=True).encode())
     return Response(status_code=204)
@@ -253,13 +264,17 @@ async def delete_message(
     "/api/rooms/{room}/members",
     tags=["rooms"],
     response_model=RoomInfo,
-    responses=errors(400, 401, 403, 404),
+    responses=errors(400, 401, 403, 404, 409),
 )
 async def add_member(room: RoomPath, body: MemberBody, claims: UserClaims, request: Request) -> Response:
     """Add a member to a private room (owner only); 404 for an unknown room or user."""
     subjects.check_room(room)
     member = RoomMemberRequest(
-        user_id=claims.user_id, username=claims.username, room=room, member=body.username
+        user_id=claims.user_id,
+        username=claims.username,
+        room=room,
+        member=body.username,
+        role=token_role(claims),
     )
     reply = await node_of(request).request(subjects.CHAT_ROOMS_ADD_MEMBER, member.model_dump_json().encode())
     return json_bytes(reply)
@@ -269,7 +284,7 @@ async def add_member(room: RoomPath, body: MemberBody, claims: UserClaims, reque
     "/api/rooms/{room}/members/{username}",
     tags=["rooms"],
     response_model=RoomInfo,
-    responses=errors(400, 401, 403, 404),
+    responses=errors(400, 401, 403, 404, 409),
 )
 async def remove_member(
     room: RoomPath, username: UsernamePath, claims: UserClaims, request: Request
@@ -277,11 +292,152 @@ async def remove_member(
     """Remove a member from a private room (the owner; or a member removing themselves). Their
     live sockets get ``removed`` within 2 s (PROTOCOL.md section 10)."""
     subjects.check_room(room)
-    member = RoomMemberRequest(user_id=claims.user_id, username=claims.username, room=room, member=username)
+    member = RoomMemberRequest(
+        user_id=claims.user_id, username=claims.username, room=room, member=username, role=token_role(claims)
+    )
     reply = await node_of(request).request(
         subjects.CHAT_ROOMS_REMOVE_MEMBER, member.model_dump_json().encode()
     )
     return json_bytes(reply)
+
+
+@router.put(
+    "/api/rooms/{room}/members/{username}",
+    tags=["rooms"],
+    response_model=RoomInfo,
+    responses=errors(400, 401, 403, 404, 409),
+)
+async def set_member_role(
+    room: RoomPath, username: UsernamePath, body: RoleBody, claims: UserClaims, request: Request
+) -> Response:
+    """Make a member a moderator, or a member again (the owner, or a service/admin token)."""
+    subjects.check_room(room)
+    change = RoomRoleRequest(
+        user_id=claims.user_id,
+        username=claims.username,
+        room=room,
+        member=username,
+        role=token_role(claims),
+        member_role=body.role,
+    )
+    reply = await node_of(request).request(subjects.CHAT_ROOMS_SET_ROLE, change.model_dump_json().encode())
+    return json_bytes(reply)
+
+
+async def _sanction(
+    subject: str, room: str, username: str, duration_s: int | None, claims: Claims, request: Request
+) -> Response:
+    subjects.check_room(room)
+    sanction = RoomSanctionRequest(
+        user_id=claims.user_id,
+        username=claims.username,
+        room=room,
+        member=username,
+        role=token_role(claims),
+        duration_s=duration_s,
+    )
+    reply = await node_of(request).request(subject, sanction.model_dump_json(exclude_none=True).encode())
+    return json_bytes(reply)
+
+
+@router.post(
+    "/api/rooms/{room}/bans",
+    tags=["rooms"],
+    response_model=RoomInfo,
+    responses=errors(400, 401, 403, 404, 409),
+)
+async def ban_member(room: RoomPath, body: SanctionBody, claims: UserClaims, request: Request) -> Response:
+    """Ban a user (owner, moderator): removed now (``removed`` within 2 s on every gateway), and
+    ``join`` / ``history`` refused until unbanned or ``duration_s`` passes."""
+    return await _sanction(subjects.CHAT_ROOMS_BAN, room, body.username, body.duration_s, claims, request)
+
+
+@router.delete(
+    "/api/rooms/{room}/bans/{username}",
+    tags=["rooms"],
+    response_model=RoomInfo,
+    responses=errors(400, 401, 403, 404, 409),
+)
+async def unban_member(
+    room: RoomPath, username: UsernamePath, claims: UserClaims, request: Request
+) -> Response:
+    """Lift a ban (owner, moderator)."""
+    return await _sanction(subjects.CHAT_ROOMS_UNBAN, room, username, None, claims, request)
+
+
+@router.post(
+    "/api/rooms/{room}/mutes",
+    tags=["rooms"],
+    response_model=RoomInfo,
+    responses=errors(400, 401, 403, 404, 409),
+)
+async def mute_member(room: RoomPath, body: SanctionBody, claims: UserClaims, request: Request) -> Response:
+    """Mute a user (owner, moderator): they still read; ``chat_message``, ``edit`` and ``react``
+    there are ``muted`` until ``duration_s`` passes."""
+    return await _sanction(subjects.CHAT_ROOMS_MUTE, room, body.username, body.duration_s, claims, request)
+
+
+@router.delete(
+    "/api/rooms/{room}/mutes/{username}",
+    tags=["rooms"],
+    response_model=RoomInfo,
+    responses=errors(400, 401, 403, 404, 409),
+)
+async def unmute_member(
+    room: RoomPath, username: UsernamePath, claims: UserClaims, request: Request
+) -> Response:
+    """Lift a mute (owner, moderator)."""
+    return await _sanction(subjects.CHAT_ROOMS_UNMUTE, room, username, None, claims, request)
+
+
+@router.post(
+    "/api/rooms/{room}/leave",
+    tags=["rooms"],
+    status_code=204,
+    response_class=Response,
+    responses=errors(400, 401, 403, 404, 409),
+)
+async def leave_room(room: RoomPath, claims: UserClaims, request: Request) -> Response:
+    """Leave a room for good: it leaves ``GET /api/me/rooms``; a private room's member list loses
+    you. 409 for a direct message, or the owner of a private room."""
+    subjects.check_room(room)
+    body = RoomLeaveRequest(user_id=claims.user_id, username=claims.username, room=room)
+    await node_of(request).request(subjects.CHAT_ROOMS_LEAVE, body.model_dump_json().encode())
+    return Response(status_code=204)
+
+
+@router.get("/api/me/rooms", tags=["rooms"], response_model=MyRooms, responses=errors(401))
+async def my_rooms(claims: UserClaims, request: Request) -> Response:
+    """Your rooms, newest activity first, with unread counts and the latest message that is not
+    deleted (PROTOCOL.md section 9)."""
+    body = MyRoomsRequest(user_id=claims.user_id)
+    return json_bytes(
+        await node_of(request).request(subjects.CHAT_ROOMS_MINE, body.model_dump_json().encode())
+    )
+
+
+@router.post(
+    "/api/dms",
+    tags=["rooms"],
+    status_code=201,
+    response_model=DmReply,
+    responses={
+        200: {"model": DmReply, "description": "The direct message already existed."},
+        **errors(401, 404, 409, 422),
+    },
+)
+async def open_dm(body: DmBody, claims: UserClaims, request: Request) -> Response:
+    """The direct message with ``username``: 201 when created, 200 after; the same room for the
+    same two users whoever asks."""
+    dm = DmRequest(user_id=claims.user_id, username=claims.username, peer=body.username)
+    reply = json.loads(await node_of(request).request(subjects.CHAT_DMS_OPEN, dm.model_dump_json().encode()))
+    created = bool(reply.pop("created", False))
+    return JSONResponse(reply, status_code=201 if created else 200)
+
+
+def token_role(claims: Claims) -> Literal["user", "service", "admin"]:
+    """The caller's token role as the services take it (a user token is ``user``)."""
+    return "service" if claims.role == "service" else "admin" if claims.role == "admin" else "user"
 
 
 # --- notifications ---------------------------------------------------------------------------

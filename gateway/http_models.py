@@ -11,7 +11,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictStr, WithJsonSchema
+from annotated_types import Ge, Le
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictStr,
+    WithJsonSchema,
+)
 
 from shared.internal import NotificationType, Password, Text, UserId, Username, json_metadata
 from shared.subjects import ROOM_RE
@@ -72,6 +82,31 @@ class RoomCreateBody(_In):
 
 class MemberBody(_In):
     """``POST /api/rooms/{room}/members``."""
+
+    username: Username
+
+
+def _integral(value: object) -> object:
+    """JSON Schema's ``integer`` includes ``600.0``: take it as 600 (strict mode would refuse)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+class RoleBody(_In):
+    """``PUT /api/rooms/{room}/members/{username}`` (owner, PROTOCOL.md section 10)."""
+
+    role: Literal["moderator", "member"]
+
+
+class SanctionBody(_In):
+    """``POST /api/rooms/{room}/bans`` and ``/mutes``: ``duration_s`` null = until lifted
+    (bans; a mute without a duration lasts until unmuted too)."""
+
+    username: Username
+    duration_s: Annotated[int, Ge(1), Le(10 * 365 * 86_400), BeforeValidator(_integral)] | None = None
+
+
+class DmBody(_In):
+    """``POST /api/dms``."""
 
     username: Username
 
@@ -180,6 +215,44 @@ class RoomInfo(_Out):
     private: bool
     owner: str | None
     members: list[str]
+    dm: bool = False
+    moderators: list[str] = []
+
+
+class Peer(_Out):
+    user_id: str
+    username: str
+
+
+class LastMessage(_Out):
+    seq: int
+    user_id: str
+    username: str
+    message: str
+    timestamp: str
+
+
+class MyRoom(_Out):
+    """One row of ``GET /api/me/rooms`` (PROTOCOL.md section 9)."""
+
+    name: str
+    private: bool
+    dm: bool
+    peer: Peer | None
+    role: Literal["owner", "moderator", "member"]
+    last_seq: int
+    read_seq: int
+    unread: int
+    last_message: LastMessage | None
+
+
+class MyRooms(_Out):
+    rooms: list[MyRoom]
+
+
+class DmReply(_Out):
+    room: str
+    peer: Peer
 
 
 class RoomsPage(_Out):

@@ -203,12 +203,15 @@ class Hub:
                 count += 1
         return count
 
-    def deliver_user(self, user_id: str, frame: Frame) -> int:
-        """Relay a frame to every local socket of ``user_id``; returns count."""
-        sockets = self.users.get(user_id, ())
-        for sub in sockets:
-            sub.enqueue(frame)
-        return len(sockets)
+    def deliver_user(self, user_id: str, frame: Frame, skip_conn: str | None = None) -> int:
+        """Relay a frame to every local socket of ``user_id`` but ``skip_conn`` (the socket that
+        already has it as an answer); returns count."""
+        count = 0
+        for sub in self.users.get(user_id, ()):
+            if sub.conn_id != skip_conn:
+                sub.enqueue(frame)
+                count += 1
+        return count
 
     def deliver_all(self, frame: Frame) -> int:
         """Relay a frame to every authenticated local socket; returns count."""

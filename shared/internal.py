@@ -233,12 +233,60 @@ class RoomCreateRequest(Actor):
     private: StrictBool = False
 
 
+TokenRole = Literal["user", "service", "admin"]
+
+
 class RoomMemberRequest(Actor):
-    """``chat.rooms.add_member`` (owner) / ``chat.rooms.remove_member`` (owner, or the member
-    themselves): answers the room."""
+    """``chat.rooms.add_member`` (owner, moderator) / ``chat.rooms.remove_member`` (owner,
+    moderator, or the member themselves): answers the room. ``role`` is the caller's token
+    role: a service or admin token acts as the room's owner (PROTOCOL.md section 10)."""
 
     room: RoomName
     member: Username
+    role: TokenRole = "user"
+
+
+class RoomRoleRequest(RoomMemberRequest):
+    """``chat.rooms.set_role`` (owner): make ``member`` a moderator or a member again."""
+
+    member_role: Literal["moderator", "member"]
+
+
+class RoomSanctionRequest(RoomMemberRequest):
+    """``chat.rooms.ban`` / ``chat.rooms.mute`` (owner, moderator): ``duration_s`` null = until
+    lifted; ``chat.rooms.unban`` / ``chat.rooms.unmute`` ignore it."""
+
+    duration_s: Annotated[StrictInt, Field(ge=1, le=10 * 365 * 86_400)] | None = None
+
+
+class RoomLeaveRequest(Actor):
+    """``chat.rooms.leave``: end the caller's membership of ``room`` for good."""
+
+    room: RoomName
+
+
+class MyRoomsRequest(_Body):
+    """``chat.rooms.mine``: answers ``{"rooms":[{"name","private","dm","peer","role","last_seq",
+    "read_seq","unread","last_message"}]}``, newest activity first."""
+
+    user_id: UserId
+
+
+class DmRequest(Actor):
+    """``chat.dms.open``: the direct message with ``peer`` (a username); answers
+    ``{"room","peer":{"user_id","username"},"created":bool}``."""
+
+    peer: Username
+
+
+class ReadRequest(Actor):
+    """``chat.read``: move the caller's read marker in ``room`` to ``seq`` (never backwards);
+    answers the ``read_marker`` frame. ``conn_id`` is the asking socket, which gets the answer
+    and not the copy pushed to the user's other sockets."""
+
+    room: RoomName
+    seq: Annotated[StrictInt, Field(ge=0)]
+    conn_id: Annotated[StrictStr, Field(max_length=64)] | None = None
 
 
 class AccessRequest(_Body):

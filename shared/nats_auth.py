@@ -75,6 +75,15 @@ GATEWAY_REQUESTS: Final = (
     subjects.CHAT_ROOMS_CREATE,
     subjects.CHAT_ROOMS_ADD_MEMBER,
     subjects.CHAT_ROOMS_REMOVE_MEMBER,
+    subjects.CHAT_READ,
+    subjects.CHAT_ROOMS_MINE,
+    subjects.CHAT_ROOMS_LEAVE,
+    subjects.CHAT_ROOMS_SET_ROLE,
+    subjects.CHAT_ROOMS_BAN,
+    subjects.CHAT_ROOMS_UNBAN,
+    subjects.CHAT_ROOMS_MUTE,
+    subjects.CHAT_ROOMS_UNMUTE,
+    subjects.CHAT_DMS_OPEN,
     subjects.NOTIFY_SEND,
     subjects.NOTIFY_BROADCAST,
     subjects.NOTIFY_LIST,
@@ -168,10 +177,17 @@ def permissions(tier: str) -> dict[str, object]:
             stream = room_shards.stream_name(shard)
             # Erasing single messages is how deleted text is purged (PROTOCOL.md section 8).
             publish += [*_read(stream), f"$JS.API.STREAM.MSG.DELETE.{stream}"]
-        for bucket in (subjects.KV_ROOMS, subjects.KV_PRESENCE, subjects.KV_GATEWAYS):
+        for bucket in (
+            subjects.KV_ROOMS,
+            subjects.KV_PRESENCE,
+            subjects.KV_GATEWAYS,
+            subjects.KV_MEMBERSHIPS,
+        ):
             publish += [*_read(_kv(bucket)), *_consume(_kv(bucket))]
-        for bucket in (subjects.KV_ROOMS, subjects.KV_PRESENCE):
+        for bucket in (subjects.KV_ROOMS, subjects.KV_PRESENCE, subjects.KV_MEMBERSHIPS):
             publish += _kv_write(bucket)
+        # read markers go to the user's other sockets (PROTOCOL.md section 9)
+        publish.append(subjects.DELIVER_USER_WILDCARD)
         return _with_responses(publish, subscribe)
     if tier == NOTIFY:
         publish, subscribe = _service(NOTIFY)

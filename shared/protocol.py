@@ -170,6 +170,13 @@ class HistoryFrame(_RoomFrame):
     thread: MessageSeq | None = None
 
 
+class ReadFrame(_RoomFrame):
+    """``{"type":"read","room":..,"seq":58}``: move the read marker (v2 section 9)."""
+
+    type: Literal["read"]
+    seq: Annotated[StrictInt, Field(ge=0)]
+
+
 class NotificationsFrame(_Frame):
     """``{"type":"notifications","unread_only":true,"limit":50}``."""
 
@@ -198,6 +205,7 @@ ClientFrame = Annotated[
     | DeleteFrame
     | ReactFrame
     | HistoryFrame
+    | ReadFrame
     | NotificationsFrame
     | MarkReadFrame,
     Field(discriminator="type"),
@@ -215,6 +223,7 @@ CLIENT_FRAME_TYPES = frozenset(
         "delete",
         "react",
         "history",
+        "read",
         "notifications",
         "mark_read",
     }

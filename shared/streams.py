@@ -46,6 +46,7 @@ BUCKET_TTLS: Final[dict[str, float | None]] = {
     subjects.KV_PRESENCE: None,
     subjects.KV_GATEWAYS: 30.0,
     subjects.KV_NOTIFY_READ: 30 * DAY,
+    subjects.KV_MEMBERSHIPS: None,
 }
 
 

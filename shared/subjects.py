@@ -49,6 +49,15 @@ CHAT_ROOMS_CREATE: Final = "chat.rooms.create"
 CHAT_ROOMS_ADD_MEMBER: Final = "chat.rooms.add_member"
 CHAT_ROOMS_REMOVE_MEMBER: Final = "chat.rooms.remove_member"
 CHAT_ACCESS: Final = "chat.access"
+CHAT_READ: Final = "chat.read"
+CHAT_ROOMS_MINE: Final = "chat.rooms.mine"
+CHAT_ROOMS_LEAVE: Final = "chat.rooms.leave"
+CHAT_ROOMS_SET_ROLE: Final = "chat.rooms.set_role"
+CHAT_ROOMS_BAN: Final = "chat.rooms.ban"
+CHAT_ROOMS_UNBAN: Final = "chat.rooms.unban"
+CHAT_ROOMS_MUTE: Final = "chat.rooms.mute"
+CHAT_ROOMS_UNMUTE: Final = "chat.rooms.unmute"
+CHAT_DMS_OPEN: Final = "chat.dms.open"
 
 NOTIFY_SEND: Final = "notify.send"
 NOTIFY_BROADCAST: Final = "notify.broadcast"
@@ -93,6 +102,8 @@ KV_ROOMS: Final = "natter_rooms"
 KV_PRESENCE: Final = "natter_presence"
 KV_GATEWAYS: Final = "natter_gateways"
 KV_NOTIFY_READ: Final = "natter_notify_read"
+#: ``<user_id>.<room>`` -> ``{"read_seq","since"}``: memberships and read markers (v2).
+KV_MEMBERSHIPS: Final = "natter_memberships"
 
 # --- headers ---------------------------------------------------------------------------------
 HDR_ROOM: Final = "Natter-Room"
@@ -100,6 +111,8 @@ HDR_SEQ: Final = "Natter-Seq"
 HDR_USER: Final = "Natter-User"
 HDR_CLIENT_MSG_ID: Final = "Natter-Client-Msg-Id"
 HDR_KIND: Final = "Natter-Kind"
+#: On ``deliver.user.<id>``: the socket (connection id) that already has this frame as an answer.
+HDR_SKIP_CONN: Final = "Natter-Skip-Conn"
 #: Revision of the room's registry entry (``natter_rooms``) a join was authorised at, or a
 #: removal took effect at: a removal applies to sockets that joined at an older revision.
 HDR_ROOM_REV: Final = "Natter-Room-Rev"

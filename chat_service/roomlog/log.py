@@ -252,9 +252,15 @@ class RoomLog:
         )
         return found[0] if found and found[0].seq == seq else None
 
-    async def log_entry(self, room: str, seq: int) -> Entry | None:
-        """Entry ``seq`` of the room's log with headers and stream sequence (``None``: absent)."""
-        tail = await self.tail(room)
+    async def tail_entry(self, room: str) -> StoredMsg | None:
+        """The room's last entry itself (body and headers), ``None`` for an empty log."""
+        where = self.where(room)
+        return await direct_get(self.nc, where.stream, last_by_subject=where.log_filter)
+
+    async def log_entry(self, room: str, seq: int, *, tail: LogPoint | None = None) -> Entry | None:
+        """Entry ``seq`` of the room's log with headers and stream sequence (``None``: absent);
+        ``tail``: the room's tail if the caller just read it."""
+        tail = tail or await self.tail(room)
         if tail is None or seq > tail.seq:
             return None
         where = self.where(room)

@@ -1,5 +1,5 @@
 /*
- * natter web client (PROTOCOL.md v1): plain JavaScript, no build step, no external resources.
+ * natter web client (PROTOCOL.md v2): plain JavaScript, no build step, no external resources.
  *
  * Safety rule: every string that comes from a user or the server is put into the page with
  * textContent / createTextNode only. This file never uses innerHTML, outerHTML or
@@ -8,7 +8,9 @@
  * Shape:
  *   session   - tokens in sessionStorage, access-token refresh before expiry (HTTP section 6)
  *   socket    - one WebSocket at a time, first-message auth, reconnect with backoff + jitter
- *   rooms     - joined rooms: messages by seq, presence, typing, pending (unacked) sends
+ *   rooms     - joined rooms: messages by seq, presence, typing, pending (unacked) sends;
+ *               v2 room events (edits, deletes, reactions, replies, member changes) applied
+ *               to each message's state, threads, unread badges, direct messages, moderation
  *   notify    - bell, panel, mark read, broadcast toasts
  */
 "use strict";
@@ -28,6 +30,8 @@
   const SEND_RETRY_LIMIT = 5; // `unavailable` / `rate_limited` retries per message
   const STORE_KEY = "natter.session";
   const ROOMS_KEY = "natter.rooms";
+  const REACTIONS = ["👍", "❤️", "😂", "🎉", "😮"]; // the fixed set the picker offers
+  const EVENT_TYPES = new Set(["message_edited", "message_deleted", "reaction", "member"]);
 
   // ---- DOM helpers (text only) --------------------------------------------------------------
   const $ = (id) => document.getElementById(id);
@@ -76,6 +80,8 @@
 
     reqSeq: 0,
     requests: new Map(), // request id -> {kind, room, cmid}
+    compose: null, // {mode: "reply"|"edit", room, seq} while replying or editing
+    thread: null, // {room, seq} of the open thread
 
     rooms: new Map(), // name -> Room
     active: null, // active room name
@@ -420,7 +426,10 @@
     }
     state.ws = ws;
     state.authed = false;
-    for (const room of state.rooms.values()) room.joined = false;
+    for (const room of state.rooms.values()) {
+      room.joined = false;
+      room.joining = false;
+    }
     setConn("connecting", state.attempt ? "reconnecting…" : "connecting…");
     ws.onopen = () => {
       if (gen !== state.wsGen) return;
@@ -453,6 +462,7 @@
     stopPing();
     for (const room of state.rooms.values()) {
       room.joined = false;
+      room.joining = false;
       room.historyPending = false;
       room.clearTyping();
     }
@@ -535,6 +545,7 @@
       $("me-name").textContent = frame.username;
     }
     for (const room of state.rooms.values()) sendJoin(room);
+    loadMyRooms(); // unread badges, roles, direct messages (v2 section 9)
     // the server's summary lists unread items only; the panel also shows recent read ones
     request({ type: "notifications", unread_only: false, limit: 50 }, {});
   }
@@ -562,7 +573,8 @@
         onAck(frame);
         break;
       case "history":
-        onHistory(frame);
+        if (ctx && ctx.kind === "thread") onThreadPage(frame);
+        else onHistory(frame);
         break;
       case "user_joined":
         onPresenceChange(frame, true);
@@ -591,6 +603,15 @@
       case "removed":
         onRemoved(frame);
         break;
+      case "message_edited":
+      case "message_deleted":
+      case "reaction":
+      case "member":
+        onRoomEvent(frame);
+        break;
+      case "read_marker":
+        onReadMarker(frame);
+        break;
       default:
         break; // unknown frames from a newer server are ignored
     }
@@ -608,6 +629,7 @@
     }
     if (ctx && ctx.kind === "join") {
       const room = state.rooms.get(ctx.room);
+      if (room) room.joining = false;
       if (room && !room.everJoined && (code === "forbidden" || code === "invalid_room" || code === "room_not_found")) {
         removeRoom(ctx.room);
       }
@@ -651,6 +673,10 @@
       this.online = new Map(); // user_id -> username
       this.typing = new Map(); // user_id -> {username, timer}
       this.unread = 0;
+      this.data = new Map(); // seq -> the message as it is now (text, edits, reactions, replies)
+      this.role = "member"; // owner / moderator / member (GET /api/me/rooms)
+      this.peer = null; // the other user of a direct message
+      this.readSent = 0; // the highest seq sent in a `read`
       this.list = el("div", "room-messages");
       this.list.dataset.room = name;
     }
@@ -684,6 +710,7 @@
 
   function sendJoin(room) {
     if (!state.authed) return;
+    room.joining = true; // one join in flight per room: a second answer would resend pending sends
     const frame = { type: "join", room: room.name };
     if (room.everJoined) frame.since = room.lastSeq; // recover exactly what was missed
     request(frame, { room: room.name });
@@ -700,6 +727,10 @@
   function leaveRoom(name) {
     if (state.authed) request({ type: "leave", room: name }, { room: name });
     removeRoom(name);
+    // for good (v2 section 9): it leaves GET /api/me/rooms too; a DM stays (409)
+    if (!name.startsWith("dm-")) {
+      api("POST", `/api/rooms/${encodeURIComponent(name)}/leave`, undefined, { auth: true }).catch(() => {});
+    }
   }
 
   function setActive(name) {
@@ -707,6 +738,7 @@
     const room = state.rooms.get(name);
     if (room) room.unread = 0;
     saveRooms();
+    markActiveRead();
   }
 
   /** The user lost access to a room (removed by its owner, or banned): drop it from the view. */
@@ -722,6 +754,7 @@
     if (!room) return;
     const wasJoined = room.everJoined;
     room.joined = true;
+    room.joining = false;
     room.everJoined = true;
     const messages = Array.isArray(frame.messages) ? frame.messages : [];
     if (wasJoined && frame.recovered === false && room.bySeq.size) {
@@ -733,7 +766,10 @@
       room.lastSeq = 0;
     }
     const fresh = !wasJoined || room.bySeq.size === 0;
-    for (const data of messages) addMessage(room, data, false);
+    for (const data of messages) {
+      if (data && EVENT_TYPES.has(data.type)) applyEvent(room, data.type, data);
+      else addMessage(room, data, false);
+    }
     const lastSeq = Number(frame.last_seq) || 0;
     if (lastSeq > room.lastSeq) room.lastSeq = lastSeq;
     if (fresh) room.hasMore = room.lowestSeq !== Infinity && room.lowestSeq > 1;
@@ -749,6 +785,7 @@
     if (room.name === state.active) {
       renderActive();
       scrollToBottom();
+      markActiveRead();
     } else {
       renderRoomList();
     }
@@ -785,23 +822,91 @@
   }
 
   /** Build a message row; every user-supplied field goes through textContent. */
-  function buildMessage(data, pending) {
+  function buildMessage(data, pending, room) {
     const row = el("div", "message");
     row.dataset.testid = "message";
     const mine = state.session && data.user_id === state.session.userId;
     if (mine) row.classList.add("own");
     if (pending) row.classList.add("pending");
-    if (!mine && mentionsMe(String(data.message || ""))) row.classList.add("mention");
+    if (data.deleted) row.classList.add("deleted");
+    if (!mine && !data.deleted && mentionsMe(String(data.message || ""))) row.classList.add("mention");
+    if (room && typeof data.reply_to === "number") {
+      const original = room.data.get(data.reply_to);
+      const quoted = original
+        ? `${original.username || "?"}: ${original.deleted ? "message deleted" : String(original.message || "")}`
+        : "a message not loaded";
+      const quote = el("div", "message-quote", `↪ ${quoted.slice(0, 140)}`);
+      quote.dataset.testid = "message-quote";
+      row.append(quote);
+    }
     const meta = el("div", "message-meta");
     meta.append(el("span", "message-user", data.username || "?"));
     const time = el("time", "message-time", data.timestamp ? formatTime(data.timestamp) : "");
     if (data.timestamp) time.dateTime = String(data.timestamp);
     meta.append(time);
+    if (data.edited_at && !data.deleted) meta.append(el("span", "message-edited", "(edited)"));
     meta.append(el("span", "message-status", pending ? "sending…" : ""));
+    if (room && !pending && typeof data.seq === "number" && !data.deleted) meta.append(messageActions(room, data, mine));
     row.append(meta);
-    row.append(el("div", "message-text", data.message));
+    const text = el("div", "message-text", data.deleted ? "message deleted" : data.message);
+    text.dataset.testid = "message-text";
+    row.append(text);
+    if (room && !pending && !data.deleted) row.append(reactionBar(room, data));
+    if (room && data.reply_count > 0 && typeof data.seq === "number") {
+      const thread = el("button", "link thread-open", `${data.reply_count} ${data.reply_count === 1 ? "reply" : "replies"}`);
+      thread.type = "button";
+      thread.dataset.testid = "thread-open";
+      thread.addEventListener("click", () => openThread(room, data.seq));
+      row.append(thread);
+    }
     if (data.seq !== undefined) row.dataset.seq = String(data.seq);
     return row;
+  }
+
+  function actionButton(label, testid, onClick) {
+    const button = el("button", "link", label);
+    button.type = "button";
+    button.dataset.testid = testid;
+    button.addEventListener("click", onClick);
+    return button;
+  }
+
+  /** Reply, react, thread; edit and delete for the author (delete also for moderators). */
+  function messageActions(room, data, mine) {
+    const box = el("span", "message-actions");
+    box.append(actionButton("reply", "reply", () => startCompose("reply", room, data)));
+    const picker = el("span", "react-picker");
+    for (const emoji of REACTIONS) {
+      picker.append(actionButton(emoji, "react", () => react(room, data.seq, emoji)));
+    }
+    box.append(picker);
+    if (mine) box.append(actionButton("edit", "edit", () => startCompose("edit", room, data)));
+    if (mine || room.role === "owner" || room.role === "moderator") {
+      box.append(actionButton("delete", "delete", () => {
+        request({ type: "delete", room: room.name, target: data.seq, client_msg_id: crypto.randomUUID() }, { room: room.name, kind: "event" });
+      }));
+    }
+    return box;
+  }
+
+  function reactionBar(room, data) {
+    const bar = el("div", "reactions");
+    bar.dataset.testid = "reactions";
+    for (const r of Array.isArray(data.reactions) ? data.reactions : []) {
+      const chip = el("button", r.me ? "reaction mine" : "reaction", `${r.emoji} ${r.count}`);
+      chip.type = "button";
+      chip.dataset.testid = "reaction";
+      chip.dataset.emoji = String(r.emoji);
+      chip.addEventListener("click", () => react(room, data.seq, String(r.emoji), r.me));
+      bar.append(chip);
+    }
+    return bar;
+  }
+
+  function react(room, seq, emoji, remove) {
+    const frame = { type: "react", room: room.name, target: seq, emoji, client_msg_id: crypto.randomUUID() };
+    if (remove) frame.op = "remove";
+    request(frame, { room: room.name, kind: "event" });
   }
 
   /** Put a row with `seq` in order: after the last row with a lower seq, before pending rows. */
@@ -852,11 +957,197 @@
       confirmPending(room, data.client_msg_id, seq, data.timestamp);
       return true;
     }
-    const row = buildMessage(data, false);
+    room.data.set(seq, normalised(data));
+    const row = buildMessage(room.data.get(seq), false, room);
     insertBySeq(room, row, seq);
     room.bySeq.set(seq, row);
     if (seq < room.lowestSeq) room.lowestSeq = seq;
     return true;
+  }
+
+  /** A message with the v2 fields a live `message` frame may lack. */
+  function normalised(data) {
+    return {
+      ...data,
+      reply_to: typeof data.reply_to === "number" ? data.reply_to : null,
+      reply_count: Number(data.reply_count) || 0,
+      reactions: Array.isArray(data.reactions) ? data.reactions.map((r) => ({ ...r })) : [],
+    };
+  }
+
+  /** Rebuild the row of message `seq` from its state (after an edit, a delete, a reaction). */
+  function rerender(room, seq) {
+    const old = room.bySeq.get(seq);
+    const data = room.data.get(seq);
+    if (!old || !data) return;
+    const row = buildMessage(data, false, room);
+    old.replaceWith(row);
+    room.bySeq.set(seq, row);
+  }
+
+  // ---- v2 room events -----------------------------------------------------------------------
+  function onRoomEvent(frame) {
+    const room = state.rooms.get(frame.room);
+    const data = frame.data;
+    if (!room || !data || typeof data.seq !== "number") return;
+    if (data.seq <= room.lastSeq) return; // already applied (replayed and pushed)
+    room.lastSeq = data.seq;
+    applyEvent(room, frame.type, data);
+  }
+
+  /** Apply one edit / delete / reaction / member event to the room's messages. */
+  function applyEvent(room, kind, data) {
+    if (typeof data.seq === "number" && data.seq > room.lastSeq) room.lastSeq = data.seq;
+    const target = room.data.get(data.target);
+    if (kind === "member") {
+      const who = data.member && data.member.username ? data.member.username : "someone";
+      if (room.name === state.active && data.seq > room.readSent) showInfo(`${who}: ${data.action}`);
+      return;
+    }
+    if (!target) return; // a message not loaded: its state comes with it when it is
+    if (kind === "message_edited" && !data.deleted) {
+      target.message = String(data.message || "");
+      target.edited_at = data.edited_at;
+    } else if (kind === "message_deleted") {
+      target.deleted = true;
+      target.message = "";
+      target.reactions = [];
+      const parent = room.data.get(target.reply_to);
+      if (parent && parent.reply_count > 0) {
+        parent.reply_count -= 1;
+        rerender(room, parent.seq);
+      }
+    } else if (kind === "reaction") {
+      const mine = state.session && data.user_id === state.session.userId;
+      let entry = target.reactions.find((r) => r.emoji === data.emoji);
+      if (data.op === "remove") {
+        if (entry) {
+          entry.count -= 1;
+          if (mine) entry.me = false;
+          if (entry.count <= 0) target.reactions = target.reactions.filter((r) => r !== entry);
+        }
+      } else {
+        if (!entry) {
+          entry = { emoji: data.emoji, count: 0, me: false };
+          target.reactions.push(entry);
+        }
+        entry.count += 1;
+        if (mine) entry.me = true;
+      }
+    }
+    rerender(room, data.target);
+  }
+
+  function onReadMarker(frame) {
+    const room = state.rooms.get(frame.room);
+    if (!room) return;
+    room.readSent = Math.max(room.readSent, Number(frame.seq) || 0);
+    if (room.name !== state.active) room.unread = Number(frame.unread) || 0;
+    renderRoomList();
+  }
+
+  /** Tell the server how far the active room was read (when it moved). */
+  function markActiveRead() {
+    const room = state.active && state.rooms.get(state.active);
+    if (!room || !room.joined || !state.authed || document.visibilityState === "hidden") return;
+    if (room.lastSeq > room.readSent) {
+      room.readSent = room.lastSeq;
+      request({ type: "read", room: room.name, seq: room.lastSeq }, { room: room.name, kind: "read" });
+    }
+  }
+
+  // ---- composing replies and edits ----------------------------------------------------------
+  function startCompose(mode, room, data) {
+    state.compose = { mode, room: room.name, seq: data.seq };
+    const what = mode === "edit" ? "Editing your message" : `Replying to ${data.username || "?"}`;
+    $("compose-what").textContent = what;
+    show($("compose-bar"), true);
+    const input = $("message-input");
+    if (mode === "edit") input.value = String(data.message || "");
+    input.focus();
+  }
+
+  function endCompose() {
+    state.compose = null;
+    show($("compose-bar"), false);
+  }
+
+  // ---- threads ------------------------------------------------------------------------------
+  function openThread(room, seq) {
+    state.thread = { room: room.name, seq };
+    const parent = room.data.get(seq);
+    $("thread-title").textContent = parent ? `Thread: ${String(parent.message || "").slice(0, 60)}` : "Thread";
+    $("thread-messages").replaceChildren();
+    show($("thread-panel"), true);
+    request({ type: "history", room: room.name, thread: seq, limit: 100 }, { room: room.name, kind: "thread" });
+  }
+
+  function onThreadPage(frame) {
+    const list = $("thread-messages");
+    const room = state.rooms.get(frame.room);
+    list.replaceChildren();
+    for (const data of Array.isArray(frame.messages) ? frame.messages : []) {
+      list.append(buildMessage(normalised(data), false, null));
+    }
+    if (room && !list.childElementCount) list.append(el("p", "empty", "No replies."));
+  }
+
+  // ---- my rooms, direct messages, moderation ------------------------------------------------
+  async function loadMyRooms() {
+    if (!state.session) return;
+    try {
+      const body = await api("GET", "/api/me/rooms", undefined, { auth: true });
+      for (const row of Array.isArray(body && body.rooms) ? body.rooms : []) {
+        if (!row || typeof row.name !== "string" || !ROOM_RE.test(row.name)) continue;
+        const room = ensureRoom(row.name);
+        room.role = String(row.role || "member");
+        room.peer = row.peer && row.peer.username ? String(row.peer.username) : null;
+        if (room.name !== state.active) room.unread = Number(row.unread) || 0;
+        if (state.authed && !room.joined && !room.joining) sendJoin(room);
+      }
+      renderRoomList();
+    } catch (err) {
+      if (state.session) sideMessage(`Rooms: ${err.message}`);
+    }
+  }
+
+  async function onOpenDm(event) {
+    event.preventDefault();
+    const input = $("dm-input");
+    const username = input.value.trim().replace(/^@/, "");
+    if (!USERNAME_RE.test(username)) {
+      sideMessage("Username must be 3–32 letters, digits or _.");
+      return;
+    }
+    try {
+      const body = await api("POST", "/api/dms", { username }, { auth: true });
+      input.value = "";
+      const room = ensureRoom(body.room);
+      room.peer = body.peer && body.peer.username ? String(body.peer.username) : username;
+      joinRoom(body.room);
+    } catch (err) {
+      sideMessage(`Message @${username}: ${err.message}`);
+    }
+  }
+
+  async function moderate(room, username, action) {
+    const base = `/api/rooms/${encodeURIComponent(room.name)}`;
+    try {
+      if (action === "ban") await api("POST", `${base}/bans`, { username }, { auth: true });
+      else if (action === "mute") await api("POST", `${base}/mutes`, { username, duration_s: 600 }, { auth: true });
+      else if (action === "moderator") await api("PUT", `${base}/members/${encodeURIComponent(username)}`, { role: "moderator" }, { auth: true });
+      else if (action === "remove") await api("DELETE", `${base}/members/${encodeURIComponent(username)}`, undefined, { auth: true });
+      sideMessage("", `${username}: ${action} done`);
+    } catch (err) {
+      showError(`${action} ${username}: ${err.message}`);
+    }
+  }
+
+  let infoTimer = null;
+  function showInfo(text) {
+    setText($("side-info"), text);
+    clearTimeout(infoTimer);
+    infoTimer = setTimeout(() => setText($("side-info"), ""), 4000);
   }
 
   function onMessage(frame) {
@@ -864,6 +1155,12 @@
     if (!room || !frame.data) return;
     const nearBottom = isNearBottom();
     if (!addMessage(room, frame.data, true)) return;
+    const parent = room.data.get(frame.data.reply_to);
+    if (parent) {
+      parent.reply_count += 1;
+      rerender(room, parent.seq);
+    }
+    if (room.name === state.active) markActiveRead();
     clearTypingFor(room, String(frame.data.user_id || ""));
     const mine = state.session && frame.data.user_id === state.session.userId;
     if (room.name === state.active) {
@@ -891,10 +1188,9 @@
 
   function sendPending(room, cmid, p) {
     if (!room.joined) return; // sent when the room is (re)joined
-    request(
-      { type: "chat_message", room: room.name, message: p.text, client_msg_id: cmid },
-      { room: room.name, cmid },
-    );
+    const frame = { type: "chat_message", room: room.name, message: p.text, client_msg_id: cmid };
+    if (typeof p.replyTo === "number") frame.reply_to = p.replyTo;
+    request(frame, { room: room.name, cmid });
   }
 
   function resendAllPending() {
@@ -960,14 +1256,28 @@
       showError(`A message is at most ${MAX_MESSAGE_CHARS} characters.`);
       return;
     }
+    const compose = state.compose && state.compose.room === room.name ? state.compose : null;
+    if (compose && compose.mode === "edit") {
+      request(
+        { type: "edit", room: room.name, target: compose.seq, message: text, client_msg_id: crypto.randomUUID() },
+        { room: room.name, kind: "event" },
+      );
+      endCompose();
+      input.value = "";
+      autoGrow(input);
+      return;
+    }
+    const replyTo = compose && compose.mode === "reply" ? compose.seq : null;
+    endCompose();
     const cmid = crypto.randomUUID();
     const row = buildMessage(
-      { username: state.session.username, user_id: state.session.userId, message: text },
+      { username: state.session.username, user_id: state.session.userId, message: text, reply_to: replyTo },
       true,
+      room,
     );
     row.dataset.clientMsgId = cmid;
     room.list.append(row);
-    const p = { text, el: row, tries: 0, failed: false };
+    const p = { text, el: row, tries: 0, failed: false, replyTo };
     room.pending.set(cmid, p);
     sendPending(room, cmid, p);
     input.value = "";
@@ -1173,9 +1483,14 @@
   }
 
   // ---- rendering ----------------------------------------------------------------------------
+  function roomLabel(room) {
+    return room.peer ? `@${room.peer}` : `#${room.name}`;
+  }
+
   function renderRoomList() {
     const list = $("room-list");
     list.replaceChildren();
+    $("dm-list").replaceChildren();
     for (const room of state.rooms.values()) {
       const item = el("li", "room-item");
       item.dataset.room = room.name;
@@ -1183,9 +1498,16 @@
       if (room.name === state.active) item.classList.add("active");
       const open = el("button", "room-open");
       open.type = "button";
-      open.append(el("span", "room-hash", "#"));
-      open.append(el("span", "room-name", room.name));
-      if (room.unread) open.append(el("span", "room-unread", room.unread > 99 ? "99+" : room.unread));
+      if (room.peer) open.append(el("span", "room-name", `@${room.peer}`));
+      else {
+        open.append(el("span", "room-hash", "#"));
+        open.append(el("span", "room-name", room.name));
+      }
+      if (room.unread) {
+        const badge = el("span", "room-unread", room.unread > 99 ? "99+" : room.unread);
+        badge.dataset.testid = "room-unread";
+        open.append(badge);
+      }
       if (!room.joined) open.classList.add("not-joined");
       open.addEventListener("click", () => {
         setActive(room.name);
@@ -1199,7 +1521,7 @@
       leave.setAttribute("aria-label", `Leave ${room.name}`);
       leave.addEventListener("click", () => leaveRoom(room.name));
       item.append(open, leave);
-      list.append(item);
+      (room.name.startsWith("dm-") ? $("dm-list") : list).append(item);
     }
     show($("room-list-empty"), state.rooms.size === 0);
   }
@@ -1217,6 +1539,13 @@
       item.append(el("span", "dot"));
       item.append(el("span", "online-name", name));
       if (state.session && id === state.session.userId) item.append(el("span", "muted", " (you)"));
+      else if (room.role === "owner" || room.role === "moderator") {
+        const actions = el("span", "user-actions");
+        actions.append(actionButton("mute", "mute-user", () => moderate(room, name, "mute")));
+        actions.append(actionButton("ban", "ban-user", () => moderate(room, name, "ban")));
+        if (room.role === "owner") actions.append(actionButton("mod", "mod-user", () => moderate(room, name, "moderator")));
+        item.append(actions);
+      }
       list.append(item);
     }
   }
@@ -1264,13 +1593,13 @@
     } else {
       container.replaceChildren();
     }
-    $("room-title").textContent = room ? `#${room.name}` : "No room selected";
+    $("room-title").textContent = room ? roomLabel(room) : "No room selected";
     show($("member-form"), Boolean(room));
     const canSend = Boolean(room);
     $("message-input").disabled = !canSend;
     $("send-button").disabled = !canSend;
     $("message-input").placeholder = room
-      ? `Message #${room.name} (Enter to send, Shift+Enter for a new line)`
+      ? `Message ${roomLabel(room)} (Enter to send, Shift+Enter for a new line)`
       : "Join a room first";
     renderRoomList();
     renderOnline();
@@ -1357,6 +1686,7 @@
       await api("POST", "/api/rooms", { name, private: true }, { auth: true });
       input.value = "";
       sideMessage("", `Private room ${name} created.`);
+      ensureRoom(name).role = "owner";
       joinRoom(name);
       loadAvailableRooms();
     } catch (err) {
@@ -1396,6 +1726,12 @@
     $("join-form").addEventListener("submit", onJoinSubmit);
     $("create-room-form").addEventListener("submit", onCreateRoom);
     $("member-form").addEventListener("submit", onAddMember);
+    $("dm-form").addEventListener("submit", onOpenDm);
+    $("compose-cancel").addEventListener("click", () => {
+      endCompose();
+      $("message-input").value = "";
+    });
+    $("thread-close").addEventListener("click", () => show($("thread-panel"), false));
     $("rooms-refresh").addEventListener("click", (event) => {
       event.preventDefault();
       loadAvailableRooms();

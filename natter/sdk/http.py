@@ -228,15 +228,68 @@ class NatterHTTP:
         body: dict[str, Any] = await self._call("DELETE", path, bearer=True)
         return body
 
-    async def history(self, room: str, *, before: int | None = None, limit: int = 50) -> dict[str, Any]:
+    async def history(
+        self, room: str, *, before: int | None = None, limit: int = 50, thread: int | None = None
+    ) -> dict[str, Any]:
         """``GET /api/rooms/{room}/messages``: ``{"type":"history","room","messages","has_more"}``,
-        up to ``limit`` (1..100) messages with ``seq < before`` (or the latest), oldest first."""
+        up to ``limit`` (1..100) messages with ``seq < before`` (or the latest), oldest first,
+        each in its current state (v2); ``thread``: the replies to that message."""
         params: dict[str, Any] = {"limit": limit}
         if before is not None:
             params["before"] = before
+        if thread is not None:
+            params["thread"] = thread
         body: dict[str, Any] = await self._call(
             "GET", f"/api/rooms/{room}/messages", params=params, bearer=True
         )
+        return body
+
+    # --- v2: my rooms, direct messages, moderation (PROTOCOL.md sections 8-10) ----------------
+    async def my_rooms(self) -> list[dict[str, Any]]:
+        """``GET /api/me/rooms``: your rooms, newest activity first, each
+        ``{"name","private","dm","peer","role","last_seq","read_seq","unread","last_message"}``."""
+        body = await self._call("GET", "/api/me/rooms", bearer=True)
+        return list(body["rooms"])
+
+    async def open_dm(self, username: str) -> dict[str, Any]:
+        """``POST /api/dms``: ``{"room","peer"}`` of the direct message with ``username``."""
+        body: dict[str, Any] = await self._call("POST", "/api/dms", json={"username": username}, bearer=True)
+        return body
+
+    async def leave_room(self, room: str) -> None:
+        """``POST /api/rooms/{room}/leave``: leave for good (409 for a direct message)."""
+        await self._call("POST", f"/api/rooms/{room}/leave", bearer=True)
+
+    async def delete_message(self, room: str, seq: int) -> None:
+        """``DELETE /api/rooms/{room}/messages/{seq}`` (author, moderator, owner)."""
+        await self._call("DELETE", f"/api/rooms/{room}/messages/{seq}", bearer=True)
+
+    async def set_role(self, room: str, username: str, role: str) -> dict[str, Any]:
+        """``PUT /api/rooms/{room}/members/{username}`` ``{"role":"moderator"|"member"}`` (owner)."""
+        path = f"/api/rooms/{room}/members/{username}"
+        body: dict[str, Any] = await self._call("PUT", path, json={"role": role}, bearer=True)
+        return body
+
+    async def ban(self, room: str, username: str, *, duration_s: int | None = None) -> dict[str, Any]:
+        """``POST /api/rooms/{room}/bans`` (owner, moderator)."""
+        payload = {"username": username, "duration_s": duration_s}
+        body: dict[str, Any] = await self._call("POST", f"/api/rooms/{room}/bans", json=payload, bearer=True)
+        return body
+
+    async def unban(self, room: str, username: str) -> dict[str, Any]:
+        """``DELETE /api/rooms/{room}/bans/{username}``."""
+        body: dict[str, Any] = await self._call("DELETE", f"/api/rooms/{room}/bans/{username}", bearer=True)
+        return body
+
+    async def mute(self, room: str, username: str, *, duration_s: int | None = None) -> dict[str, Any]:
+        """``POST /api/rooms/{room}/mutes`` (owner, moderator)."""
+        payload = {"username": username, "duration_s": duration_s}
+        body: dict[str, Any] = await self._call("POST", f"/api/rooms/{room}/mutes", json=payload, bearer=True)
+        return body
+
+    async def unmute(self, room: str, username: str) -> dict[str, Any]:
+        """``DELETE /api/rooms/{room}/mutes/{username}``."""
+        body: dict[str, Any] = await self._call("DELETE", f"/api/rooms/{room}/mutes/{username}", bearer=True)
         return body
 
     # --- notifications --------------------------------------------------------------------

@@ -6,14 +6,20 @@ throughout a fault with unique ``client_msg_id`` s, and iterate what they receiv
 
 - the acks the senders got (what the server promised: PROTOCOL.md section 4, "an ack means the
   message is durably stored");
-- the room's history, paged over HTTP (``GET /api/rooms/{room}/messages``);
-- what each client iterated (the SDK's de-duplicated, ordered view) and what each socket received
-  raw, before the SDK (:class:`ObservedClient`).
+- the room's history, paged over HTTP (``GET /api/rooms/{room}/messages``), materialised;
+- what each client iterated (the SDK's de-duplicated, ordered view), applied to a
+  :class:`~natter.sdk.RoomView` per room, and what each socket received raw, before the SDK
+  (:class:`ObservedClient`).
+
+v2: besides messages, each client reacts to, edits and deletes some of its own messages
+(:meth:`Workload.send_one`), so every fault also exercises room events: each client's
+materialised view must equal ``history`` and its iterated seqs must be exactly 1..last_seq.
 
 Definitions used in the results table:
 
 - *sent*: sends started (distinct ``client_msg_id``); *acked*: sends that returned an ack;
-- *lost*: acked but missing from history (or stored under another seq than acked);
+- *lost*: an acked message missing from history (or stored under another seq than acked), or a
+  room event seq a client never iterated (its iterated seqs are not 1..last_seq);
 - *duplicated*: a ``client_msg_id`` stored twice, a seq stored twice, a seq iterated twice by a
   client, or a socket that received a room's seq twice or out of order;
 - *recovery_s*: first client-visible failure (an ``error`` answer, a socket that ended, a send
@@ -32,7 +38,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from natter.sdk import NatterClient, NatterError, NatterHTTP
+from natter.sdk import NatterClient, NatterError, NatterHTTP, RoomView
+from natter.sdk.dedup import ROOM_EVENT_TYPES
 from tests.support import unique_name
 
 PASSWORD = "correct horse 1"
@@ -58,7 +65,7 @@ class ObservedClient(NatterClient):
 
     def _on_frame(self, frame: Frame) -> None:
         kind = frame.get("type")
-        if kind == "message" and frame.get("id") is None:
+        if kind in ROOM_EVENT_TYPES and frame.get("id") is None:
             data = frame.get("data") or {}
             self.raw[(self.connections, str(frame.get("room")))].append(int(data.get("seq", -1)))
         elif kind == "error" and frame.get("id") is not None:
@@ -85,6 +92,8 @@ class SendRecord:
     finished: float | None = None
     ack: Frame | None = None
     error: str | None = None
+    #: ``message``, or the v2 request that followed it: ``react``, ``edit``, ``delete``.
+    kind: str = "message"
 
 
 @dataclass
@@ -96,19 +105,28 @@ class Member:
     client: ObservedClient
     user_id: str
     username: str
-    views: dict[str, list[Frame]] = field(default_factory=lambda: defaultdict(list))
+    #: seqs of every room event iterated, per room, in order.
+    iterated: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+    views: dict[str, RoomView] = field(default_factory=dict)
     received_at: dict[str, float] = field(default_factory=dict)
     other_frames: list[tuple[float, Frame]] = field(default_factory=list)
     collector: asyncio.Task[None] | None = None
 
+    def view(self, room: str) -> RoomView:
+        """This client's materialised view of ``room``."""
+        if room not in self.views:
+            self.views[room] = RoomView(room, me=self.user_id)
+        return self.views[room]
+
     async def collect(self) -> None:
-        """Iterate the client forever: ``message`` data per room, other frames with their time."""
+        """Iterate the client forever: room events into views, other frames with their time."""
         async for frame in self.client:
             now = time.monotonic()
-            if frame.get("type") == "message":
+            if frame.get("type") in ROOM_EVENT_TYPES:
                 data = frame["data"]
-                self.views[frame["room"]].append(data)
-                if data.get("client_msg_id"):
+                self.iterated[frame["room"]].append(data["seq"])
+                self.view(frame["room"]).apply(frame)
+                if frame["type"] == "message" and data.get("client_msg_id"):
                     self.received_at.setdefault(f"{frame['room']}/{data['client_msg_id']}", now)
             else:
                 self.other_frames.append((now, frame))
@@ -138,6 +156,14 @@ async def full_history(http: NatterHTTP, room: str) -> list[Frame]:
     return [message for page in reversed(pages) for message in page]
 
 
+def _without_me(messages: list[Frame]) -> list[Frame]:
+    """Messages with ``reactions[].me`` dropped: one history read stands for every client."""
+    return [
+        {**m, "reactions": [{k: v for k, v in r.items() if k != "me"} for r in m.get("reactions", [])]}
+        for m in messages
+    ]
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     """The ``q`` quantile (0..1) of ``values`` by nearest rank; ``nan`` when empty."""
     if not values:
@@ -158,12 +184,17 @@ class Workload:
     count for the recovery time.
     """
 
-    def __init__(self, *, rooms: list[str], tag: str) -> None:
+    def __init__(self, *, rooms: list[str], tag: str, events: bool = True) -> None:
         self.rooms = rooms
         self.tag = tag
+        #: v2: follow some messages with reactions, edits and deletes.
+        self.events = events
         self.members: list[Member] = []
         self.records: list[SendRecord] = []
+        self.event_records: list[SendRecord] = []
         self.fault_at: float | None = None
+        #: each room's last seq (any event kind), read by :meth:`wait_caught_up`.
+        self.last_seq: dict[str, int] = {}
 
     async def add_clients(
         self,
@@ -214,7 +245,33 @@ class Workload:
         except NatterError as error:
             record.error = type(error).__name__
         record.finished = time.monotonic()
+        if record.ack is not None and self.events:
+            await self._follow_up(member, room, number, int(record.ack["seq"]))
         return record
+
+    async def _follow_up(self, member: Member, room: str, number: int, seq: int) -> None:
+        """v2 room events on the message just acked: about 1 in 3 gets a reaction, 1 in 5 an
+        edit, 1 in 11 is deleted (recorded like sends; their acks count, their failures do
+        not fail the run: what is stored must show in history and every view)."""
+        client = member.client
+        steps: list[tuple[str, Any]] = []
+        if number % 3 == 1:
+            steps.append(("react", lambda cmid: client.react(room, seq, "+1", client_msg_id=cmid)))
+        if number % 5 == 2:
+            steps.append(
+                ("edit", lambda cmid: client.edit(room, seq, f"edited {number}", client_msg_id=cmid))
+            )
+        if number % 11 == 4:
+            steps.append(("delete", lambda cmid: client.delete(room, seq, client_msg_id=cmid)))
+        for kind, call in steps:
+            cmid = f"{self.tag}-{member.index}-{room}-{number}-{kind}"
+            record = SendRecord(member.index, room, cmid, kind, time.monotonic(), kind=kind)
+            self.event_records.append(record)
+            try:
+                record.ack = await call(cmid)
+            except NatterError as error:
+                record.error = type(error).__name__
+            record.finished = time.monotonic()
 
     async def send_loop(self, member: Member, *, stop: asyncio.Event, interval: float, limit: int) -> None:
         """Send round-robin over the rooms every ``interval`` s until ``stop`` or ``limit`` sends."""
@@ -235,16 +292,22 @@ class Workload:
         http = http or self.members[0].http
         return {room: await full_history(http, room) for room in self.rooms}
 
+    async def last_seqs(self, http: NatterHTTP | None = None) -> dict[str, int]:
+        """Each room's last seq (any event kind), from ``GET /api/rooms``."""
+        listed = await (http or self.members[0].http).rooms()
+        return {row["name"]: int(row["last_seq"]) for row in listed if row["name"] in self.rooms}
+
     async def wait_caught_up(self, histories: dict[str, list[Frame]], timeout: float = 20.0) -> list[str]:
         """Wait until every client iterated up to each room's last stored seq; returns the
         ``"client/room"`` pairs still behind at ``timeout`` (empty when all caught up)."""
         deadline = time.monotonic() + timeout
+        self.last_seq = await self.last_seqs()
         while True:
             behind = [
                 f"{m.index}/{room}"
                 for m in self.members
-                for room, messages in histories.items()
-                if messages and (m.client.last_seq(room) or 0) < messages[-1]["seq"]
+                for room, last in self.last_seq.items()
+                if last and (m.client.last_seq(room) or 0) < last
             ]
             if not behind or time.monotonic() > deadline:
                 return behind
@@ -268,8 +331,8 @@ class Workload:
         history_problems: list[str] = []
         for room, messages in histories.items():
             seqs = [m["seq"] for m in messages]
-            if seqs != list(range(1, len(seqs) + 1)):
-                history_problems.append(f"{room}: seqs not 1..{len(seqs)}")
+            if seqs != sorted(set(seqs)):
+                history_problems.append(f"{room}: message seqs not increasing")
             for message in messages:
                 key = (room, message.get("client_msg_id") or "")
                 cmid_counts[key] += 1
@@ -287,16 +350,22 @@ class Workload:
         ]
 
         iterated_dups = 0
+        gaps = 0
         view_problems: list[str] = []
+        last_seq = self.last_seq
         for member in self.members:
             for room, messages in histories.items():
-                view = member.views.get(room, [])
-                seqs = [m["seq"] for m in view]
+                seqs = member.iterated.get(room, [])
                 iterated_dups += len(seqs) - len(set(seqs))
-                if view != messages:
+                expected = list(range(seqs[0], last_seq.get(room, seqs[-1]) + 1)) if seqs else []
+                if sorted(set(seqs)) != expected:
+                    gaps += len(set(expected) - set(seqs))
+                    view_problems.append(f"client {member.index} room {room}: iterated seqs have gaps")
+                view = _without_me(member.view(room).messages())
+                if view != _without_me(messages):
                     view_problems.append(
-                        f"client {member.index} room {room}: iterated {len(view)} "
-                        f"(seqs {seqs[:3]}..{seqs[-3:]}), history {len(messages)}"
+                        f"client {member.index} room {room}: view of {len(view)} messages "
+                        f"(seqs {seqs[:3]}..{seqs[-3:]}) differs from history of {len(messages)}"
                     )
         raw_dups = 0
         for member in self.members:
@@ -310,7 +379,7 @@ class Workload:
             "fault": fault,
             "sent": len(self.records),
             "acked": len(acked),
-            "lost": len(lost) + len(mismatched),
+            "lost": len(lost) + len(mismatched) + gaps,
             "duplicated": history_dups + iterated_dups + raw_dups,
             "recovery_s": recovery,
             "unacked": len(self.records) - len(acked),
@@ -330,6 +399,9 @@ class Workload:
                 "iterated_duplicates": iterated_dups,
                 "raw_socket_duplicates": raw_dups,
                 "history_problems": history_problems,
+                "iterated_gaps": gaps,
+                "events_acked": sum(1 for r in self.event_records if r.ack is not None),
+                "event_errors": dict(Counter(r.error for r in self.event_records if r.error)),
                 "view_problems": view_problems[:20],
                 "send_errors": dict(Counter(r.error for r in self.records if r.error)),
                 "stored": {room: len(messages) for room, messages in histories.items()},

@@ -222,6 +222,8 @@ async def test_join_creates_a_public_room(nc: Client) -> None:
         "type": "joined",
         "room": room,
         "last_seq": 0,
+        "read_seq": 0,
+        "unread": 0,
         "online": [{"user_id": alice.user_id, "username": alice.username}],
         "messages": [],
         "recovered": False,
@@ -527,7 +529,14 @@ async def test_private_rooms(nc: Client) -> None:
     owner, member, stranger = await asyncio.gather(_register(nc), _register(nc), _register(nc))
     room = new_room()
     created = await call(nc, subjects.CHAT_ROOMS_CREATE, {**owner.body, "name": room, "private": True})
-    assert created == {"name": room, "private": True, "owner": owner.user_id, "members": [owner.user_id]}
+    assert created == {
+        "name": room,
+        "private": True,
+        "owner": owner.user_id,
+        "members": [owner.user_id],
+        "dm": False,
+        "moderators": [],
+    }
     again = await error_of(nc, subjects.CHAT_ROOMS_CREATE, {**member.body, "name": room})
     assert again.code is ErrorCode.CONFLICT and again.message == "Room already exists"
 
@@ -554,13 +563,16 @@ async def test_private_rooms(nc: Client) -> None:
         "private": True,
         "owner": owner.user_id,
         "members": [owner.user_id, member.user_id],
+        "dm": False,
+        "moderators": [],
     }
     joined = await join(nc, member, room)
-    assert [m["message"] for m in joined["messages"]] == ["secret"]
-    assert (await send(nc, member, room, "thanks"))["seq"] == 2
+    # the member event "added" took seq 2 (PROTOCOL.md section 10)
+    assert [m["message"] for m in joined["messages"]] == ["secret"] and joined["last_seq"] == 2
+    assert (await send(nc, member, room, "thanks"))["seq"] == 3
     listed = await call(nc, subjects.CHAT_ROOMS_LIST, {"user_id": member.user_id})
     entry = next(r for r in listed["rooms"] if r["name"] == room)
-    assert entry == {"name": room, "private": True, "owner": owner.user_id, "last_seq": 2, "online": 2}
+    assert entry == {"name": room, "private": True, "owner": owner.user_id, "last_seq": 3, "online": 2}
     # only the owner manages members; the owner cannot be removed
     by_member = {**member.body, "room": room, "member": stranger.username}
     assert (await error_of(nc, subjects.CHAT_ROOMS_ADD_MEMBER, by_member)).code is ErrorCode.FORBIDDEN
@@ -589,7 +601,14 @@ async def test_create_refuses_invalid_room_names(nc: Client, name: object) -> No
 async def test_create_public_room_with_owner(nc: Client) -> None:
     owner, room = new_actor(), new_room()
     created = await call(nc, subjects.CHAT_ROOMS_CREATE, {**owner.body, "name": room})
-    assert created == {"name": room, "private": False, "owner": owner.user_id, "members": []}
+    assert created == {
+        "name": room,
+        "private": False,
+        "owner": owner.user_id,
+        "members": [],
+        "dm": False,
+        "moderators": [],
+    }
     assert (await join(nc, new_actor(), room))["type"] == "joined"
 
 

@@ -21,7 +21,7 @@ import nats.errors
 import pytest
 from nats.aio.client import Client
 
-from shared import subjects
+from shared import room_shards, subjects
 from shared.nats_auth import BACKEND, CHAT, GATEWAY, NOTIFY, OPERATOR, TIERS, inbox_prefix
 from tests.conftest import NatsServer, Stack
 
@@ -142,6 +142,9 @@ async def test_no_tier_but_auth_reads_the_signing_keys_or_password_hashes(stack:
         await probe.denied(lambda: probe.nc.request(consumer, b"{}", timeout=0.3), KEYS_STREAM)
 
 
+ROOM_LOG = room_shards.stream_name(0)
+
+
 @pytest.mark.parametrize("tier", [t for t in TIERS if t != OPERATOR])
 async def test_no_tier_creates_changes_or_deletes_streams(stack: Stack, tier: str) -> None:
     """A stream that sources KV_natter_auth_keys would copy the keys: creating any stream is
@@ -151,20 +154,25 @@ async def test_no_tier_creates_changes_or_deletes_streams(stack: Stack, tier: st
         await probe.denied(lambda: create_stream(probe.nc, "STEAL", sourcing), "STREAM.CREATE")
         await probe.denied(
             lambda: probe.nc.request(
-                f"$JS.API.STREAM.UPDATE.{subjects.MESSAGES_STREAM}",
-                json.dumps({"name": subjects.MESSAGES_STREAM, "sources": [{"name": KEYS_STREAM}]}).encode(),
+                f"$JS.API.STREAM.UPDATE.{ROOM_LOG}",
+                json.dumps({"name": ROOM_LOG, "sources": [{"name": KEYS_STREAM}]}).encode(),
                 timeout=0.3,
             ),
             "STREAM.UPDATE",
         )
         await probe.denied(
-            lambda: probe.nc.request(f"$JS.API.STREAM.DELETE.{subjects.MESSAGES_STREAM}", b"", timeout=0.3),
+            lambda: probe.nc.request(f"$JS.API.STREAM.DELETE.{ROOM_LOG}", b"", timeout=0.3),
             "STREAM.DELETE",
         )
         await probe.denied(
-            lambda: probe.nc.request(f"$JS.API.STREAM.PURGE.{subjects.MESSAGES_STREAM}", b"", timeout=0.3),
+            lambda: probe.nc.request(f"$JS.API.STREAM.PURGE.{ROOM_LOG}", b"", timeout=0.3),
             "STREAM.PURGE",
         )
+        if tier != CHAT:  # erasing single messages is how chat purges deleted text, nobody else
+            await probe.denied(
+                lambda: probe.nc.request(f"$JS.API.STREAM.MSG.DELETE.{ROOM_LOG}", b'{"seq":1}', timeout=0.3),
+                "STREAM.MSG.DELETE",
+            )
 
 
 @pytest.mark.parametrize("tier", [GATEWAY, CHAT, NOTIFY, BACKEND, "auth"])
@@ -190,8 +198,9 @@ async def test_the_gateway_asks_only_for_what_it_relays(stack: Stack) -> None:
         await gateway.denied(
             lambda: gateway.nc.request(f"$KV.{subjects.KV_ROOMS}.general", b"{}", timeout=0.3), "$KV"
         )
+        log = room_shards.layout("general", 4)
         await gateway.denied(
-            lambda: gateway.nc.request(subjects.messages_subject("general"), b"{}", timeout=0.3), "msgs."
+            lambda: gateway.nc.request(log.message_subject(), b"{}", timeout=0.3), "roomlog."
         )
 
 
@@ -204,14 +213,16 @@ async def test_only_the_gateway_receives_deliveries(stack: Stack, tier: str) -> 
 
 async def test_tiers_cannot_forge_each_others_data(stack: Stack) -> None:
     async with login(stack.nats, NOTIFY) as notify:  # notify may not write a room's log
-        await notify.denied(
-            lambda: notify.nc.request(subjects.messages_subject("general"), b"{}", timeout=0.3), "msgs."
-        )
+        log = room_shards.layout("general", 4)
+        await notify.denied(lambda: notify.nc.request(log.message_subject(), b"{}", timeout=0.3), "roomlog.")
+        await notify.denied(lambda: notify.nc.request(log.state_subject(1), b"{}", timeout=0.3), "roomview.")
         await notify.denied(
             lambda: notify.nc.publish(subjects.deliver_room("general"), b"{}"), "deliver.room"
         )
-    async with login(stack.nats, CHAT) as chat:  # chat may not notify users or revoke sessions
-        await chat.denied(lambda: chat.nc.publish(subjects.deliver_user("someone"), b"{}"), "deliver.user")
+    async with login(stack.nats, CHAT) as chat:  # chat may not store notifications or revoke sessions
+        await chat.denied(
+            lambda: chat.nc.request(subjects.notifications_subject("someone"), b"{}", timeout=0.3), "notif."
+        )
         await chat.denied(
             lambda: chat.nc.request(f"$KV.{subjects.KV_REVOCATIONS}.u.someone", b"{}", timeout=0.3), "$KV"
         )

@@ -82,7 +82,16 @@ def test_joined_frame_shape_and_order() -> None:
         recovered=True,
     )
     decoded = json.loads(frame)
-    assert list(decoded) == ["type", "room", "last_seq", "online", "messages", "recovered"]
+    assert list(decoded) == [
+        "type",
+        "room",
+        "last_seq",
+        "read_seq",
+        "unread",
+        "online",
+        "messages",
+        "recovered",
+    ]
     assert decoded["online"] == [{"user_id": "u1", "username": "alice"}, {"user_id": "u2", "username": "bob"}]
     assert [m["seq"] for m in decoded["messages"]] == [58, 59]
     assert decoded["recovered"] is True
@@ -92,7 +101,8 @@ def test_joined_frame_shape_and_order() -> None:
 
 def test_empty_joined_and_history_frames() -> None:
     assert frames.joined_frame(room="r", last_seq=0, online=[], messages=[], recovered=False) == (
-        b'{"type":"joined","room":"r","last_seq":0,"online":[],"messages":[],"recovered":false}'
+        b'{"type":"joined","room":"r","last_seq":0,"read_seq":0,"unread":0,"online":[],"messages":[],'
+        b'"recovered":false}'
     )
     assert frames.history_frame(room="r", messages=[], has_more=False) == (
         b'{"type":"history","room":"r","messages":[],"has_more":false}'

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 from pydantic import ValidationError
 
 from chat_service.config import Settings
 from chat_service.floors import floor_interval
-from chat_service.rooms import Room
+from chat_service.moderation import authorise, may_delete
+from chat_service.rooms import Room, dm_name, is_dm_name
+from shared.errors import ProtocolError
 
 
 def test_access_rules() -> None:
@@ -34,9 +37,52 @@ def test_round_trip_and_reply_shape() -> None:
         "members": ["o", "m"],
         "created_at": "2026-01-01T00:00:00.000Z",
         "seq_floor": 0,
+        "dm": {},
+        "moderators": [],
+        "bans": {},
+        "mutes": {},
     }
-    assert Room.decode(room.encode(), revision=7) == Room(**{**stored, "members": ("o", "m"), "revision": 7})
-    assert room.as_reply() == {"name": "secret", "private": True, "owner": "o", "members": ["o", "m"]}
+    assert Room.decode(room.encode(), revision=7) == replace(room, revision=7)
+    assert room.as_reply() == {
+        "name": "secret",
+        "private": True,
+        "owner": "o",
+        "members": ["o", "m"],
+        "dm": False,
+        "moderators": [],
+    }
+
+
+def test_roles_bans_and_mutes() -> None:
+    room = Room(
+        name="r",
+        private=True,
+        owner="o",
+        members=("o", "m", "b"),
+        created_at="t",
+        moderators=("m",),
+        bans=(("b", 0), ("old", 1_000)),
+        mutes=(("m", 5_000),),
+    )
+    assert [room.role_of(u) for u in ("o", "m", "x")] == ["owner", "moderator", "member"]
+    assert room.is_banned("b", now_ms=10**13) and not room.may_join("b", now_ms=10**13)
+    assert not room.is_banned("old", now_ms=2_000)  # a timed ban ends by itself
+    assert room.is_muted("m", now_ms=4_999) and not room.is_muted("m", now_ms=5_000)
+    assert Room.decode(room.encode(), revision=1) == replace(room, revision=1)
+
+
+def test_direct_message_rooms() -> None:
+    assert dm_name("a", "b") == dm_name("b", "a") and is_dm_name(dm_name("a", "b"))
+    room = Room(
+        name=dm_name("a", "b"),
+        private=True,
+        owner=None,
+        members=("a", "b"),
+        created_at="t",
+        dm=(("a", "ann"), ("b", "bob")),
+    )
+    assert room.peer_of("a") == {"user_id": "b", "username": "bob"}
+    assert Room(name="x", private=False, owner=None, members=(), created_at="t").peer_of("a") is None
 
 
 def test_decode_is_tolerant() -> None:
@@ -73,3 +119,51 @@ def test_retention_shorter_than_the_dedup_window_is_refused(
     monkeypatch.setenv("NATTER_CHAT_RETENTION_DAYS", days)
     with pytest.raises(ValidationError):
         Settings()
+
+
+def _room(**fields: object) -> Room:
+    base: dict[str, object] = {
+        "name": "r",
+        "private": True,
+        "owner": "o",
+        "members": ("o", "m", "m2", "u"),
+        "created_at": "t",
+        "moderators": ("m", "m2"),
+    }
+    return Room(**{**base, **fields})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("actor", "token_role", "action", "target", "outcome"),
+    [
+        ("o", "user", "ban", "u", None),
+        ("m", "user", "ban", "u", None),
+        ("m", "user", "ban", "m2", "forbidden"),  # a moderator cannot act on another moderator
+        ("m", "user", "mute", "o", "forbidden"),  # nor on the owner
+        ("o", "user", "ban", "m", None),  # the owner can
+        ("svc", "service", "ban", "m", None),  # a service token acts as the owner
+        ("u", "user", "ban", "m", "forbidden"),
+        ("u", "user", "remove", "u", None),  # anyone may remove themselves
+        ("o", "user", "leave", "o", "conflict"),  # but the owner cannot leave
+        ("m", "user", "role", "u", "forbidden"),  # roles are the owner's
+        ("o", "user", "role", "o", "forbidden"),
+        ("m", "user", "add", "x", None),
+    ],
+)
+def test_moderation_rules(actor: str, token_role: str, action: str, target: str, outcome: str | None) -> None:
+    room = _room()
+    if outcome is None:
+        authorise(room, actor, token_role, action, target)  # type: ignore[arg-type]
+    else:
+        with pytest.raises(ProtocolError) as caught:
+            authorise(room, actor, token_role, action, target)  # type: ignore[arg-type]
+        assert caught.value.code.value == outcome
+
+
+def test_direct_messages_refuse_every_membership_change() -> None:
+    dm = _room(dm=(("a", "ann"), ("b", "bob")), owner=None, moderators=())
+    for action in ("add", "remove", "ban", "mute", "role", "leave"):
+        with pytest.raises(ProtocolError) as caught:
+            authorise(dm, "svc", "admin", action, "a")  # type: ignore[arg-type]
+        assert caught.value.code.value == "conflict"
+    assert may_delete(_room(), "m", "user", "u") and not may_delete(_room(), "u", "user", "m")

@@ -111,7 +111,9 @@ def test_services_answer_requests_and_only_the_gateway_gets_deliveries() -> None
         assert not may(tier, "subscribe", "deliver.all")
     assert not may(BACKEND, "subscribe", "deliver.all")
     assert may(BACKEND, "publish", subjects.NOTIFY_SEND) and not may(BACKEND, "publish", subjects.CHAT_SEND)
-    assert may(NOTIFY, "publish", subjects.CHAT_ACCESS) and not may(CHAT, "publish", "deliver.user.u1")
+    assert may(NOTIFY, "publish", subjects.CHAT_ACCESS) and not may(CHAT, "publish", "notif.u1")
+    # v2: chat pushes read markers to a user's sockets; only gateways receive deliveries
+    assert may(CHAT, "publish", "deliver.user.u1") and not may(CHAT, "subscribe", "deliver.user.u1")
     with pytest.raises(ValueError):
         permissions("mallory")
 
