@@ -939,7 +939,21 @@
     insertBySeq(room, p.el, seq);
     room.bySeq.set(seq, p.el);
     if (seq < room.lowestSeq) room.lowestSeq = seq;
-    return p.el;
+    // v2: the confirmed message gets its state and its actions (edit, delete, react, reply)
+    if (!room.data.has(seq)) {
+      room.data.set(seq, normalised({
+        id: `${room.name}:${seq}`,
+        seq,
+        user_id: state.session ? state.session.userId : "",
+        username: state.session ? state.session.username : "",
+        message: p.text,
+        timestamp: timestamp || "",
+        client_msg_id: cmid,
+        reply_to: typeof p.replyTo === "number" ? p.replyTo : null,
+      }));
+    }
+    rerender(room, seq);
+    return room.bySeq.get(seq);
   }
 
   /**
@@ -1036,6 +1050,10 @@
       }
     }
     rerender(room, data.target);
+    if (kind !== "reaction") {
+      // quotes of it show its new text (or that it was deleted): never the old text
+      for (const [seq, other] of room.data) if (other.reply_to === data.target) rerender(room, seq);
+    }
   }
 
   function onReadMarker(frame) {

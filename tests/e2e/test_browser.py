@@ -373,3 +373,100 @@ async def test_reconnect_rejoins_since_and_resends_unacked(stack: Any, browser: 
     assert len(dropped_ids) == 1, everything
     assert sum(1 for f in sent[-1] if f.get("message") == dropped_text) == 1, sent[-1]
     assert problems == {"dialogs": [], "page_errors": []}
+
+
+@pytest.mark.timeout(120)
+async def test_v2_edit_delete_react_reply_dm_unread_and_ban_in_the_browser(
+    stack: Any, browser: Browser
+) -> None:
+    """Issue 11 item 7: two users through edit, delete, react, reply and a thread, a DM with an
+    unread badge, and a ban that takes the room out of the banned user's view; user strings stay
+    text throughout."""
+    base_url = stack.base_url
+    room = unique_name("v2")
+    alice, bob = unique_name("a"), unique_name("b")
+    problems: dict[str, list[str]] = {"dialogs": [], "page_errors": []}
+    page_a = await new_page(browser, problems)
+    page_b = await new_page(browser, problems)
+    await register(page_a, base_url, alice)
+    await register(page_b, base_url, bob)
+    await join(page_a, room)
+    await join(page_b, room)
+
+    hostile = '<img src=x onerror="alert(1)"> original'
+    await send(page_a, hostile)
+    await expect_delivered(page_a, page_b, hostile)
+
+    # edit (author only): the other side shows the new text, marked edited
+    await message_rows(page_a, hostile).locator('[data-testid="edit"]').click()
+    await expect(page_a.locator("#compose-bar")).to_be_visible()
+    await page_a.fill("#message-input", "<b>edited</b> text")
+    await page_a.press("#message-input", "Enter")
+    edited = message_rows(page_b, "<b>edited</b> text")
+    await expect(edited).to_have_count(1, timeout=WAIT_MS)
+    await expect(edited.locator(".message-edited")).to_have_text("(edited)")
+    await expect(message_rows(page_b, hostile)).to_have_count(0)
+    assert await page_b.locator("#messages .message-text b").count() == 0  # text, never HTML
+    assert await message_rows(page_b, "<b>edited</b> text").locator('[data-testid="edit"]').count() == 0
+
+    # react: counts on both sides, "mine" on the reactor's
+    await edited.locator('[data-testid="react"]').first.click()
+    chip_a = message_rows(page_a, "<b>edited</b> text").locator('[data-testid="reaction"]')
+    await expect(chip_a).to_have_text("👍 1", timeout=WAIT_MS)
+    chip_b = edited.locator('[data-testid="reaction"]')
+    await expect(chip_b).to_have_class(re.compile(r"\bmine\b"), timeout=WAIT_MS)
+
+    # reply with the quoted original, then open the thread
+    await edited.locator('[data-testid="reply"]').click()
+    await expect(page_b.locator("#compose-what")).to_have_text(f"Replying to {alice}")
+    await send(page_b, "a reply")
+    reply_row = message_rows(page_a, "a reply")
+    await expect(reply_row).to_have_count(1, timeout=WAIT_MS)
+    await expect(reply_row.locator('[data-testid="message-quote"]')).to_have_text(
+        f"↪ {alice}: <b>edited</b> text", timeout=WAIT_MS
+    )
+    thread_button = message_rows(page_a, "<b>edited</b> text").locator('[data-testid="thread-open"]')
+    await expect(thread_button).to_have_text("1 reply", timeout=WAIT_MS)
+    await thread_button.click()
+    await expect(page_a.locator("#thread-messages .message-text")).to_have_text(["a reply"], timeout=WAIT_MS)
+    await page_a.click("#thread-close")
+
+    # delete (author): gone on both sides, the text nowhere in the page
+    await message_rows(page_a, "<b>edited</b> text").locator('[data-testid="delete"]').click()
+    await expect(message_rows(page_b, "message deleted")).to_have_count(1, timeout=WAIT_MS)
+    await expect(page_b.locator("#messages")).not_to_contain_text("<b>edited</b> text", timeout=WAIT_MS)
+
+    # a DM: "message @user", an unread badge for the other side
+    await page_a.fill("#dm-input", bob)
+    await page_a.click("#dm-button")
+    await expect(page_a.locator("#room-title")).to_have_text(f"@{bob}", timeout=WAIT_MS)
+    await expect(page_a.locator("#room-list .room-open:not(.not-joined)")).not_to_have_count(0)
+    await send(page_a, "psst, just us")
+    await page_b.reload()  # the badge comes from GET /api/me/rooms
+    await expect_chat(page_b, bob)
+    dm_item = page_b.locator("#dm-list .room-item")
+    await expect(dm_item).to_have_count(1, timeout=WAIT_MS)
+    await expect(dm_item.locator(".room-name")).to_have_text(f"@{alice}", timeout=WAIT_MS)
+    await expect(dm_item.locator('[data-testid="room-unread"]')).to_have_text("1", timeout=WAIT_MS)
+    await dm_item.locator(".room-open").click()
+    await expect(message_rows(page_b, "psst, just us")).to_have_count(1, timeout=WAIT_MS)
+    await expect(dm_item.locator('[data-testid="room-unread"]')).to_have_count(0, timeout=WAIT_MS)
+
+    # a ban: alice owns a private room, bans bob from the online list; bob loses the room
+    private = unique_name("p")
+    await page_a.locator("summary", has_text="New private room").click()
+    await page_a.fill("#private-room-input", private)
+    await page_a.click("#create-room-button")
+    await expect(page_a.locator("#room-title")).to_have_text(f"#{private}", timeout=WAIT_MS)
+    await page_a.fill("#member-input", bob)
+    await page_a.click("#add-member-button")
+    await expect(page_a.locator("#side-info")).to_contain_text(bob, timeout=WAIT_MS)
+    await join(page_b, private)
+    ban = page_a.locator(f'#online-list .online-user:has-text("{bob}") [data-testid="ban-user"]')
+    await ban.click(timeout=WAIT_MS)
+    await expect(page_b.locator(f'#room-list .room-item[data-room="{private}"]')).to_have_count(
+        0, timeout=WAIT_MS
+    )
+    await expect(page_b.locator("#error-bar")).to_contain_text("banned", timeout=WAIT_MS)
+
+    assert problems["dialogs"] == [] and problems["page_errors"] == [], problems

@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import nats
 
+from shared import room_shards
 from tests.faults.conftest import FaultResults, Topology, TopologyFactory
 from tests.faults.workload import Workload
 from tests.support import connect, join, register, unique_name
@@ -256,7 +257,9 @@ async def test_kill_9_chat_stream_leader_in_3_node_cluster(
     # Clients join one after the other: concurrent first joins on a cluster can fail
     # (second bug of test_cluster_concurrent_joins_and_sends_from_two_chat_replicas_all_succeed).
     work = await workload(topo, 6, sequential_joins=True)
-    leader = await _stream_leader(topo.servers, "CHAT_MESSAGES")
+    # the shard stream (shared/room_shards.py) holding the first room's log
+    stream = room_shards.layout(work.rooms[0], 4).stream
+    leader = await _stream_leader(topo.servers, stream)
     victim = topo.cluster.node_named(leader)
 
     async def kill() -> None:
@@ -266,9 +269,7 @@ async def test_kill_9_chat_stream_leader_in_3_node_cluster(
         row, behind = await load_through(
             work, kill, name="kill -9 NATS stream leader (3-node, R3)", results=fault_results, after=10.0
         )
-        new_leader = await _stream_leader(
-            [n.url for n in topo.cluster.nodes if n is not victim], "CHAT_MESSAGES"
-        )
+        new_leader = await _stream_leader([n.url for n in topo.cluster.nodes if n is not victim], stream)
     finally:
         await work.close()
     row["killed_node"] = leader
