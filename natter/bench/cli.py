@@ -8,6 +8,7 @@ extra). docs/benchmarks.md explains the method and the fields.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -126,6 +127,34 @@ def _plot(path: Path, documents: list[dict[str, Any]], console: Console) -> None
         return
     plot_documents(documents, path)
     console.print(f"plot: {path}")
+
+
+@app.command("history")
+def history(
+    messages: int = typer.Option(
+        2000, "--messages", min=60, max=100_000, help="Messages seeded in the room."
+    ),
+    clients: int = typer.Option(20, "--clients", min=1, max=500, help="Sockets reading pages at once."),
+    duration: float = typer.Option(10.0, "--duration", min=1.0, max=600.0, help="Seconds of reading."),
+    limit: int = typer.Option(50, "--limit", min=1, max=100, help="Messages per page."),
+    nats_sync: bool = _SYNC,
+    out: Path | None = typer.Option(None, "--out", help="Also write the result JSON here."),
+    keep_workdir: bool = _KEEP,
+) -> None:
+    """Materialised history pages (edits and reactions applied) under concurrent readers:
+    pages/s and p50/p99 latency (issue 11, docs/benchmarks.md "history")."""
+    from natter.bench.history import HistoryParams, run_history
+
+    result = run_history(
+        HistoryParams(
+            messages=messages, clients=clients, duration=duration, limit=limit, nats_sync=nats_sync
+        ),
+        keep_workdir=keep_workdir,
+    )
+    text = json.dumps(result, indent=2)
+    typer.echo(text)
+    if out is not None:
+        out.write_text(text + "\n")
 
 
 @app.command("run")

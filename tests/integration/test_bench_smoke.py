@@ -114,3 +114,21 @@ def test_bad_option_is_refused_before_starting_anything() -> None:
     )
     assert completed.returncode == 2
     assert "--duration must be" in completed.stderr
+
+
+def test_history_scenario_reads_materialised_pages(tmp_path: Path) -> None:
+    """``natter bench history``: a seeded room with reactions and edits, concurrent readers; every
+    answer a full page of materialised messages, and the numbers it prints are the ones it saves."""
+    out = tmp_path / "history.json"
+    argv = [sys.executable, "-m", "natter", "bench", "history", "--messages", "120", "--clients", "3",
+            "--duration", "2", "--out", str(out)]  # fmt: skip
+    completed = subprocess.run(
+        argv, capture_output=True, text=True, timeout=RUN_TIMEOUT, cwd=Path(__file__).resolve().parents[2]
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert json.loads(completed.stdout) == result
+    assert result["scenario"] == "history" and result["bad_answers"] == 0
+    assert result["pages"] > 10 and result["pages_per_s"] > 0
+    assert result["room_last_seq"] > result["messages"]  # reactions and edits took seqs too
+    assert 0 < result["p50_ms"] <= result["p99_ms"] <= result["max_ms"]
