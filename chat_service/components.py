@@ -84,7 +84,7 @@ async def build_components(nc: Client, settings: Settings) -> Components:
         nc=nc,
         js=js,
         log=log,
-        purger=Purger(log, timeout=settings.publish_timeout_seconds),
+        purger=Purger(log, js, timeout=settings.publish_timeout_seconds),
         rooms=rooms,
         room_cache=room_cache,
         presence=presence,

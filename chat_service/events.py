@@ -1,8 +1,15 @@
 """Domain events chat_service publishes to the ``EVENTS`` stream (docs/subjects.md "Events").
 
-``events.chat.message`` ``{"room","seq","user_id","username","message","mentions"}`` is published
-for a message that mentions someone other than its sender, with ``Nats-Msg-Id``
-``msg:<room>:<seq>``; notify_service turns it into mention notifications.
+``events.chat.message`` ``{"room","seq","user_id","username","mentions"}`` is published for a
+message that mentions someone other than its sender, with ``Nats-Msg-Id`` ``msg:<room>:<seq>``;
+notify_service turns it into mention notifications. It carries no text: notify asks chat for the
+message as it is when it writes the notification (``chat.access`` with ``seq``), so a deleted
+message's text has no copy in ``EVENTS`` to purge (PROTOCOL.md section 8, "Delete means gone").
+
+``events.chat.message_deleted`` ``{"room","seq","mentions"}`` (``Nats-Msg-Id``
+``del:<room>:<seq>``) follows the delete of a message that mentioned someone; notify strips the
+text from those mention notifications. It is published by the purge
+(:mod:`chat_service.roomlog.purge`), whose pending record survives a replica's death.
 """
 
 from __future__ import annotations
@@ -50,18 +57,34 @@ async def publish_mentions(
             "seq": seq,
             "user_id": user_id,
             "username": username,
-            "message": message,
             "mentions": mentions,
         }
     ).encode()
-    msg_id = f"msg:{room}:{seq}"
+    return await _publish(js, subjects.EVENT_CHAT_MESSAGE, event, msg_id=f"msg:{room}:{seq}", timeout=timeout)
+
+
+async def publish_deletion(
+    js: JetStreamContext, *, room: str, seq: int, mentions: list[str], timeout: float
+) -> bool:
+    """Publish ``events.chat.message_deleted`` for deleted message ``seq`` that mentioned
+    ``mentions`` (lowercase usernames). Idempotent (``Nats-Msg-Id`` ``del:<room>:<seq>``).
+
+    Returns:
+        True if JetStream stored it (or had it already); False after
+        :data:`EVENT_PUBLISH_ATTEMPTS` failures (logged; the purge sweep calls again).
+    """
+    event = dumps({"room": room, "seq": seq, "mentions": mentions}).encode()
+    return await _publish(
+        js, subjects.EVENT_CHAT_MESSAGE_DELETED, event, msg_id=f"del:{room}:{seq}", timeout=timeout
+    )
+
+
+async def _publish(js: JetStreamContext, subject: str, event: bytes, *, msg_id: str, timeout: float) -> bool:
     for attempt in range(1, EVENT_PUBLISH_ATTEMPTS + 1):
         try:
-            await js.publish(
-                subjects.EVENT_CHAT_MESSAGE, event, timeout=timeout, headers={"Nats-Msg-Id": msg_id}
-            )
+            await js.publish(subject, event, timeout=timeout, headers={"Nats-Msg-Id": msg_id})
             return True
         except nats.errors.Error as error:
-            logger.warning("room=%s seq=%d mention event attempt %d failed: %r", room, seq, attempt, error)
-    logger.error("room=%s seq=%d mention event not published", room, seq)
+            logger.warning("%s %s attempt %d failed: %r", subject, msg_id, attempt, error)
+    logger.error("%s %s not published", subject, msg_id)
     return False

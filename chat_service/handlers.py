@@ -196,10 +196,28 @@ class ChatHandlers:
 
     async def access(self, body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
         """``chat.access``: ``{"room","readers"}``, the given users who may read the room now
-        (read from the registry, never a cache); ``room_not_found``."""
+        (read from the registry, never a cache), and with ``seq`` the message's current text
+        (``{"text","deleted"}`` or null): notify writes mention excerpts from it, never from a
+        copy (PROTOCOL.md section 8, "Delete means gone"); ``room_not_found``."""
         req = AccessRequest.model_validate(body)
         room = await self.parts.rooms.require(req.room)
-        return {"room": room.name, "readers": readers(room, list(req.user_ids))}
+        answer: dict[str, Any] = {"room": room.name, "readers": readers(room, list(req.user_ids))}
+        if req.seq is not None:
+            answer["message"] = await self._current_text(room.name, req.seq)
+        return answer
+
+    async def _current_text(self, room: str, seq: int) -> dict[str, Any] | None:
+        """``{"text","deleted"}`` of message ``seq`` now (edits applied, ``""`` once deleted),
+        ``None`` when there is no such message."""
+        entry = await self.parts.log.message(room, seq)
+        if entry is None:
+            return None
+        state = await self.parts.log.state(room, seq)
+        if state is not None and state.deleted:
+            return {"text": "", "deleted": True}
+        if state is not None and state.edited is not None:
+            return {"text": state.edited, "deleted": False}
+        return {"text": str(bodies.decode(entry.data).get("message") or ""), "deleted": False}
 
     async def presence(self, body: dict[str, Any], headers: dict[str, str]) -> bytes:
         """``chat.presence``: the ``presence`` frame; same access rule as history."""

@@ -10,7 +10,8 @@ changes nothing (a reaction the user already holds, an edit to the same text) st
 is acked with ``seq: null``.
 
 Delete means gone: the batch also writes tombstones (the redacted forms replays show) for the
-message and each of its edits, and a pending purge; before the ``message_deleted`` frame is
+message and each of its edits, and a pending purge (:class:`PurgePlan`: the entries to erase and
+who the message mentioned); before the ``message_deleted`` frame is
 delivered and the request acked, the original entries are erased from the stream
 (:meth:`RoomLog.erase`). A replica that dies in between leaves the pending purge, which
 :class:`chat_service.roomlog.purge.Purger` finishes within 30 s.
@@ -18,7 +19,6 @@ delivered and the request acked, the original entries are erased from the stream
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -27,9 +27,10 @@ from nats.aio.client import Client
 
 from chat_service import frames, moderation
 from chat_service.components import Runtime
+from chat_service.mentions import extract_mentions
 from chat_service.roomlog import bodies
 from chat_service.roomlog.log import Appended, Draft
-from chat_service.roomlog.purge import PURGE_TTL
+from chat_service.roomlog.purge import PURGE_TTL, PurgePlan
 from chat_service.roomlog.reads import Entry
 from chat_service.roomlog.state import MessageState
 from chat_service.rooms import Room
@@ -55,6 +56,11 @@ class Target:
     def author(self) -> str:
         """The user id of whoever sent it."""
         return str(self.data.get("user_id") or "")
+
+    @property
+    def username(self) -> str:
+        """The username it was sent with."""
+        return str(self.data.get("username") or "")
 
     @property
     def text(self) -> str:
@@ -178,7 +184,7 @@ class RoomEvents:
         if stored.duplicate or not stored.data:
             return
         data = bodies.decode(stored.data)
-        if data.get("type") == bodies.DELETED and isinstance(stored.note, list):
+        if data.get("type") == bodies.DELETED and isinstance(stored.note, PurgePlan):
             await self.runtime.parts.purger.purge(room, int(data["target"]), stored.note)
         await deliver_entry(
             self.runtime.parts.nc, room, stored.seq, stored.data, str(data.get("type") or bodies.MESSAGE)
@@ -310,19 +316,20 @@ class RoomEvents:
                             where.state_subject(parent), parent_state.reply_deleted(seq=seq), parent_state
                         )
                     )
-            writes.append(
-                (
-                    where.purge_subject(req.target),
-                    json.dumps({"erase": erase}).encode(),
-                    {"Nats-TTL": PURGE_TTL},
-                )
+            # Who its mention notifications went to: notify strips their text (PROTOCOL.md 8).
+            plan = PurgePlan(
+                erase=tuple(erase),
+                mentions=tuple(
+                    extract_mentions(str(target.data.get("message") or ""), sender=target.username)
+                ),
             )
+            writes.append((where.purge_subject(req.target), plan.encode(), {"Nats-TTL": PURGE_TTL}))
             return Draft(
                 subject=where.event_subject,
                 body=event,
                 extra=tuple(writes),
                 record={"timestamp": timestamp, "target": req.target},
-                note=erase,
+                note=plan,
             )
 
         return await self._store(req, room, prepare)

@@ -3,7 +3,13 @@
 * ``notify-welcome`` (filter ``events.user.registered``): a welcome notification, id
   ``welcome-<user_id>``.
 * ``notify-mentions`` (filter ``events.chat.message``): one ``info`` notification per mentioned
-  existing user, id ``mention-<room>-<seq>-<user_id>``, ``metadata`` ``{"room","seq"}``.
+  existing user who may read the room, id ``mention-<room>-<seq>-<user_id>``, ``metadata``
+  ``{"room","seq"}``, its excerpt taken from the message as chat has it now (none once deleted).
+* ``notify-redactions`` (filter ``events.chat.message_deleted``): each of those notifications
+  loses its text (``message`` ``""``, ``metadata.deleted`` true) and the copy with text is erased
+  from ``NOTIFICATIONS`` (PROTOCOL.md section 8, "Delete means gone"). The event is handled twice,
+  the second time :data:`REDACT_RECHECK` seconds later, to catch a mention written in the
+  instant between its excerpt's read and the delete.
 
 Guarantees: the consumers are durable pull consumers with explicit acks, so replicas share them
 (each event is handled by one replica at a time) and an event published while every replica was
@@ -42,7 +48,7 @@ from notify_service.notifications import (
     welcome_id,
     welcome_text,
 )
-from notify_service.room_access import readers_of
+from notify_service.room_access import mention_context
 from notify_service.runtime import Runtime
 from notify_service.users import UserRef, lookup_user
 from shared import subjects
@@ -69,10 +75,22 @@ class ConsumerSpec:
 
 WELCOME_CONSUMER: Final = ConsumerSpec("notify-welcome", subjects.EVENT_USER_REGISTERED)
 MENTIONS_CONSUMER: Final = ConsumerSpec("notify-mentions", subjects.EVENT_CHAT_MESSAGE)
+REDACTIONS_CONSUMER: Final = ConsumerSpec("notify-redactions", subjects.EVENT_CHAT_MESSAGE_DELETED)
+#: Seconds after the first handling of a delete that it is handled again (module docstring).
+REDACT_RECHECK: Final = 10.0
 
 
 class BadEvent(Exception):
     """An event body that can never be handled (wrong shape); it is terminated, not retried."""
+
+
+class Recheck(Exception):
+    """The event was handled and must be handled once more after ``delay`` seconds (nak with
+    delay, not an error)."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__(f"recheck in {delay:.0f}s")
+        self.delay = delay
 
 
 class UserRegistered(BaseModel):
@@ -84,14 +102,23 @@ class UserRegistered(BaseModel):
 
 
 class ChatMessageEvent(BaseModel):
-    """``events.chat.message`` body: ``{"room","seq","user_id","username","message","mentions"}``."""
+    """``events.chat.message`` body: ``{"room","seq","user_id","username","mentions"}`` (events
+    stored before v2 also carry ``"message"``, which is ignored: the excerpt comes from chat)."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
     room: RoomName
     seq: Annotated[StrictInt, Field(ge=1)]
     user_id: UserId
     username: Annotated[StrictStr, Field(min_length=1, max_length=64)]
-    message: StrictStr
+    mentions: list[StrictStr] = Field(default_factory=list)
+
+
+class MessageDeletedEvent(BaseModel):
+    """``events.chat.message_deleted`` body: ``{"room","seq","mentions"}``."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    room: RoomName
+    seq: Annotated[StrictInt, Field(ge=1)]
     mentions: list[StrictStr] = Field(default_factory=list)
 
 
@@ -173,7 +200,8 @@ async def handle_user_registered(runtime: Runtime, msg: Msg) -> None:
 async def handle_chat_message(runtime: Runtime, msg: Msg) -> None:
     """Notify each mentioned existing user once (not the sender, not unknown users), and only
     users who may read the room now (``chat.access``): a private room's text never reaches a
-    non-member (PROTOCOL.md section 10).
+    non-member (PROTOCOL.md section 10). The excerpt is the message's text now; a message
+    deleted by then notifies nobody (PROTOCOL.md section 8).
 
     Raises:
         ProtocolError: ``unavailable`` when auth_service or storage does not answer; the event
@@ -182,37 +210,75 @@ async def handle_chat_message(runtime: Runtime, msg: Msg) -> None:
     event = decode_event(ChatMessageEvent, msg.data)
     check_stored = _needs_stored_check(msg)
     timeout = runtime.settings.request_timeout
-    users: list[UserRef] = []
-    for name in mention_targets(event.mentions, sender=event.username):
-        try:
-            user = await lookup_user(runtime.nc, username=name, timeout=timeout)
-        except ProtocolError as error:
-            if error.code is ErrorCode.NOT_FOUND:
-                continue
-            raise
-        if user.user_id != event.user_id and user not in users:
-            users.append(user)
+    users = await _mentioned_users(runtime, event.mentions, sender=event.username)
+    users = [user for user in users if user.user_id != event.user_id]
+    if not users:
+        return
     try:
-        readers = await readers_of(
-            runtime.nc, room=event.room, user_ids=[user.user_id for user in users], timeout=timeout
+        context = await mention_context(
+            runtime.nc,
+            room=event.room,
+            seq=event.seq,
+            user_ids=[user.user_id for user in users],
+            timeout=timeout,
         )
     except ProtocolError as error:
         if error.code is not ErrorCode.ROOM_NOT_FOUND:
             raise
-        readers = set()
+        return
+    if context.text is None:
+        logger.info("room=%s seq=%d mentions not notified: the message is gone", event.room, event.seq)
+        return
     for user in users:
-        if user.user_id not in readers:
+        if user.user_id not in context.readers:
             logger.info("room=%s seq=%d mention of a non-reader not notified", event.room, event.seq)
             continue
         data = build_notification(
             notification_id=mention_id(event.room, event.seq, user.user_id),
             title=mention_title(event.username, event.room),
-            message=mention_excerpt(event.message),
+            message=mention_excerpt(context.text),
             notification_type="info",
             metadata={"room": event.room, "seq": event.seq},
         )
         await runtime.notifier.notify(user.user_id, data, check_stored=check_stored)
         await _in_progress(msg)
+
+
+async def handle_message_deleted(runtime: Runtime, msg: Msg) -> None:
+    """Strip the text from every mention notification of the deleted message (module
+    docstring), then ask for the second pass (:class:`Recheck`) on the first delivery.
+
+    Raises:
+        Recheck: after the first delivery's pass.
+        ProtocolError: ``unavailable`` when auth_service or storage does not answer (retried).
+    """
+    event = decode_event(MessageDeletedEvent, msg.data)
+    for user in await _mentioned_users(runtime, event.mentions, sender=""):
+        notification_id = mention_id(event.room, event.seq, user.user_id)
+        if await runtime.notifier.redact(user.user_id, notification_id):
+            logger.info("room=%s seq=%d mention of %s redacted", event.room, event.seq, user.user_id)
+        await _in_progress(msg)
+    if _num_delivered(msg) <= 1:
+        raise Recheck(REDACT_RECHECK)
+
+
+async def _mentioned_users(runtime: Runtime, mentions: Iterable[str], *, sender: str) -> list[UserRef]:
+    """The existing users among ``mentions`` (see :func:`mention_targets`), each once.
+
+    Raises:
+        ProtocolError: ``unavailable`` when auth_service does not answer.
+    """
+    users: list[UserRef] = []
+    for name in mention_targets(mentions, sender=sender):
+        try:
+            user = await lookup_user(runtime.nc, username=name, timeout=runtime.settings.request_timeout)
+        except ProtocolError as error:
+            if error.code is ErrorCode.NOT_FOUND:
+                continue
+            raise
+        if user not in users:
+            users.append(user)
+    return users
 
 
 async def _in_progress(msg: Msg) -> None:
@@ -323,6 +389,9 @@ async def _process(runtime: Runtime, spec: ConsumerSpec, handler: EventHandler, 
     except BadEvent as error:
         logger.warning("durable=%s dropping malformed event: %s", spec.durable, error)
         await _settle(msg.term())
+        return
+    except Recheck as again:
+        await _settle(msg.nak(delay=again.delay))
         return
     except asyncio.CancelledError:
         raise

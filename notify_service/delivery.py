@@ -59,6 +59,19 @@ class Notifier:
             logger.info("duplicate notification user=%s id=%s", user_id, data["id"])
         return result.new
 
+    async def redact(self, user_id: str, notification_id: str) -> bool:
+        """Strip the text from ``user_id``'s notification ``notification_id`` (see
+        :meth:`NotificationStore.redact`). Nothing is pushed: sockets see the redacted copy in
+        their next ``notifications`` summary.
+
+        Returns:
+            True when a copy with text was found and erased.
+
+        Raises:
+            ProtocolError: ``unavailable`` when storage does not confirm.
+        """
+        return await self.store.redact(user_id, notification_id)
+
     async def broadcast(self, *, title: str, message: str, notification_type: str) -> None:
         """Publish one ``broadcast_notification`` frame to ``deliver.all`` (header
         ``Natter-Kind: broadcast``). Broadcasts are not stored: only sockets connected now get

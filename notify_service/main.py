@@ -1,9 +1,9 @@
 """notify_service entry point: ``python -m natter notify`` runs :func:`serve`.
 
 One replica = one NATS micro service ``notify`` (queue group ``notify``: replicas share the
-requests) + the durable event consumers ``notify-welcome`` and ``notify-mentions`` (replicas
-share them too). Setup is idempotent and retried, so replicas start in any order and before
-or after NATS (DESIGN.md rule 9).
+requests) + the durable event consumers ``notify-welcome``, ``notify-mentions`` and
+``notify-redactions`` (replicas share them too). Setup is idempotent and retried, so replicas
+start in any order and before or after NATS (DESIGN.md rule 9).
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ from nats.aio.client import Client
 from notify_service.config import Settings
 from notify_service.consumers import (
     MENTIONS_CONSUMER,
+    REDACTIONS_CONSUMER,
     WELCOME_CONSUMER,
     handle_chat_message,
+    handle_message_deleted,
     handle_user_registered,
     run_consumer,
 )
@@ -73,6 +75,10 @@ async def serve(settings: Settings | None = None, stop: asyncio.Event | None = N
     async def mentions() -> None:
         await run_consumer(runtime[0], MENTIONS_CONSUMER, handle_chat_message)
 
+    async def redactions() -> None:
+        await run_consumer(runtime[0], REDACTIONS_CONSUMER, handle_message_deleted)
+
     app.background(welcome)
     app.background(mentions)
+    app.background(redactions)
     await app.run(setup, stop=stop)

@@ -132,3 +132,20 @@ def mention_excerpt(text: str, limit: int = MENTION_EXCERPT_CHARS) -> str:
     if len(text) <= limit:
         return text
     return text[: limit - 1] + "\u2026"
+
+
+def redacted(data: dict[str, Any]) -> dict[str, Any]:
+    """The notification ``data`` without its text: ``message`` ``""`` and ``metadata.deleted``
+    true (a mention of a deleted message, PROTOCOL.md section 8); everything else kept."""
+    metadata = data.get("metadata")
+    return {
+        **data,
+        "message": "",
+        "metadata": {**(metadata if isinstance(metadata, dict) else {}), "deleted": True},
+    }
+
+
+def is_redacted(data: dict[str, Any]) -> bool:
+    """True for a notification :func:`redacted` produced."""
+    metadata = data.get("metadata")
+    return isinstance(metadata, dict) and metadata.get("deleted") is True and data.get("message") == ""

@@ -21,7 +21,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from notify_service.notifications import encode_data
+from notify_service.notifications import encode_data, is_redacted, redacted
 from notify_service.read_state import ReadState, decode_state, encode_state, merge
 from notify_service.summary import StoredNotification, decode_stored
 from shared import subjects
@@ -121,12 +121,75 @@ class NotificationStore:
             batch=NOTIFICATIONS_PER_USER,
             timeout=self.timeout,
         )
-        out: list[StoredNotification] = []
+        latest: dict[str, StoredNotification] = {}
         for message in messages:
             item = decode_stored(message.stream_seq, message.data)
-            if item is not None:
-                out.append(item)
-        return out
+            if item is not None:  # a redacted copy replaces the original (stored later)
+                latest[item.id] = item
+        return sorted(latest.values(), key=lambda item: item.stream_seq)
+
+    async def redact(self, user_id: str, notification_id: str) -> bool:
+        """Replace notification ``notification_id`` of ``user_id`` by a copy without its text
+        (``message`` ``""``, ``metadata.deleted`` true), then erase every stored copy with
+        text (``STREAM.MSG.DELETE``, NATS docs "Deleting messages"). Keeps its read state: a
+        notification read before stays read. Safe to repeat.
+
+        Returns:
+            True when a copy with text was found (and is now gone).
+
+        Raises:
+            ProtocolError: ``unavailable`` when storage does not confirm (the caller retries).
+        """
+        messages = await direct_batch(
+            self.nc,
+            subjects.NOTIFICATIONS_STREAM,
+            subject=subjects.notifications_subject(user_id),
+            start_seq=1,
+            batch=NOTIFICATIONS_PER_USER,
+            timeout=self.timeout,
+        )
+        copies = [
+            item
+            for item in (decode_stored(message.stream_seq, message.data) for message in messages)
+            if item is not None and item.id == notification_id
+        ]
+        with_text = [item for item in copies if not is_redacted(item.data)]
+        if not with_text:
+            return False
+        if not any(is_redacted(item.data) for item in copies):
+            state, _ = await self.read_state(user_id)
+            was_read = state.is_read(copies[-1].stream_seq, notification_id)
+            await self._store_redacted(user_id, redacted(copies[-1].data))
+            if was_read:
+                await self.mark_read(user_id, ids=[notification_id], mark_all=False)
+        for item in with_text:
+            await self._erase(item.stream_seq)
+        return True
+
+    async def _store_redacted(self, user_id: str, data: dict[str, Any]) -> None:
+        subject = subjects.notifications_subject(user_id)
+        try:
+            await self.js.publish(
+                subject,
+                encode_data(data),
+                timeout=self.timeout,
+                stream=subjects.NOTIFICATIONS_STREAM,
+                headers={"Nats-Msg-Id": f"{data['id']}:deleted"},
+            )
+        except (nats.errors.Error, TimeoutError) as error:
+            raise ProtocolError(ErrorCode.UNAVAILABLE) from error
+
+    async def _erase(self, stream_seq: int) -> None:
+        try:
+            await self.js.delete_msg(subjects.NOTIFICATIONS_STREAM, stream_seq)
+        except nats.js.errors.NotFoundError:  # already gone
+            return
+        except nats.js.errors.APIError as error:
+            if error.err_code == 10057:  # JSStreamMsgDeleteFailedF: no such message
+                return
+            raise ProtocolError(ErrorCode.UNAVAILABLE) from error
+        except (nats.errors.Error, TimeoutError) as error:
+            raise ProtocolError(ErrorCode.UNAVAILABLE) from error
 
     async def contains(self, user_id: str, notification_id: str) -> bool:
         """True when ``user_id`` still has a notification with ``notification_id``.

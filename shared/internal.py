@@ -291,12 +291,16 @@ class ReadRequest(Actor):
 
 class AccessRequest(_Body):
     """``chat.access``: which of ``user_ids`` may read ``room`` now; answers
-    ``{"room","readers":[user ids]}`` (``room_not_found``). Every path that carries a room's
+    ``{"room","readers":[user ids]}`` (plus ``"message"`` when asked with ``seq``;
+    ``room_not_found``). Every path that carries a room's
     content to a user outside its sockets (mention notifications, later webhooks and previews)
     asks this first (DESIGN.md rule 14)."""
 
     room: RoomName
     user_ids: Annotated[list[UserId], Field(max_length=100)]
+    #: with a ``seq``, the answer also has ``"message"``: ``{"text","deleted"}`` of message
+    #: ``seq`` as it is now (``text`` is ``""`` once deleted), or null when there is none.
+    seq: Annotated[StrictInt, Field(ge=1)] | None = None
 
 
 class AccessChange(_Body):

@@ -16,8 +16,9 @@ chat       serve ``chat.*``; ``roomlog.>`` and ``roomview.>`` (the room log shar
            reading them and erasing deleted text), ``access.>`` (removals), its buckets (rooms,
            presence; gateways read-only), ``events.chat.*``, ``deliver.room.*``; ask
            ``auth.lookup``.
-notify     serve ``notify.*``; ``notif.>``, its read-state bucket, the ``EVENTS`` consumers,
-           ``deliver.user.*`` and ``deliver.all``; ask ``auth.lookup`` and ``chat.access``.
+notify     serve ``notify.*``; ``notif.>`` (and erasing a deleted message's mention text), its
+           read-state bucket, the ``EVENTS`` consumers, ``deliver.user.*`` and ``deliver.all``;
+           ask ``auth.lookup`` and ``chat.access``.
 gateway    ask exactly the service subjects the HTTP API and the WebSocket protocol use (never
            ``auth.service_token``, ``auth.lookup`` or ``chat.access``); receive ``deliver.>``;
            publish ``deliver.room.*`` (typing); its heartbeat bucket; follow the revocations and
@@ -198,6 +199,8 @@ def permissions(tier: str) -> dict[str, object]:
             subjects.DELIVER_USER_WILDCARD,
             subjects.DELIVER_ALL,
             *_read(subjects.NOTIFICATIONS_STREAM),
+            # erasing the copy with text of a deleted message's mention (PROTOCOL.md section 8)
+            f"$JS.API.STREAM.MSG.DELETE.{subjects.NOTIFICATIONS_STREAM}",
             *_info(subjects.EVENTS_STREAM),
             *_consume(subjects.EVENTS_STREAM),
             *_read(_kv(subjects.KV_NOTIFY_READ)),

@@ -74,6 +74,7 @@ EVENTS_STREAM: Final = "EVENTS"
 EVENTS_ALL: Final = "events.>"
 EVENT_USER_REGISTERED: Final = "events.user.registered"
 EVENT_CHAT_MESSAGE: Final = "events.chat.message"
+EVENT_CHAT_MESSAGE_DELETED: Final = "events.chat.message_deleted"
 EVENT_SESSION_REVOKED: Final = "events.session.revoked"
 
 # --- gateway liveness ------------------------------------------------------------------------

@@ -2,12 +2,14 @@
 from JetStream within 60 s").
 
 A delete's atomic batch writes a pending purge on ``roomview.<k>.<room>.p.<seq>``:
-``{"erase":[stream seqs]}`` (the message and each of its edits), with a one-day TTL. The
-replica that stored the delete erases them at once, before it delivers and acks; then it
-overwrites the pending purge with an empty "done" marker that expires after a second. If that
-replica dies in between, :meth:`Purger.sweep`, run by every replica every ``interval`` seconds,
-finds pending purges of every shard (one ``multi_last`` over ``roomview.<k>.*.p.*``) and
-finishes them. Erasing twice is harmless.
+``{"erase":[stream seqs],"mentions":[usernames]}`` (the message and each of its edits; who the
+message mentioned), with a one-day TTL. The replica that stored the delete erases them at once,
+before it delivers and acks, and publishes ``events.chat.message_deleted`` when someone was
+mentioned (notify strips the text from their mention notifications); then it overwrites the
+pending purge with an empty "done" marker that expires after a second. If that replica dies in
+between, :meth:`Purger.sweep`, run by every replica every ``interval`` seconds, finds pending
+purges of every shard (one ``multi_last`` over ``roomview.<k>.*.p.*``) and finishes them.
+Erasing twice and publishing twice are harmless (the event's ``Nats-Msg-Id``).
 """
 
 from __future__ import annotations
@@ -15,10 +17,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Final
+from dataclasses import dataclass
+from typing import Any, Final
 
 import nats.errors
+from nats.js import JetStreamContext
 
+from chat_service.events import publish_deletion
 from chat_service.roomlog.log import RoomLog
 from shared import room_shards
 from shared.errors import ProtocolError
@@ -36,28 +41,73 @@ def mark_done_headers() -> dict[str, str]:
     return {"Nats-Rollup": "sub", "Nats-TTL": DONE_TTL}
 
 
-class Purger:
-    """Erases deleted entries; :meth:`run` is the background sweep."""
+@dataclass(frozen=True, slots=True)
+class PurgePlan:
+    """What a delete leaves to erase: stream seqs of the message and its edits, and the
+    lowercase usernames the message mentioned."""
 
-    def __init__(self, log: RoomLog, *, interval: float = 30.0, timeout: float = 2.0) -> None:
+    erase: tuple[int, ...]
+    mentions: tuple[str, ...] = ()
+
+    def encode(self) -> bytes:
+        """The pending purge's body, ``{"erase":[..]}`` plus ``"mentions"`` when there are any."""
+        body: dict[str, list[Any]] = {"erase": list(self.erase)}
+        if self.mentions:
+            body["mentions"] = list(self.mentions)
+        return json.dumps(body, separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> PurgePlan:
+        """Parse a pending purge's body.
+
+        Raises:
+            ValueError: not such a body.
+        """
+        value = json.loads(raw)
+        if not isinstance(value, dict):
+            raise ValueError("pending purge is not an object")
+        erase = tuple(int(seq) for seq in value.get("erase", []))
+        mentions = tuple(str(name) for name in value.get("mentions", []))
+        return cls(erase=erase, mentions=mentions)
+
+
+class Purger:
+    """Erases deleted entries; :meth:`run` is the background sweep.
+
+    Args:
+        log: the room logs.
+        js: publishes ``events.chat.message_deleted``.
+        interval: seconds between sweeps.
+        timeout: seconds to wait for each JetStream answer.
+    """
+
+    def __init__(
+        self, log: RoomLog, js: JetStreamContext, *, interval: float = 30.0, timeout: float = 2.0
+    ) -> None:
         self._log = log
+        self._js = js
         self._interval = interval
         self._timeout = timeout
 
-    async def purge(self, room: str, target: int, stream_seqs: list[int]) -> None:
-        """Erase ``stream_seqs`` (deleted message ``target`` and its edits), then mark the
-        pending purge done.
+    async def purge(self, room: str, target: int, plan: PurgePlan) -> None:
+        """Erase ``plan.erase`` (deleted message ``target`` and its edits), announce the delete
+        to notify when the message mentioned anyone, then mark the pending purge done (left
+        pending, for the sweep, when the announcement failed).
 
         Raises:
             ProtocolError: ``unavailable`` when storage did not confirm (the sweep retries).
         """
         where = self._log.where(room)
-        await self._log.erase(where.stream, stream_seqs)
+        await self._log.erase(where.stream, plan.erase)
+        if plan.mentions and not await publish_deletion(
+            self._js, room=room, seq=target, mentions=list(plan.mentions), timeout=self._timeout
+        ):
+            return
         try:
             await self._log.nc.publish(where.purge_subject(target), b"", headers=mark_done_headers())
         except nats.errors.Error as error:  # the sweep erases again and marks it later
             logger.warning("room=%s seq=%d purge not marked done: %r", room, target, error)
-        logger.info("room=%s seq=%d purged %d stored entries", room, target, len(stream_seqs))
+        logger.info("room=%s seq=%d purged %d stored entries", room, target, len(plan.erase))
 
     async def sweep(self) -> int:
         """Finish every pending purge of every shard; returns how many were finished."""
@@ -70,12 +120,12 @@ class Purger:
                     continue
                 parts = subject.split(".")  # roomview.<k>.<room>.p.<seq>
                 try:
-                    erase = [int(seq) for seq in json.loads(msg.data).get("erase", [])]
+                    plan = PurgePlan.decode(msg.data)
                     room, target = parts[2], int(parts[4])
-                except (ValueError, IndexError, AttributeError):
+                except (ValueError, IndexError, TypeError):
                     logger.warning("unreadable pending purge %s skipped", subject)
                     continue
-                await self.purge(room, target, erase)
+                await self.purge(room, target, plan)
                 done += 1
         return done
 

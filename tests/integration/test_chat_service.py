@@ -733,13 +733,57 @@ async def test_mentions_publish_an_event(nc: Client) -> None:
             "seq": ack["seq"],
             "user_id": alice.user_id,
             "username": alice.username,
-            "message": text,
             "mentions": ["bob_one", "carol_x"],
-        }
+        }  # no text: notify asks chat.access for it (PROTOCOL.md section 8, delete means gone)
         assert ack["seq"] == 2  # the first message (no mention) produced no event
         assert msg.headers is not None and msg.headers["Nats-Msg-Id"] == f"msg:{room}:2"
     finally:
         await events.unsubscribe()
+
+
+async def test_access_with_seq_answers_the_current_text_and_a_delete_is_announced(nc: Client) -> None:
+    alice, bob, room = new_actor(), new_actor(), new_room()
+    await join(nc, alice, room)
+    deletions = await nc.jetstream().subscribe(
+        subjects.EVENT_CHAT_MESSAGE_DELETED, ordered_consumer=True, deliver_policy=DeliverPolicy.NEW
+    )
+    try:
+        plain = await send(nc, alice, room, "nobody mentioned")
+        ack = await send(nc, alice, room, "hi @Bob_two")
+
+        async def access(seq: int) -> dict[str, Any]:
+            body = {"room": room, "user_ids": [bob.user_id], "seq": seq}
+            return await call(nc, subjects.CHAT_ACCESS, body)
+
+        assert await access(ack["seq"]) == {
+            "room": room,
+            "readers": [bob.user_id],
+            "message": {"text": "hi @Bob_two", "deleted": False},
+        }
+        edit = {**alice.body, "room": room, "target": ack["seq"], "message": "hi @Bob_two, edited"}
+        assert (await call(nc, subjects.CHAT_EDIT, edit))["type"] == "ack"
+        assert (await access(ack["seq"]))["message"] == {"text": "hi @Bob_two, edited", "deleted": False}
+        assert (await access(999))["message"] is None
+        without_seq = await call(nc, subjects.CHAT_ACCESS, {"room": room, "user_ids": [bob.user_id]})
+        assert "message" not in without_seq
+
+        for seq in (plain["seq"], ack["seq"]):
+            delete = {**alice.body, "room": room, "target": seq}
+            assert (await call(nc, subjects.CHAT_DELETE, delete))["type"] == "ack"
+        assert (await access(ack["seq"]))["message"] in (None, {"text": "", "deleted": True})
+        while True:  # only the message that mentioned someone is announced
+            msg = await deletions.next_msg(timeout=TIMEOUT)
+            event = json.loads(msg.data)
+            if event["room"] == room:
+                break
+        assert event == {"room": room, "seq": ack["seq"], "mentions": ["bob_two"]}
+        assert msg.headers is not None and msg.headers["Nats-Msg-Id"] == f"del:{room}:{ack['seq']}"
+        with pytest.raises(TimeoutError):
+            while True:
+                other = await deletions.next_msg(timeout=1.0)
+                assert json.loads(other.data)["room"] != room
+    finally:
+        await deletions.unsubscribe()
 
 
 async def test_unconfirmed_sends_are_safe_to_retry(cluster: ChatCluster, nc: Client) -> None:

@@ -207,15 +207,30 @@ async def create_room(nc: Client, room: str, owner: Registered, *, private: bool
     await request_json(nc, subjects.CHAT_ROOMS_CREATE, body, timeout=TIMEOUT)
 
 
+async def chat_send(nc: Client, *, room: str, sender: Registered, message: str) -> int:
+    """Store a message through chat (which publishes ``events.chat.message`` for its mentions);
+    returns its seq."""
+    body = {"user_id": sender.user_id, "username": sender.username, "room": room, "message": message}
+    ack = await request_json(nc, subjects.CHAT_SEND, body, timeout=TIMEOUT)
+    assert ack["type"] == "ack", ack
+    return int(ack["seq"])
+
+
+async def chat_delete(nc: Client, *, room: str, sender: Registered, seq: int) -> None:
+    body = {"user_id": sender.user_id, "username": sender.username, "room": room, "target": seq}
+    ack = await request_json(nc, subjects.CHAT_DELETE, body, timeout=TIMEOUT)
+    assert ack["type"] == "ack" and ack["seq"], ack
+
+
 async def publish_chat_event(
-    nc: Client, *, room: str, seq: int, sender: Registered, message: str, mentions: list[str], msg_id: str
+    nc: Client, *, room: str, seq: int, sender: Registered, mentions: list[str], msg_id: str
 ) -> None:
+    """``events.chat.message`` as docs/subjects.md defines it (no text: notify asks chat)."""
     body = {
         "room": room,
         "seq": seq,
         "user_id": sender.user_id,
         "username": sender.username,
-        "message": message,
         "mentions": mentions,
     }
     ack = await nc.jetstream().publish(
@@ -226,6 +241,22 @@ async def publish_chat_event(
         timeout=TIMEOUT,
     )
     assert not ack.duplicate
+
+
+async def raw_stream_bodies(nc: Client, stream: str, subject: str) -> list[bytes]:
+    """Every body stored in ``stream`` on ``subject`` now (an ordered consumer; no service)."""
+    js = nc.jetstream()
+    sub = await js.subscribe(subject, stream=stream, ordered_consumer=True)
+    info = await js.stream_info(stream, subjects_filter=subject)
+    want = (info.state.subjects or {}).get(subject, 0)
+    bodies: list[bytes] = []
+    try:
+        while len(bodies) < want:
+            msg = await sub.next_msg(timeout=TIMEOUT)
+            bodies.append(msg.data)
+    finally:
+        await sub.unsubscribe()
+    return bodies
 
 
 # --- welcome ---------------------------------------------------------------------------------
@@ -499,23 +530,15 @@ async def test_mention_event_notifies_each_mentioned_user_once(nc: Client) -> No
     target = await register(nc)
     room = unique_name("room")
     await create_room(nc, room, sender)
-    seq = 7
     target_subject = subjects.deliver_user(target.user_id)
     sender_subject = subjects.deliver_user(sender.user_id)
     await wait_item(nc, target.user_id, f"welcome-{target.user_id}")
     await wait_item(nc, sender.user_id, f"welcome-{sender.user_id}")
     pushes = await collect(nc, subjects.DELIVER_USER_WILDCARD)
-    text = f"hey @{target.username} look at this " + "x" * 300
-    mentions = [
-        target.username.lower(),
-        sender.username.lower(),
-        unique_name("nobody"),
-        target.username.lower(),
-    ]
+    nobody = unique_name("nobody")
+    text = f"hey @{target.username} and @{sender.username} @{nobody} @{target.username} " + "x" * 300
 
-    await publish_chat_event(
-        nc, room=room, seq=seq, sender=sender, message=text, mentions=mentions, msg_id=f"msg:{room}:{seq}"
-    )
+    seq = await chat_send(nc, room=room, sender=sender, message=text)
     mention_id = f"mention-{room}-{seq}-{target.user_id}"
     item = await wait_item(nc, target.user_id, mention_id)
     assert item["title"] == f"{sender.username} mentioned you in #{room}"
@@ -526,16 +549,14 @@ async def test_mention_event_notifies_each_mentioned_user_once(nc: Client) -> No
     assert text.startswith(item["message"][:-1])
     push = await wait_push(pushes, target_subject, mention_id)
     assert json.loads(push.data)["data"] == item
+    # The event in EVENTS carries no text (a deleted message leaves no copy there to purge).
+    stored_events = await raw_stream_bodies(nc, subjects.EVENTS_STREAM, subjects.EVENT_CHAT_MESSAGE)
+    assert not [body for body in stored_events if b"x" * 300 in body]
 
     # The same event again (a second publish with another Nats-Msg-Id): still one notification.
+    mentions = [target.username.lower(), sender.username.lower(), nobody]
     await publish_chat_event(
-        nc,
-        room=room,
-        seq=seq,
-        sender=sender,
-        message=text,
-        mentions=mentions,
-        msg_id=f"msg:{room}:{seq}:again",
+        nc, room=room, seq=seq, sender=sender, mentions=mentions, msg_id=f"msg:{room}:{seq}:again"
     )
     await wait_consumer_idle(nc, "notify-mentions")
     await asyncio.sleep(0.2)
@@ -546,7 +567,8 @@ async def test_mention_event_notifies_each_mentioned_user_once(nc: Client) -> No
     # The sender is never notified of their own mention.
     sender_items = (await notify_list(nc, sender.user_id, limit=500))["items"]
     assert [i["id"] for i in sender_items] == [f"welcome-{sender.user_id}"]
-    assert pushes.frames(sender_subject) == []
+    # (sending moved the sender's read marker: that frame is chat's, not a notification)
+    assert [f for f in pushes.frames(sender_subject) if f["type"] == "notification"] == []
 
 
 async def test_mention_in_a_private_room_notifies_members_only(nc: Client) -> None:
@@ -555,18 +577,47 @@ async def test_mention_in_a_private_room_notifies_members_only(nc: Client) -> No
     await create_room(nc, room, owner, private=True)
     add = {"user_id": owner.user_id, "username": owner.username, "room": room, "member": member.username}
     await request_json(nc, subjects.CHAT_ROOMS_ADD_MEMBER, add, timeout=TIMEOUT)
-    await publish_chat_event(
-        nc,
-        room=room,
-        seq=1,
-        sender=owner,
-        message="private",
-        mentions=[outsider.username.lower(), member.username.lower()],
-        msg_id=f"msg:{room}:1",
-    )
-    await wait_item(nc, member.user_id, f"mention-{room}-1-{member.user_id}")
+    text = f"private @{outsider.username} @{member.username}"
+    seq = await chat_send(nc, room=room, sender=owner, message=text)
+    await wait_item(nc, member.user_id, f"mention-{room}-{seq}-{member.user_id}")
     await wait_consumer_idle(nc, "notify-mentions")
-    assert await item_by_id(nc, outsider.user_id, f"mention-{room}-1-{outsider.user_id}") is None
+    assert await item_by_id(nc, outsider.user_id, f"mention-{room}-{seq}-{outsider.user_id}") is None
+
+
+async def test_mention_of_a_deleted_message_loses_its_text_everywhere(nc: Client) -> None:
+    """PROTOCOL.md section 8: once deleted, no notification carries the text, the stored copy is
+    erased from NOTIFICATIONS, and the notification's read state is kept."""
+    sender, target = await register(nc), await register(nc)
+    room = unique_name("room")
+    await create_room(nc, room, sender)
+    secret = "secret-" + uuid.uuid4().hex
+    seq = await chat_send(nc, room=room, sender=sender, message=f"@{target.username} {secret}")
+    mention_id = f"mention-{room}-{seq}-{target.user_id}"
+    item = await wait_item(nc, target.user_id, mention_id)
+    assert secret in item["message"]
+    await mark_read(nc, target.user_id, ids=[mention_id])
+    unread_before = (await notify_list(nc, target.user_id))["unread"]
+
+    await chat_delete(nc, room=room, sender=sender, seq=seq)
+
+    async def redacted() -> dict[str, Any] | None:
+        found = await item_by_id(nc, target.user_id, mention_id)
+        return found if found is not None and found["message"] == "" else None
+
+    item = await eventually(redacted, timeout=15, what="the mention without its text")
+    assert item["metadata"] == {"room": room, "seq": seq, "deleted": True}
+    assert item["title"] == f"{sender.username} mentioned you in #{room}"
+    assert item["read"] is True
+    listing = await notify_list(nc, target.user_id, limit=500)
+    assert [i["id"] for i in listing["items"]].count(mention_id) == 1
+    assert listing["unread"] == unread_before
+    stored = await raw_stream_bodies(
+        nc, subjects.NOTIFICATIONS_STREAM, subjects.notifications_subject(target.user_id)
+    )
+    assert stored and not [body for body in stored if secret.encode() in body]
+    for stream_subject in (subjects.EVENT_CHAT_MESSAGE, subjects.EVENT_CHAT_MESSAGE_DELETED):
+        events = await raw_stream_bodies(nc, subjects.EVENTS_STREAM, stream_subject)
+        assert not [body for body in events if secret.encode() in body]
 
 
 # --- durability and retries (own nats-server: these tests stop processes) ---------------------
@@ -629,15 +680,8 @@ async def test_mention_is_retried_while_auth_is_down(isolated_stack: NotifyStack
         await create_room(client, room, sender)
 
         await asyncio.to_thread(isolated_stack.stop, "auth")
-        await publish_chat_event(
-            client,
-            room=room,
-            seq=1,
-            sender=sender,
-            message="ping @x",
-            mentions=[target.username],
-            msg_id="m1",
-        )
+        text = f"ping @{target.username}"
+        seq = await chat_send(client, room=room, sender=sender, message=text)
         js = client.jetstream()
 
         async def redelivered() -> bool:
@@ -648,12 +692,35 @@ async def test_mention_is_retried_while_auth_is_down(isolated_stack: NotifyStack
         assert (await notify_list(client, target.user_id))["unread"] == 1  # only the welcome
 
         await asyncio.to_thread(isolated_stack.start, "auth")
-        mention_id = f"mention-{room}-1-{target.user_id}"
+        mention_id = f"mention-{room}-{seq}-{target.user_id}"
         item = await wait_item(client, target.user_id, mention_id, timeout=20)
-        assert item["message"] == "ping @x"
+        assert item["message"] == text
         await wait_consumer_idle(client, "notify-mentions")
         items = (await notify_list(client, target.user_id))["items"]
         assert [i["id"] for i in items].count(mention_id) == 1
+    finally:
+        await client.close()
+
+
+async def test_a_message_deleted_while_notify_is_down_notifies_nobody(isolated_stack: NotifyStack) -> None:
+    client = await nats.connect(isolated_stack.nats_url)
+    try:
+        sender, target = await register(client), await register(client)
+        await wait_item(client, target.user_id, f"welcome-{target.user_id}")
+        room = unique_name("room")
+        await create_room(client, room, sender)
+        kept_text = f"kept @{target.username}"
+
+        await asyncio.to_thread(isolated_stack.stop, "notify")
+        gone = await chat_send(client, room=room, sender=sender, message=f"gone @{target.username}")
+        kept = await chat_send(client, room=room, sender=sender, message=kept_text)
+        await chat_delete(client, room=room, sender=sender, seq=gone)
+        await asyncio.to_thread(isolated_stack.start, "notify")
+
+        item = await wait_item(client, target.user_id, f"mention-{room}-{kept}-{target.user_id}", timeout=20)
+        assert item["message"] == kept_text
+        await wait_consumer_idle(client, "notify-mentions")
+        assert await item_by_id(client, target.user_id, f"mention-{room}-{gone}-{target.user_id}") is None
     finally:
         await client.close()
 

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from chat_service.roomlog import bodies
+from chat_service.roomlog.purge import PurgePlan
 from chat_service.roomlog.state import MAX_DISTINCT_EMOJI, MessageState, materialise
 from shared import room_shards
 from shared.errors import ProtocolError
@@ -138,3 +139,15 @@ def test_request_keys_are_subject_tokens_and_differ_per_user() -> None:
     key = room_shards.request_key("u1", "any id . * > with spaces")
     assert len(key) == 32 and key.isalnum()
     assert key != room_shards.request_key("u2", "any id . * > with spaces")
+
+
+def test_purge_plan_round_trips_and_omits_empty_mentions() -> None:
+    plan = PurgePlan(erase=(12, 15), mentions=("bob", "carol"))
+    assert plan.encode() == b'{"erase":[12,15],"mentions":["bob","carol"]}'
+    assert PurgePlan.decode(plan.encode()) == plan
+    bare = PurgePlan(erase=(3,))
+    assert bare.encode() == b'{"erase":[3]}'
+    assert PurgePlan.decode(b'{"erase":[3]}') == bare  # pending purges written before mentions
+    for bad in (b"[1]", b'{"erase":["x"]}', b"not json"):
+        with pytest.raises(ValueError):
+            PurgePlan.decode(bad)

@@ -11,11 +11,13 @@ from notify_service.notifications import (
     broadcast_frame,
     build_notification,
     encode_data,
+    is_redacted,
     is_safe_id,
     mention_excerpt,
     mention_id,
     mention_title,
     notification_frame,
+    redacted,
     welcome_id,
     welcome_text,
 )
@@ -98,3 +100,22 @@ def test_mention_title_and_excerpt() -> None:
     cut = mention_excerpt("y" * 201)
     assert len(cut) == 200
     assert cut.endswith("\u2026")
+
+
+def test_redacted_drops_the_text_and_keeps_everything_else() -> None:
+    data = {
+        "id": "mention-general-5-u1",
+        "title": "alice mentioned you in #general",
+        "message": "@bob the secret",
+        "notification_type": "info",
+        "timestamp": "2026-12-05T10:00:00.000Z",
+        "read": False,
+        "metadata": {"room": "general", "seq": 5},
+    }
+    out = redacted(data)
+    assert out == {**data, "message": "", "metadata": {"room": "general", "seq": 5, "deleted": True}}
+    assert data["message"] == "@bob the secret"  # the input is not changed
+    assert is_redacted(out) and not is_redacted(data)
+    assert redacted(out) == out  # idempotent
+    assert is_redacted(redacted({"id": "x", "message": "t", "metadata": None}))
+    assert not is_redacted({"id": "x", "message": "", "metadata": {}})
