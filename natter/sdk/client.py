@@ -450,6 +450,17 @@ class NatterClient:
             frame, kind="send", timeout=self.send_deadline if deadline is None else deadline
         )
 
+    async def read(self, room: str, seq: int, *, timeout: float | None = None) -> Frame:
+        """Set your read marker in ``room`` to ``seq`` (v2). It never moves backwards; returns
+        ``{"type":"read_marker","room","seq","unread"}`` with the marker as it is now. Your
+        other sockets get the same frame without ``id`` (handed to the iterator). Safe to
+        retry, so it is resent after a reconnect.
+
+        Raises:
+            ValidationFailed (``seq`` < 0), NotJoined / RoomNotFound / Forbidden, ...
+        """
+        return await self._request(frames.read_frame(room, seq), kind="read", timeout=timeout)
+
     async def history(
         self,
         room: str,

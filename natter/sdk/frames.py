@@ -80,6 +80,11 @@ def react_frame(room: str, target: int, emoji: str, op: str, client_msg_id: str)
     return _frame("react", room=room, target=target, emoji=emoji, op=op, client_msg_id=client_msg_id)
 
 
+def read_frame(room: str, seq: int) -> Frame:
+    """``{"type":"read","room":..,"seq":..}``: move the read marker (v2, PROTOCOL.md section 9)."""
+    return _frame("read", room=room, seq=seq)
+
+
 def history_frame(
     room: str, before: int | None = None, limit: int | None = None, thread: int | None = None
 ) -> Frame:

@@ -27,6 +27,7 @@ from natter.sdk import (
     RoomView,
     SessionRevoked,
     Tokens,
+    ValidationFailed,
 )
 from tests.conftest import Stack
 from tests.support import unique_name
@@ -247,6 +248,37 @@ async def test_requests_history_notifications_and_errors(stack: Stack) -> None:
         assert (await http.mark_read(all=True))["unread"] == 0
     await http.aclose()
     await outsider_http.aclose()
+
+
+async def test_read_moves_the_marker_and_reaches_the_other_socket(stack: Stack) -> None:
+    room = unique_name("r")
+    writer_http, _ = await new_user(stack.base_url)
+    http, _ = await new_user(stack.base_url)
+    async with (
+        NatterClient(stack.ws_url, http=writer_http) as writer,
+        NatterClient(stack.ws_url, http=http) as phone,
+        NatterClient(stack.ws_url, http=http) as laptop,
+    ):
+        await writer.join(room)
+        await phone.join(room)
+        for n in range(3):
+            await writer.send(room, f"line {n}")
+        marker = await phone.read(room, 2)
+        assert {k: marker[k] for k in ("type", "room", "seq", "unread")} == {
+            "type": "read_marker",
+            "room": room,
+            "seq": 2,
+            "unread": 1,
+        }
+        pushed = await next_frame(laptop, lambda f: f.get("type") == "read_marker")
+        assert pushed["room"] == room and pushed["seq"] == 2 and "id" not in pushed
+        assert (await phone.read(room, 1))["seq"] == 2  # never backwards
+        mine = {r["name"]: r for r in await http.my_rooms()}
+        assert mine[room]["read_seq"] == 2 and mine[room]["unread"] == 1
+        with pytest.raises(ValidationFailed):
+            await phone.read(room, -1)
+    await writer_http.aclose()
+    await http.aclose()
 
 
 async def test_rate_limited_sends_are_retried_and_stored_once(stack: Stack) -> None:
