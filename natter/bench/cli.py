@@ -63,6 +63,11 @@ _QUIET = typer.Option(
     "--quiet-wait",
     help="Wait up to this many seconds for other work on the machine to stop (< 30% of a core).",
 )
+_REACTIONS = typer.Option(
+    0.0,
+    "--reactions",
+    help="natter: share of sends (0..0.5) that are reactions to the sender's latest message (v2 events).",
+)
 _PLOT = typer.Option(True, "--plot/--no-plot", help="Also write a PNG beside the JSON (needs matplotlib).")
 _KEEP = typer.Option(False, "--keep-workdir", help="Keep the run's temp dir (NATS store, logs).")
 
@@ -180,6 +185,7 @@ def run(
     nats_sync: bool = _SYNC,
     gateways: int = _GATEWAYS,
     quiet_wait: float = _QUIET,
+    reactions: float = _REACTIONS,
     plot: bool = _PLOT,
     keep_workdir: bool = _KEEP,
 ) -> None:
@@ -206,6 +212,7 @@ def run(
         nats_sync_always=nats_sync,
         quiet_wait=quiet_wait,
         gateways=gateways,
+        reactions=reactions,
     )
     try:
         check_available(target)
@@ -243,6 +250,7 @@ def compare(
     nats_sync: bool = _SYNC,
     gateways: int = _GATEWAYS,
     quiet_wait: float = _QUIET,
+    reactions: float = _REACTIONS,
     plot: bool = _PLOT,
     keep_workdir: bool = _KEEP,
 ) -> None:
@@ -273,6 +281,7 @@ def compare(
         nats_sync_always=nats_sync,
         quiet_wait=quiet_wait,
         gateways=gateways,
+        reactions=reactions,
     )
     results: dict[str, dict[str, Any]] = {}
     try:
@@ -280,7 +289,13 @@ def compare(
             check_available(kind)
         for kind in kinds:
             # --gateways scales natter out; a reference is one process by design (RunParams).
-            own = {**values, "gateways": values["gateways"] if kind is TargetKind.natter else 1}
+            # --gateways and --reactions are natter's.
+            natter = kind is TargetKind.natter
+            own = {
+                **values,
+                "gateways": values["gateways"] if natter else 1,
+                "reactions": values["reactions"] if natter else 0.0,
+            }
             results[kind.value] = _execute(_params(scenario, kind, **own), console, keep_workdir)
             console.print(f"{kind.value}: done")
     except (BenchError, TargetError) as error:

@@ -12,7 +12,10 @@ Two protocols:
   (WebSocket transport only), events named like natter's frame types.
 
 Message text written by senders: ``t=<time.time_ns()>:<phase>:<sender id>:<counter>``; the
-request ``id`` of a ``chat_message`` is the counter, so acks and errors map back to it.
+request ``id`` of a ``chat_message`` is the counter, so acks and errors map back to it. With
+``--reactions`` some sends are ``react`` requests (protocol v2) whose ``emoji`` is the marker
+``u<microseconds since the phase start>:<phase>:<sender id>:<counter>`` (an emoji is at most 32
+characters); their ``reaction`` frames are counted like messages.
 """
 
 from __future__ import annotations
@@ -35,6 +38,10 @@ MARK_RE_B = re.compile(rb"t=(\d+):(\d+):(\d+:\d+)")
 #: needles are the fallback for any other key order.
 MESSAGE_PREFIX_B = b'{"type":"message"'
 MESSAGE_NEEDLE_B = b'"type":"message"'
+REACTION_PREFIX_B = b'{"type":"reaction"'
+#: The reaction marker in a raw ``reaction`` frame: (microseconds since the phase start, phase,
+#: ``<sender>:<counter>``).
+REACTION_MARK_RE_B = re.compile(rb'"emoji":"u(\d+):(\d+):(\d+:\d+)"')
 ACK_NEEDLE_B = b'"type":"ack"'
 ERROR_NEEDLE_B = b'"type":"error"'
 JOINED_NEEDLE_B = b'"type":"joined"'
@@ -56,6 +63,13 @@ def marker(sent_ns: int, phase: int, sender_id: int, counter: int) -> str:
     return f"t={sent_ns}:{phase}:{sender_id}:{counter}"
 
 
+def reaction_marker(offset_us: int, phase: int, sender_id: int, counter: int) -> str:
+    """A reaction's ``emoji`` carrying its send time (microseconds since the phase's
+    ``start_at``) and identity; at most 32 characters for phases < 100, senders < 100,000 and
+    runs shorter than 2.7 hours (PROTOCOL.md section 8 limits an emoji to 32)."""
+    return f"u{offset_us}:{phase}:{sender_id}:{counter}"
+
+
 class Sink:
     """Counts one worker's deliveries for the current phase (see :mod:`natter.bench.stats`).
 
@@ -67,9 +81,11 @@ class Sink:
         self.closed: dict[str, int] = {}
         self.reset(-1)
 
-    def reset(self, phase: int) -> None:
-        """Start counting ``phase``."""
+    def reset(self, phase: int, base_us: int = 0) -> None:
+        """Start counting ``phase``; ``base_us`` is its start time (Unix microseconds), the
+        origin of reaction markers."""
         self.phase = phase
+        self._base_ns = base_us * 1000
         self._phase_b = str(phase).encode("ascii")
         self.latencies: array[int] = array("q")
         #: ``b"<sender>:<counter>"`` -> the slots that received that message in the phase (a
@@ -118,6 +134,18 @@ class Sink:
             self.foreign += 1
             return
         sent_ns, phase, ident = match.groups()
+        self._count(slot, int(sent_ns), phase, ident, now_ns)
+
+    def reaction(self, slot: int, frame: bytes, now_ns: int) -> None:
+        """Account one delivered ``reaction`` frame (raw bytes) carrying a reaction marker."""
+        match = REACTION_MARK_RE_B.search(frame)
+        if match is None:
+            self.foreign += 1
+            return
+        offset_us, phase, ident = match.groups()
+        self._count(slot, self._base_ns + int(offset_us) * 1000, phase, ident, now_ns)
+
+    def _count(self, slot: int, sent_ns: int, phase: bytes, ident: bytes, now_ns: int) -> None:
         if phase != self._phase_b:
             self.late += 1
             return
@@ -129,7 +157,7 @@ class Sink:
             return
         else:
             slots.add(slot)
-        self.latencies.append(now_ns - int(sent_ns))
+        self.latencies.append(now_ns - sent_ns)
         self.unique += 1
         if not self.first_ns:
             self.first_ns = now_ns
@@ -147,11 +175,16 @@ class SenderState:
     """What one sending socket sent and what came back (acks by counter, errors by code)."""
 
     def __init__(self) -> None:
+        #: ``seq`` of this sender's latest acked message (kept across phases): what its
+        #: reactions target.
+        self.last_message_seq: int | None = None
         self.reset()
 
     def reset(self) -> None:
-        """Forget the previous phase."""
+        """Forget the previous phase (but not ``last_message_seq``)."""
         self.sent = 0
+        #: how many of ``sent`` were ``react`` requests
+        self.reactions = 0
         self.acked: set[int] = set()
         self.failed: set[int] = set()
         self.errors: dict[str, int] = {}
@@ -222,13 +255,20 @@ class WsClient:
         """One text frame (see the class docstring)."""
         if payload.startswith(MESSAGE_PREFIX_B) or MESSAGE_NEEDLE_B in payload:
             self._delivery(self.slot, payload, now_ns)
+        elif payload.startswith(REACTION_PREFIX_B):
+            self.sink.reaction(self.slot, payload, now_ns)
         elif self._first is not None:
             if not self._first.done():
                 self._first.set_result(payload)
         elif ACK_NEEDLE_B in payload:
-            request_id = json.loads(payload).get("id")
+            ack = json.loads(payload)
+            request_id = ack.get("id")
             if isinstance(request_id, int):
                 self.sender.acked.add(request_id)
+            seq = ack.get("seq")
+            if "target" not in ack and isinstance(seq, int):  # a message's ack, not a reaction's
+                last = self.sender.last_message_seq
+                self.sender.last_message_seq = seq if last is None else max(last, seq)
         elif ERROR_NEEDLE_B in payload:
             frame = json.loads(payload)
             self.sender.on_error(str(frame.get("code")), frame.get("id"))
@@ -282,6 +322,20 @@ class WsClient:
             raise ConnectionError("not open")
         await self.ws.send_text(
             f'{{"type":"chat_message","room":"{room}","message":"{text}",'
+            f'"client_msg_id":"{client_msg_id}","id":{counter}}}'
+        )
+
+    async def send_react(self, room: str, target: int, emoji: str, counter: int, client_msg_id: str) -> None:
+        """Send one ``react`` (``op`` add) whose request ``id`` is ``counter``; ``emoji`` is a
+        :func:`reaction_marker` (no characters that need JSON escaping).
+
+        Raises:
+            ConnectionError: the socket is closed.
+        """
+        if self.ws is None:
+            raise ConnectionError("not open")
+        await self.ws.send_text(
+            f'{{"type":"react","room":"{room}","target":{target},"emoji":"{emoji}","op":"add",'
             f'"client_msg_id":"{client_msg_id}","id":{counter}}}'
         )
 
@@ -356,6 +410,10 @@ class SioClient:
             raise ClientError(f"join {type(error).__name__}") from None
         if not isinstance(answer, dict) or answer.get("type") != "joined":
             raise ClientError("join refused")
+
+    async def send_react(self, room: str, target: int, emoji: str, counter: int, client_msg_id: str) -> None:
+        """Not part of the Socket.IO reference (``RunParams.validate`` refuses ``--reactions``)."""
+        raise NotImplementedError("the Socket.IO reference has no reactions")
 
     async def send_chat(self, room: str, text: str, counter: int, client_msg_id: str) -> None:
         """``chat_message`` event; its ack callback records the ack or the error."""

@@ -394,6 +394,7 @@ class Run:
             "start_at": start_at,
             "ack_timeout": ACK_TIMEOUT,
             "spread": params.scenario is Scenario.rooms,
+            "reactions": params.reactions,
         }
         meters = Meters(self.target.pids(), self.workers.pids())
         self.workers.send_all(("phase", spec))
@@ -446,6 +447,7 @@ class Run:
             "duration_s": duration,
             "sent": sent,
             "sent_per_s": round(sent / duration, 1),
+            "reactions_sent": sum(a.get("reactions", 0) for a in sent_answers),
             "acked": len(acked),
             "unacked": unacked,
             "send_errors": errors,

@@ -84,6 +84,9 @@ class RunParams:
     nats_sync_always: bool = True
     quiet_wait: float = 0.0
     gateways: int = 1
+    #: natter, messaging scenarios: the fraction of each sender's sends that are ``react``
+    #: requests (protocol v2 room events) on its latest acked message instead of messages.
+    reactions: float = 0.0
 
     @property
     def send_rate(self) -> float:
@@ -126,6 +129,11 @@ class RunParams:
             (1 <= self.churn_concurrency <= 1000, "--churn-concurrency must be 1..1000"),
             (0 <= self.quiet_wait <= 3600, "--quiet-wait must be 0..3600 seconds"),
             (1 <= self.gateways <= MAX_GATEWAYS, f"--gateways must be 1..{MAX_GATEWAYS}"),
+            (0 <= self.reactions <= 0.5, "--reactions must be 0..0.5 (a fraction of the sends)"),
+            (
+                self.reactions == 0 or self.target is TargetKind.natter,
+                "--reactions is natter's: the references have no reactions",
+            ),
             (
                 self.gateways == 1 or self.target is TargetKind.natter,
                 "--gateways is natter's: the references are one process by design",
@@ -211,6 +219,13 @@ def build_layout(params: RunParams, run_id: str) -> Layout:
 def split_round_robin(sockets: list[SocketPlan], workers: int) -> list[list[SocketPlan]]:
     """Deal sockets to ``workers`` lists like cards (socket 0, the fanout sender, to worker 0)."""
     return [sockets[w::workers] for w in range(workers)]
+
+
+def is_reaction(counter: int, fraction: float) -> bool:
+    """Whether send number ``counter`` (0, 1, 2...) of a sender is a reaction, for a share of
+    ``fraction`` (0..1): exactly ``floor(n * fraction)`` of the first ``n`` sends are, evenly
+    spread (send 0 never is, so there is a message to react to)."""
+    return int((counter + 1) * fraction) > int(counter * fraction)
 
 
 def saturation_rates(start: float, factor: float, steps: int) -> list[float]:

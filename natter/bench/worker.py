@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-from natter.bench.clients import ClientError, Sink, SioClient, WsClient, marker
-from natter.bench.spec import SocketPlan
+from natter.bench.clients import ClientError, Sink, SioClient, WsClient, marker, reaction_marker
+from natter.bench.spec import SocketPlan, is_reaction
 from natter.bench.stats import message_key
 
 logger = logging.getLogger(__name__)
@@ -118,7 +118,11 @@ class Worker:
     async def phase(self, spec: dict[str, Any]) -> dict[str, Any]:
         """Send for one phase, then wait for acks; report what was sent and acked."""
         phase, rate, duration = int(spec["phase"]), float(spec["rate"]), float(spec["duration"])
-        self.sink.reset(phase)
+        reactions = float(spec.get("reactions", 0.0))
+        # Reaction markers carry microseconds since the phase's start_at (an emoji is at most 32
+        # characters, too short for a full time_ns); every worker knows start_at.
+        base_us = int(float(spec["start_at"]) * 1e6)
+        self.sink.reset(phase, base_us)
         senders = [(s, c) for s, c in self.clients if s.sender_id is not None and s.room is not None]
         for _, client in senders:
             client.sender.reset()
@@ -141,11 +145,17 @@ class Worker:
                     await asyncio.sleep(delay)
                 else:
                     state.lag_ns.append(int(-delay * 1e9))
-                text = marker(time.time_ns(), phase, socket.sender_id, counter)
+                now_ns = time.time_ns()
+                cmid = f"{phase}-{socket.sender_id}-{counter}"
+                target = state.last_message_seq
                 try:
-                    await client.send_chat(
-                        socket.room, text, counter, f"{phase}-{socket.sender_id}-{counter}"
-                    )
+                    if target is not None and is_reaction(counter, reactions):
+                        emoji = reaction_marker(now_ns // 1000 - base_us, phase, socket.sender_id, counter)
+                        await client.send_react(socket.room, target, emoji, counter, cmid)
+                        state.reactions += 1
+                    else:
+                        text = marker(now_ns, phase, socket.sender_id, counter)
+                        await client.send_chat(socket.room, text, counter, cmid)
                 except Exception:  # the socket closed: the rest of this sender's messages are not sent
                     state.errors["send_failed"] = state.errors.get("send_failed", 0) + 1
                     return
@@ -159,12 +169,13 @@ class Worker:
             await asyncio.sleep(0.02)
         acked: array[int] = array("q")
         errors: dict[str, int] = {}
-        sent = unacked = 0
+        sent = unacked = reactions_sent = 0
         lag: array[int] = array("q")
         for socket, client in senders:
             assert socket.sender_id is not None
             state = client.sender
             sent += state.sent
+            reactions_sent += state.reactions
             unacked += max(0, state.outstanding())
             acked.extend(message_key(socket.sender_id, n) for n in sorted(state.acked))
             for code, count in state.errors.items():
@@ -173,6 +184,7 @@ class Worker:
         return {
             "senders": len(senders),
             "sent": sent,
+            "reactions": reactions_sent,
             "acked": acked.tobytes(),
             "unacked": unacked,
             "errors": errors,

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from natter.bench.clients import Sink, marker
+from natter.bench.clients import Sink, marker, reaction_marker
 from natter.bench.report import compare_document, compare_ratios, target_label
 from natter.bench.spec import (
     RunParams,
     Scenario,
     TargetKind,
     build_layout,
+    is_reaction,
     room_name,
     saturation_rates,
     split_round_robin,
@@ -126,6 +127,43 @@ def test_sink_counts_unique_duplicates_and_late() -> None:
     sink.expected = 3
     sink.delivery(2, frame, 8_000)
     assert sink.done.is_set()
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.1, 0.2, 0.25, 0.5])
+def test_reaction_share_is_exact_and_never_the_first_send(fraction: float) -> None:
+    picks = [is_reaction(n, fraction) for n in range(1000)]
+    assert sum(picks) == int(1000 * fraction)
+    assert not picks[0]
+    if fraction:  # evenly spread: never two reactions in a row below one half
+        assert all(not (a and b) for a, b in zip(picks, picks[1:], strict=False))
+
+
+def test_reaction_marker_fits_an_emoji_and_counts_like_a_message() -> None:
+    longest = reaction_marker(10**10 - 1, 99, 99_999, 99_999)
+    assert len(longest) <= 32 and not any(c.isspace() for c in longest)
+    sink = Sink()
+    base_us = 1_765_000_000_000_000
+    sink.reset(4, base_us)
+    emoji = reaction_marker(2_500, 4, 0, 9)
+    frame = (
+        '{"type":"reaction","room":"r","data":{"seq":12,"type":"reaction","user_id":"u",'
+        f'"username":"a","timestamp":"t","target":11,"emoji":"{emoji}","op":"add"}}}}'
+    ).encode()
+    sent_ns = (base_us + 2_500) * 1000
+    sink.reaction(0, frame, sent_ns + 3_000)
+    sink.reaction(0, frame, sent_ns + 4_000)  # same socket again: duplicate
+    sink.reaction(1, b'{"type":"reaction","data":{"emoji":"+1"}}', sent_ns)  # not ours
+    assert sink.unique == 1 and sink.duplicates == 1 and sink.foreign == 1
+    assert sink.per_msg == {message_key(0, 9): 1}
+    assert list(sink.latencies) == [3_000]
+
+
+def test_reactions_are_natter_only_and_bounded() -> None:
+    RunParams(scenario=Scenario.saturation, reactions=0.2).validate()
+    with pytest.raises(ValueError, match="--reactions"):
+        RunParams(scenario=Scenario.saturation, reactions=0.2, target=TargetKind.fastapi).validate()
+    with pytest.raises(ValueError, match="--reactions"):
+        RunParams(scenario=Scenario.saturation, reactions=0.6).validate()
 
 
 def test_sink_close_codes() -> None:
