@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 
 from natter.bench.clients import Sink, marker, reaction_marker
@@ -135,7 +137,7 @@ def test_reaction_share_is_exact_and_never_the_first_send(fraction: float) -> No
     assert sum(picks) == int(1000 * fraction)
     assert not picks[0]
     if fraction:  # evenly spread: never two reactions in a row below one half
-        assert all(not (a and b) for a, b in zip(picks, picks[1:], strict=False))
+        assert all(not (a and b) for a, b in pairwise(picks))
 
 
 def test_reaction_marker_fits_an_emoji_and_counts_like_a_message() -> None:
