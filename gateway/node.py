@@ -25,7 +25,7 @@ from gateway.hub import Hub
 from gateway.metrics import Metrics
 from gateway.revocations import Revocations
 from gateway.tokens import TokenVerifier
-from shared import __version__, subjects
+from shared import __version__, fastpaths, subjects
 from shared.errors import CloseCode, ProtocolError
 from shared.internal import AccessChange
 from shared.nats_client import connect, request, request_msg
@@ -67,6 +67,7 @@ class Node:
 
     async def start(self) -> None:
         """Connect to NATS, subscribe ``deliver.all``, start heartbeat and revocation watch."""
+        fastpaths.log_active(gateway=True)
         self.nc = await connect(
             self.settings.nats_servers, name=f"gateway-{self.gateway_id}", login=self.settings.nats_login
         )

@@ -19,6 +19,8 @@ import asyncio
 from collections import deque
 from typing import Any
 
+from shared.fastpaths import uvicorn_fast_path
+
 #: ``ws=`` value for uvicorn when the slim protocol cannot be used.
 STOCK_WS = "websockets-sansio"
 
@@ -117,8 +119,10 @@ class WritableFlag:
 
 
 def protocol_class() -> Any:
-    """The ``ws=`` argument for uvicorn: :class:`SlimWebSocketProtocol` when this uvicorn has
-    the websockets-sansio implementation it extends, else ``"websockets-sansio"``."""
+    """The ``ws=`` argument for uvicorn: :class:`SlimWebSocketProtocol` when
+    :func:`shared.fastpaths.uvicorn_fast_path` allows, else ``"websockets-sansio"``."""
+    if not uvicorn_fast_path().enabled:
+        return STOCK_WS
     try:
         from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
     except ImportError:  # pragma: no cover - uvicorn < 0.35

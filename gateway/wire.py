@@ -7,8 +7,9 @@ publication bytes. Writing those bytes to a socket is one non-blocking ``transpo
 
 This needs the server's own connection object: :class:`gateway.app.GatewayApp` (the outer ASGI
 layer) records uvicorn's ``send`` callable in the scope, and :func:`direct_sink` recognises uvicorn's
-websockets-sansio protocol behind it. Under any other server the gateway falls back to the ASGI
-``send_text`` path with the same ordering and queue limits.
+websockets-sansio protocol behind it, when :func:`shared.fastpaths.uvicorn_fast_path` allows.
+Otherwise (another server, an unverified uvicorn, ``NATTER_FAST_PATHS=off``) the gateway uses the
+ASGI ``send_text`` path with the same ordering and queue limits.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import struct
 from typing import Any
 
 from starlette.types import Scope
+
+from shared.fastpaths import uvicorn_fast_path
 
 RAW_SEND_KEY = "natter.raw_send"
 
@@ -110,7 +113,10 @@ class DirectSink:
 
 def direct_sink(scope: Scope) -> DirectSink | None:
     """The :class:`DirectSink` for this WebSocket scope, or None if the server is not uvicorn's
-    websockets-sansio protocol (then frames go through ASGI ``send``)."""
+    websockets-sansio protocol or the uvicorn fast path is off (then frames go through ASGI
+    ``send``)."""
+    if not uvicorn_fast_path().enabled:
+        return None
     send = scope.get(RAW_SEND_KEY)
     protocol = getattr(send, "__self__", None)
     if protocol is None:

@@ -29,6 +29,7 @@ END_MARKER = "<!-- END natter env-doc -->"
 #: (heading, "module:class") of every settings model, common settings first.
 SETTINGS_MODELS: tuple[tuple[str, str], ...] = (
     ("Every process (`natter gateway`, `auth`, `chat`, `notify`)", "shared.config:CommonSettings"),
+    ("Fast paths, every process (shared/fastpaths.py)", "shared.fastpaths:FastPathSettings"),
     ("Gateway (`natter gateway`)", "gateway.config:Settings"),
     ("auth_service (`natter auth`)", "auth_service.config:Settings"),
     ("chat_service (`natter chat`)", "chat_service.config:Settings"),

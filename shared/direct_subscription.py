@@ -19,8 +19,10 @@ in the client's read loop. Everything else stays nats.py's:
 - slow-consumer accounting: the dispatcher subtracts each message's size as soon as it has been
   handled, as nats.py's own task does.
 
-If this nats.py lacks those internals, :func:`subscribe_direct` falls back to an ordinary
-callback subscription. That fallback behaves the same, only slower.
+Whether it may is decided once per process by :func:`shared.fastpaths.nats_fast_path` (the
+switch ``NATTER_FAST_PATHS``, the verified nats-py version, a probe of these internals). When it
+says no, :func:`subscribe_direct` makes an ordinary callback subscription, which behaves the same,
+only slower.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from typing import Final
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+
+from shared.fastpaths import nats_fast_path
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +100,8 @@ async def subscribe_direct(nc: Client, subject: str, handler: Handler, *, queue:
     Raises:
         nats.errors.Error: as ``Client.subscribe`` (closed or draining connection, bad subject).
     """
+    if not nats_fast_path().enabled:
+        return await nc.subscribe(subject, queue=queue, cb=_as_coroutine(handler))
     sub = await nc.subscribe(subject, queue=queue)
     if not all(hasattr(sub, name) for name in _INTERNALS) or sub._wait_for_msgs_task is not None:
         await sub.unsubscribe()

@@ -13,6 +13,11 @@ reconnects like every nats.py subscription). :meth:`RequestMux.request` raises n
 errors, so callers keep their error mapping: ``NoRespondersError`` for a ``503`` status reply
 (no subscriber, NATS ADR-22 "no responders"), ``nats.errors.TimeoutError`` when nothing answers
 in time, and whatever ``publish`` raises when the connection is closed or draining.
+
+The mux itself uses only nats.py's public API; its inbox subscription is a
+:func:`~shared.direct_subscription.subscribe_direct` one, so it follows the nats-py fast path
+check (:mod:`shared.fastpaths`): with the fast path off, replies arrive through an ordinary
+callback subscription.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from nats.micro.request import Request
 from nats.micro.service import ServiceConfig
 from pydantic import ValidationError
 
+from shared import fastpaths
 from shared.config import CommonSettings
 from shared.errors import ErrorCode, ProtocolError, encode_error_body, encode_service_error
 from shared.nats_client import connect
@@ -171,6 +172,7 @@ class ServiceApp:
                 loop.add_signal_handler(sig, stop.set)
             except (NotImplementedError, RuntimeError):  # not the main thread
                 pass
+        fastpaths.log_active(gateway=False)
         nc = await connect(self.settings.nats_servers, name=self.name, login=self.settings.nats_login)
         self.nc = nc
         tasks: list[asyncio.Task[None]] = []

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import nats
 import pytest
+from nats.aio.client import Client
 
 from natter.credentials import NatsCredentials
 from natter.launcher import (
@@ -31,6 +33,7 @@ from natter.launcher import (
     wait_for_port,
 )
 from natter.launcher import wait_services as launcher_wait_services
+from shared import fastpaths
 from shared.nats_auth import OPERATOR
 
 SERVICE_NAMES = ("auth", "chat", "notify")
@@ -250,5 +253,29 @@ def stack_factory(tmp_path: Path) -> Iterator[object]:
         server.stop()
 
 
+@pytest.fixture
+async def nc(nats_server: NatsServer) -> AsyncIterator[Client]:
+    """A NATS connection to the session's server as the operator (tests talking to NATS
+    directly; modules with a stack of their own define their own ``nc``)."""
+    client = await nats.connect(nats_server.url)
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+def fast_paths_on(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The fast paths switched on in this process for one test (a test *of* a fast path runs
+    the same whether the session has ``NATTER_FAST_PATHS=off`` or not)."""
+    monkeypatch.setenv("NATTER_FAST_PATHS", "auto")
+    fastpaths.reset()
+    yield
+    monkeypatch.undo()
+    fastpaths.reset()
+
+
 def pytest_report_header(config: pytest.Config) -> str:
-    return f"natter tests; CI={os.environ.get('CI', '')}"
+    return (
+        f"natter tests; CI={os.environ.get('CI', '')}; "
+        f"NATTER_FAST_PATHS={os.environ.get('NATTER_FAST_PATHS', 'auto')} "
+        f"({fastpaths.describe(gateway=True)})"
+    )

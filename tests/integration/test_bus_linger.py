@@ -4,17 +4,13 @@ user's last local socket, against a real nats-server (no gateway process needed)
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
-import nats
-import pytest
 from nats.aio.client import Client
 
 from gateway.bus import Bus
 from gateway.hub import Hub
 from gateway.metrics import Metrics
 from shared import subjects
-from tests.conftest import NatsServer
 from tests.support import unique_name
 
 
@@ -28,13 +24,6 @@ class Socket:
 
     def enqueue(self, frame: object) -> None:
         self.frames.append(frame.payload)  # type: ignore[attr-defined]
-
-
-@pytest.fixture
-async def nc(nats_server: NatsServer) -> AsyncIterator[Client]:
-    client = await nats.connect(nats_server.url)
-    yield client
-    await client.close()
 
 
 async def _pushed(nc: Client, user_id: str, payload: bytes) -> None:

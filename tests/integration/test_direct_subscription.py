@@ -5,24 +5,19 @@ from __future__ import annotations
 import asyncio
 import gc
 import tracemalloc
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import nats
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from shared import direct_subscription
+from shared import direct_subscription, fastpaths
 from shared.direct_subscription import DirectDispatch, subscribe_direct
 from tests.conftest import NatsServer
 from tests.support import unique_name
 
-
-@pytest.fixture
-async def nc(nats_server: NatsServer) -> AsyncIterator[Client]:
-    client = await nats.connect(nats_server.url)
-    yield client
-    await client.close()
+pytestmark = pytest.mark.usefixtures("fast_paths_on")
 
 
 async def _until(predicate: Callable[[], object], timeout: float = 5.0) -> None:
@@ -170,6 +165,20 @@ async def test_without_the_internals_it_falls_back_to_a_callback_subscription(
     nc: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(direct_subscription, "_INTERNALS", ("_an_attribute_nats_py_does_not_have",))
+    await assert_a_working_callback_subscription(nc)  # and the probe subscription was removed
+
+
+async def test_with_the_fast_path_off_it_is_a_callback_subscription(
+    nc: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NATTER_FAST_PATHS", "off")
+    fastpaths.reset()
+    await assert_a_working_callback_subscription(nc)
+
+
+async def assert_a_working_callback_subscription(nc: Client) -> None:
+    """subscribe_direct gave nats.py's own callback subscription (a task, a queue), which
+    delivers in order, and it is the connection's only subscription."""
     subject = unique_name("direct-fallback")
     got: list[bytes] = []
     sub = await subscribe_direct(nc, subject, lambda msg: got.append(msg.data))
@@ -180,7 +189,7 @@ async def test_without_the_internals_it_falls_back_to_a_callback_subscription(
     await nc.flush()
     await _until(lambda: len(got) == 20)
     assert got == [str(n).encode() for n in range(20)]
-    assert len(nc._subs) == 1  # the probe subscription was removed
+    assert len(nc._subs) == 1
 
 
 def _collect(errors: list[Exception]) -> Callable[[Exception], Awaitable[None]]:

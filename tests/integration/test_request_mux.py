@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
-import nats
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -17,15 +15,7 @@ from nats.js.errors import APIError, NoStreamResponseError
 from shared.request_mux import mux_for
 from shared.stream_reader import direct_batch, direct_get, kv_entry
 from shared.streams import publish_acked
-from tests.conftest import NatsServer
 from tests.support import unique_name
-
-
-@pytest.fixture
-async def nc(nats_server: NatsServer) -> AsyncIterator[Client]:
-    client = await nats.connect(nats_server.url)
-    yield client
-    await client.close()
 
 
 async def test_concurrent_requests_each_get_their_own_reply(nc: Client) -> None:

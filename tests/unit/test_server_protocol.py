@@ -78,6 +78,7 @@ async def test_flag_cancelled_waiter_is_forgotten() -> None:
     assert flag.is_set()
 
 
+@pytest.mark.usefixtures("fast_paths_on")
 def test_the_installed_uvicorn_gets_the_slim_protocol() -> None:
     from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
