@@ -1,5 +1,5 @@
 """``python -m natter ...`` is the ``natter`` command."""
 
-from natter.cli import app
+from natter.entry import main
 
-app()
+main()

@@ -8,7 +8,6 @@ process each (what compose runs); ``natter service-token NAME`` mints a service 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import typer
 
 from natter.bench.cli import app as bench_app
 from natter.credentials import CredentialsError, operator_login
+from natter.entry import run_service
 from natter.up import up as up_command
 from shared.config import NatsLogin
 from shared.logs import redact
@@ -26,46 +26,34 @@ app.command(name="up")(up_command)
 app.add_typer(bench_app, name="bench")
 
 
+# The process commands. `natter gateway|auth|chat|notify` normally never get here:
+# natter.entry.main runs them without loading this module (typer, rich, the launcher, the bench
+# tool); these commands exist for `--help` and for callers of this typer app.
 @app.command()
 def gateway(
     host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
     port: int = typer.Option(8000, help="TCP port to listen on."),
 ) -> None:
     """Run one WebSocket/HTTP gateway process."""
-    from gateway.main import serve
-
-    serve(host=host, port=port)
-
-
-def _run_service(serve: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    """Run a service's ``serve()`` on uvloop (libuv event loop: less CPU per NATS message)."""
-    import uvloop
-
-    uvloop.run(serve())
+    run_service("gateway", ["--host", host, "--port", str(port)])
 
 
 @app.command()
 def auth() -> None:
     """Run one auth_service replica."""
-    from auth_service.main import serve
-
-    _run_service(serve)
+    run_service("auth", [])
 
 
 @app.command()
 def chat() -> None:
     """Run one chat_service replica."""
-    from chat_service.main import serve
-
-    _run_service(serve)
+    run_service("chat", [])
 
 
 @app.command()
 def notify() -> None:
     """Run one notify_service replica."""
-    from notify_service.main import serve
-
-    _run_service(serve)
+    run_service("notify", [])
 
 
 async def _cli_connect(servers: list[str], login: NatsLogin) -> Any:

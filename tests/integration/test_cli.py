@@ -28,11 +28,13 @@ import nats
 import pytest
 
 from natter.credentials import CREDENTIALS_FILE, NatsCredentials
-from natter.launcher import free_port, nats_server_process, wait_for_port
+from natter.launcher import free_port, nats_server_process, service_process, wait_for_port
 from natter.up import port_is_free
 from shared import __version__
 from shared.nats_auth import OPERATOR
 from shared.room_shards import stream_name
+from tests.conftest import NatsServer as NatsServerFixture
+from tests.conftest import wait_http_healthy
 
 #: Settings that choose the CLI's NATS login; tests set them explicitly or not at all.
 LOGIN_ENV = ("NATTER_NATS_USER", "NATTER_NATS_PASSWORD", "NATTER_DATA_DIR")
@@ -398,3 +400,64 @@ def test_version_prints_the_package_version() -> None:
     )
     assert result.returncode == 0
     assert result.stdout.strip() == f"natter {__version__}"
+
+
+#: What a service process must not load (issue 12 item 6): the operator tooling's weight.
+CLI_ONLY_MODULES = ("natter.bench", "natter.launcher", "natter.up", "natter.cli", "typer", "rich")
+
+
+@pytest.mark.parametrize("service", ["gateway", "chat"])
+def test_service_processes_start_without_the_cli_the_launcher_or_the_bench_tool(
+    nats_server: NatsServerFixture, tmp_path: Path, service: str
+) -> None:
+    """``python -m natter <service>`` as compose runs it: it gets ready (the gateway answers
+    /health; chat answers ``$SRV.PING``) having imported none of :data:`CLI_ONLY_MODULES`
+    (``-X importtime`` lists every module the process imported)."""
+    port = free_port()
+    process = service_process(
+        service,
+        nats_url=nats_server.client_url,
+        port=port,
+        log_path=tmp_path / f"{service}.log",
+        credentials=nats_server.credentials,
+    )
+    process.argv[1:1] = ["-X", "importtime"]
+    log = tmp_path / f"{service}.log"
+    process.start()
+    try:
+        if service == "gateway":
+            wait_http_healthy(f"http://127.0.0.1:{port}", timeout=READY_TIMEOUT)
+        else:  # this replica's own line: the session's chat replicas answer $SRV.PING too
+            deadline = time.monotonic() + READY_TIMEOUT
+            while "service=chat ready" not in log.read_text(errors="replace"):
+                assert process.alive() and time.monotonic() < deadline, log.read_text()[-2000:]
+                time.sleep(0.05)
+    finally:
+        process.stop(grace=10)
+    modules = {
+        line.rsplit("|", 1)[1].strip()
+        for line in log.read_text(errors="replace").splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+    assert f"{service}_service.main" in modules or "gateway.main" in modules, sorted(modules)[:20]
+    loaded = sorted(m for m in modules if m.startswith(CLI_ONLY_MODULES))
+    assert loaded == [], loaded
+
+
+def test_service_commands_keep_their_help_and_refuse_unknown_options() -> None:
+    helped = subprocess.run(
+        [sys.executable, "-m", "natter", "gateway", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert helped.returncode == 0 and "--port" in helped.stdout
+    refused = subprocess.run(
+        [sys.executable, "-m", "natter", "chat", "--port", "1"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert refused.returncode == 2 and "unrecognized arguments: --port" in refused.stderr
