@@ -60,7 +60,6 @@ class ChatHandlers:
     def __init__(self, runtime: Runtime, read_state: ReadState) -> None:
         self.runtime = runtime
         self.read_state = read_state
-        self._background: set[asyncio.Task[None]] = set()
 
     @property
     def parts(self) -> Components:
@@ -347,9 +346,7 @@ class ChatHandlers:
                 timeout=self.settings.publish_timeout_seconds,
             )
         if not stored.duplicate:
-            task = asyncio.ensure_future(self.read_state.sent(room.name, req.user_id, stored.seq))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self.read_state.sent_soon(room.name, req.user_id, stored.seq)
         answered = timestamp
         if original is not None:
             answered = str(original["timestamp"])

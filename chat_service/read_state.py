@@ -66,6 +66,10 @@ class ReadState:
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
+        #: (room, user id) -> the highest seq the user sent there whose marker move is pending
+        self._to_move: dict[tuple[str, str], int] = {}
+        #: (room, user id) -> the task moving that marker (at most one per pair)
+        self._movers: dict[tuple[str, str], asyncio.Task[None]] = {}
 
     def register(self, app: ServiceApp) -> None:
         """Add the endpoints to ``app``."""
@@ -99,6 +103,26 @@ class ReadState:
             await self.runtime.parts.nc.publish(subjects.deliver_user(user_id), frame, headers=headers)
         except nats.errors.Error as error:  # the marker is stored; other sockets see it on join
             logger.warning("user=%s read marker not pushed: %r", user_id, error)
+
+    def sent_soon(self, room: str, user_id: str, seq: int) -> None:
+        """After a send, without waiting: move the sender's marker to ``seq`` (PROTOCOL.md
+        section 9) in the background. Moves of one user in one room are coalesced: while one is
+        in flight, later sends only raise the seq the next move goes to, so a user sending 100
+        messages a second costs a few marker writes, not 100 (each is a KV read and a
+        compare-and-set, a tail read and a push)."""
+        key = (room, user_id)
+        if seq > self._to_move.get(key, 0):
+            self._to_move[key] = seq
+        if key not in self._movers:
+            self._movers[key] = asyncio.ensure_future(self._move(key))
+
+    async def _move(self, key: tuple[str, str]) -> None:
+        room, user_id = key
+        try:
+            while (seq := self._to_move.pop(key, None)) is not None:
+                await self.sent(room, user_id, seq)
+        finally:
+            del self._movers[key]
 
     async def sent(self, room: str, user_id: str, seq: int) -> None:
         """After a send: move the sender's marker to their message (best effort, logged), and
