@@ -68,6 +68,9 @@ _REACTIONS = typer.Option(
     "--reactions",
     help="natter: share of sends (0..0.5) that are reactions to the sender's latest message (v2 events).",
 )
+_CONNECT_JOIN = typer.Option(
+    False, "--join/--no-join", help="connect: each connect also joins a room before closing."
+)
 _PLOT = typer.Option(True, "--plot/--no-plot", help="Also write a PNG beside the JSON (needs matplotlib).")
 _KEEP = typer.Option(False, "--keep-workdir", help="Keep the run's temp dir (NATS store, logs).")
 
@@ -186,6 +189,7 @@ def run(
     gateways: int = _GATEWAYS,
     quiet_wait: float = _QUIET,
     reactions: float = _REACTIONS,
+    connect_join: bool = _CONNECT_JOIN,
     plot: bool = _PLOT,
     keep_workdir: bool = _KEEP,
 ) -> None:
@@ -213,6 +217,7 @@ def run(
         quiet_wait=quiet_wait,
         gateways=gateways,
         reactions=reactions,
+        connect_join=connect_join,
     )
     try:
         check_available(target)
@@ -251,6 +256,7 @@ def compare(
     gateways: int = _GATEWAYS,
     quiet_wait: float = _QUIET,
     reactions: float = _REACTIONS,
+    connect_join: bool = _CONNECT_JOIN,
     plot: bool = _PLOT,
     keep_workdir: bool = _KEEP,
 ) -> None:
@@ -282,6 +288,7 @@ def compare(
         quiet_wait=quiet_wait,
         gateways=gateways,
         reactions=reactions,
+        connect_join=connect_join,
     )
     results: dict[str, dict[str, Any]] = {}
     try:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from natter.bench.procstat import CpuMeter, MachineCpuMeter, read_rss, wait_for_quiet
-from natter.bench.spec import Layout, RunParams, Scenario, build_layout, saturation_rates
+from natter.bench.spec import Layout, RunParams, Scenario, build_layout, room_name, saturation_rates
 from natter.bench.spec import split_round_robin as split
 from natter.bench.stats import (
     expected_deliveries,
@@ -512,11 +512,18 @@ class Run:
         assert self.workers is not None and self.target is not None
         params = self.params
         start_at = time.time() + START_DELAY
-        spec = {
+        loops = max(1, params.churn_concurrency // params.workers)
+        spec: dict[str, Any] = {
             "start_at": start_at,
             "duration": params.duration,
-            "concurrency": max(1, params.churn_concurrency // params.workers),
+            "concurrency": loops,
             "max_connects": 100_000,
+            # one room per loop of every worker (worker w, loop i: rooms[w * loops + i])
+            "rooms": (
+                [room_name(self.run_id, f"c{n}") for n in range(params.churn_concurrency)]
+                if params.connect_join
+                else []
+            ),
         }
         meters = Meters(self.target.pids(), self.workers.pids())
         self.workers.send_all(("churn", spec))
@@ -524,9 +531,12 @@ class Run:
         meters.start()
 
         def tick() -> None:
-            self.progress(
-                "connect, authenticate, close", min(1.0, (time.time() - start_at) / params.duration)
+            label = (
+                "connect, authenticate, join, close"
+                if params.connect_join
+                else "connect, authenticate, close"
             )
+            self.progress(label, min(1.0, (time.time() - start_at) / params.duration))
 
         answers = self.workers.collect("churned", timeout=params.duration + 60, tick=tick)
         cpu = meters.stop()
@@ -542,7 +552,8 @@ class Run:
             "duration_s": round(wall, 3),
             "connects_per_s": round(connects / max(wall, 1e-9), 1),
             "latency_ms": latency_summary(latencies),
-            "concurrency": spec["concurrency"] * params.workers,
+            "concurrency": loops * params.workers,
+            "joined": params.connect_join,
             **cpu,
             "server_cpu_ms_per_connect": round(1e3 * server["cpu_s"] / connects, 3) if connects else None,
         }

@@ -12,8 +12,8 @@ Scenarios (docs/benchmarks.md):
 - ``saturation``: ``fanout``, with the rate multiplied by ``step_factor`` after each step until
   p99 exceeds ``p99_limit_ms`` or a delivery is lost (or ``max_steps`` ran).
 - ``idle``: ``connections`` authenticated sockets that only stay open (RSS per connection).
-- ``connect``: authenticated connects per second (connect, authenticate, close) for
-  ``duration`` seconds.
+- ``connect``: authenticated connects per second (connect, authenticate, close; with
+  ``connect_join``, connect, authenticate, join a room, close) for ``duration`` seconds.
 """
 
 from __future__ import annotations
@@ -87,6 +87,9 @@ class RunParams:
     #: natter, messaging scenarios: the fraction of each sender's sends that are ``react``
     #: requests (protocol v2 room events) on its latest acked message instead of messages.
     reactions: float = 0.0
+    #: connect: after authenticating, each connect also joins a room (one of
+    #: ``churn_concurrency`` rooms, one per loop) before it closes.
+    connect_join: bool = False
 
     @property
     def send_rate(self) -> float:

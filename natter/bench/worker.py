@@ -222,6 +222,8 @@ class Worker:
         latencies: array[int] = array("q")
         failures: dict[str, int] = {}
         tokens = self.plan.tokens
+        rooms: list[str] = list(spec.get("rooms") or [])
+        loops = int(spec["concurrency"])
         counter = {"next": 0, "done": 0}
         delay = start - loop.time()
         if delay > 0:
@@ -235,7 +237,10 @@ class Worker:
                 t0 = time.perf_counter_ns()
                 try:
                     await client.open(self.plan.url, tokens[(self.plan.index + n) % len(tokens)], 10.0)
+                    if rooms:
+                        await client.join(rooms[(self.plan.index * loops + lane) % len(rooms)], 10.0)
                 except ClientError as error:
+                    await client.close()
                     failures[error.reason] = failures.get(error.reason, 0) + 1
                     await asyncio.sleep(0.05)  # a refusing server is not hammered in a tight loop
                     continue
@@ -243,7 +248,7 @@ class Worker:
                 counter["done"] += 1
                 await client.close()
 
-        await asyncio.gather(*(loop_once(lane) for lane in range(int(spec["concurrency"]))))
+        await asyncio.gather(*(loop_once(lane) for lane in range(loops)))
         return {
             "connects": len(latencies),
             "failures": failures,
