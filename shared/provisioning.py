@@ -15,6 +15,7 @@ and wait, retrying, until it exists: they start in any order, before or after pr
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 
 import nats
@@ -90,11 +91,63 @@ async def provision(
     for bucket in BUCKET_TTLS:
         await ensure_bucket(js, bucket, replicas=replicas)
         names.append(f"KV_{bucket}")
+    if replicas > 1:
+        await spread_shard_leaders(nc, js, shards)
     migrated = await migrate_v1_messages(nc, js, shards=shards)
     if migrated:
         logger.info("moved %d messages from %s into the room logs", migrated, subjects.MESSAGES_STREAM)
     logger.info("provisioned %d streams and buckets (replicas=%d)", len(names), replicas)
     return names
+
+
+async def spread_shard_leaders(
+    nc: Client, js: JetStreamContext, shards: int, *, timeout: float = 10.0
+) -> dict[str, str]:
+    """On a cluster, give the room log shards different leaders: shard ``k`` is led by the
+    ``k mod n``-th of the stream's ``n`` peers in name order (DESIGN.md rule 17: each shard's
+    writes go through its own leader, so storage throughput grows with shards and nodes).
+
+    JetStream elects a leader per stream wherever its election happens to land, often the
+    same node for streams created together; a stepdown with a preferred peer
+    (``$JS.API.STREAM.LEADER.STEPDOWN.<stream>``, placement ``preferred``, nats-server 2.11+)
+    moves it. Already in place: nothing is asked. Best effort: a refused or slow move is
+    logged and provisioning goes on (the stream works under any leader).
+
+    Returns:
+        stream name -> its leader after the moves (as far as seen within ``timeout`` seconds).
+    """
+    leaders: dict[str, str] = {}
+    for shard in range(shards):
+        name = room_shards.stream_name(shard)
+        info = await js.stream_info(name)
+        cluster = info.cluster
+        if cluster is None or not cluster.leader:
+            continue
+        peers = sorted({cluster.leader, *(r.name for r in cluster.replicas or [] if r.name)})
+        wanted = peers[shard % len(peers)]
+        leaders[name] = cluster.leader
+        if cluster.leader == wanted:
+            continue
+        request = json.dumps({"placement": {"preferred": wanted}}).encode()
+        try:
+            reply = await nc.request(f"$JS.API.STREAM.LEADER.STEPDOWN.{name}", request, timeout=timeout)
+            answer = json.loads(reply.data or b"{}")
+        except (nats.errors.Error, ValueError) as error:
+            logger.warning("stream %s: leader move to %s not confirmed: %r", name, wanted, error)
+            continue
+        if answer.get("error"):
+            logger.warning("stream %s: leader move to %s refused: %s", name, wanted, answer["error"])
+            continue
+        deadline = asyncio.get_running_loop().time() + timeout
+        while asyncio.get_running_loop().time() < deadline:
+            current = (await js.stream_info(name)).cluster
+            if current is not None and current.leader:
+                leaders[name] = current.leader
+                if current.leader == wanted:
+                    break
+            await asyncio.sleep(0.1)
+        logger.info("stream %s led by %s", name, leaders[name])
+    return leaders
 
 
 async def provision_servers(

@@ -310,6 +310,22 @@ async def _stream_replicas(nats_url: str, stream: str) -> int:
         await nc.close()
 
 
+async def _shard_leaders(nats_url: str) -> list[str]:
+    """The leader of each room log shard stream, in shard order."""
+    nc = await nats.connect(nats_url, connect_timeout=5, allow_reconnect=False)
+    try:
+        js = nc.jetstream(timeout=5)
+        count = int((await js.stream_info(stream_name(0))).config.metadata["natter_room_shards"])
+        leaders = []
+        for shard in range(count):
+            cluster = (await js.stream_info(stream_name(shard))).cluster
+            assert cluster is not None and cluster.leader
+            leaders.append(cluster.leader)
+        return leaders
+    finally:
+        await nc.close()
+
+
 @pytest.mark.slow
 def test_up_nats_cluster_runs_three_nodes_with_replicated_streams(natter_up: StartUp) -> None:
     run = natter_up("--nats-cluster", "3")
@@ -322,6 +338,9 @@ def test_up_nats_cluster_runs_three_nodes_with_replicated_streams(natter_up: Sta
     # every node accepts clients; the services' streams are replicated on three of them
     for port in (run.nats_port, run.nats_port + 1, run.nats_port + 2):
         assert asyncio.run(_stream_replicas(run.operator_url(port), stream_name(0))) == 3
+    # the room log shards are led by different nodes (4 shards on 3 nodes: every node leads one)
+    leaders = asyncio.run(_shard_leaders(run.operator_url(run.nats_port)))
+    assert len(leaders) == 4 and len(set(leaders)) == 3, leaders
     minted = service_token(f"nats://127.0.0.1:{run.nats_port + 2}", "cluster", data_dir=run.data_dir)
     assert minted.returncode == 0, minted.stderr
     assert run.stop(signal.SIGINT) == 0
