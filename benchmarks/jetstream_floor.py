@@ -26,27 +26,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 import nats
 from nats.js.api import StreamConfig
 
-from natter.launcher import free_port, nats_server_process, wait_for_port
+from natter.bench.floor import PAYLOAD, measure_open, nats_server, percentile_ms
 from shared.streams import publish_acked
-
-PAYLOAD = b"x" * 300
-#: Rooms the open-loop publishes cycle through (the rooms scenario's 250).
-ROOMS = 250
-
-
-def _percentile(sorted_values: list[float], q: float) -> float:
-    """The ``q`` quantile (0..1) of ascending ``sorted_values``, in milliseconds."""
-    return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * q))] * 1e3
 
 
 async def measure(url: str, count: int, concurrency: int) -> tuple[float, float, float]:
@@ -68,52 +54,7 @@ async def measure(url: str, count: int, concurrency: int) -> tuple[float, float,
     elapsed = time.perf_counter() - began
     await nc.close()
     latencies.sort()
-    return len(latencies) / elapsed, _percentile(latencies, 0.5), _percentile(latencies, 0.99)
-
-
-async def measure_open(url: str, rate: float, seconds: float, streams: int) -> list[float]:
-    """Open loop: publishes scheduled at ``rate``/s for ``seconds`` over ``streams`` streams;
-    returns ``[p50, p90, p99, max]`` in ms, each from the publish's scheduled time to its PubAck."""
-    nc = await nats.connect(url)
-    js = nc.jetstream()
-    tag = f"open{int(rate)}x{streams}"
-    for k in range(streams):
-        await js.add_stream(StreamConfig(name=f"{tag.upper()}_{k}", subjects=[f"{tag}.{k}.>"]))
-    loop = asyncio.get_running_loop()
-    latencies: list[float] = []
-
-    async def publish(room: int, due: float) -> None:
-        await publish_acked(nc, f"{tag}.{room % streams}.room{room}", PAYLOAD, timeout=10)
-        latencies.append(loop.time() - due)
-
-    tasks: list[asyncio.Task[None]] = []
-    start = loop.time() + 0.05
-    for i in range(int(rate * seconds)):
-        due = start + i / rate
-        delay = due - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.ensure_future(publish(i % ROOMS, due)))
-    await asyncio.gather(*tasks)
-    await nc.close()
-    latencies.sort()
-    return [*(_percentile(latencies, q) for q in (0.5, 0.9, 0.99)), latencies[-1] * 1e3]
-
-
-@contextmanager
-def nats_server(sync: bool) -> Iterator[str]:
-    """A throwaway JetStream nats-server on a free loopback port; yields its URL."""
-    store = Path(tempfile.mkdtemp(prefix="natter-floor-"))
-    port = free_port()
-    server = nats_server_process(port=port, store_dir=store, sync_always=sync)
-    server.die_with_parent = True
-    try:
-        server.start()
-        wait_for_port(port)
-        yield f"nats://127.0.0.1:{port}"
-    finally:
-        server.stop()
-        shutil.rmtree(store, ignore_errors=True)
+    return len(latencies) / elapsed, percentile_ms(latencies, 0.5), percentile_ms(latencies, 0.99)
 
 
 def main() -> None:

@@ -257,6 +257,11 @@ def compare(
     quiet_wait: float = _QUIET,
     reactions: float = _REACTIONS,
     connect_join: bool = _CONNECT_JOIN,
+    floor: bool = typer.Option(
+        True,
+        "--floor/--no-floor",
+        help="rooms: also measure JetStream's publish+PubAck floor at the same rate and shard count.",
+    ),
     plot: bool = _PLOT,
     keep_workdir: bool = _KEEP,
 ) -> None:
@@ -309,7 +314,19 @@ def compare(
         console.print(f"natter bench: {error}", style="red", markup=False, highlight=False)
         raise typer.Exit(1) from None
     params = {"scenario": scenario.value, **values}
-    document = compare_document(results, params)
+    measured_floor = None
+    if scenario is Scenario.rooms and floor and TargetKind.natter in kinds:
+        from natter.bench.floor import floor as jetstream_floor
+        from natter.bench.targets import ROOM_SHARDS
+
+        console.print("jetstream floor: publish + PubAck at the same rate and shard count")
+        measured_floor = jetstream_floor(
+            rate=rooms * room_size * (rate if rate is not None else 1.0),
+            seconds=duration,
+            streams=ROOM_SHARDS,
+            sync=nats_sync,
+        )
+    document = compare_document(results, params, measured_floor)
     write_json(out, document)
     _out_console().print(compare_table(document))
     console.print(f"result: {out}")

@@ -125,10 +125,14 @@ def compare_ratios(
     return out
 
 
-def compare_document(results: dict[str, dict[str, Any]], params: dict[str, Any]) -> dict[str, Any]:
-    """The JSON written by ``natter bench compare``."""
+def compare_document(
+    results: dict[str, dict[str, Any]], params: dict[str, Any], floor: dict[str, float] | None = None
+) -> dict[str, Any]:
+    """The JSON written by ``natter bench compare``; with ``floor`` (rooms: the JetStream floor
+    measured in the same run, :func:`natter.bench.floor.floor`) also ``floor`` and
+    ``ratios["jetstream_floor"]["latency p99 ms"]`` = natter's p99 / the floor's."""
     first = next(iter(results.values()))
-    return {
+    document = {
         "schema": COMPARE_SCHEMA,
         "scenario": first["scenario"],
         "params": params,
@@ -136,6 +140,11 @@ def compare_document(results: dict[str, dict[str, Any]], params: dict[str, Any])
         "results": results,
         "ratios": compare_ratios(results),
     }
+    if floor is not None:
+        document["floor"] = floor
+        ours = dig(results.get("natter", {}).get("summary", {}), "latency_ms.p99")
+        document["ratios"]["jetstream_floor"] = {"latency p99 ms": ratio(ours, floor["p99_ms"])}
+    return document
 
 
 def compare_table(document: dict[str, Any]) -> Table:
@@ -156,4 +165,13 @@ def compare_table(document: dict[str, Any]) -> Table:
         row += [fmt(dig(results[name].get("summary", {}), metric.path)) for name in results]
         row += [fmt(document["ratios"].get(ref, {}).get(metric.label)) for ref in refs]
         table.add_row(*row)
+    floor = document.get("floor")
+    if floor is not None:
+        p99 = document["ratios"]["jetstream_floor"]["latency p99 ms"]
+        table.add_row(
+            f"JetStream floor p99 ms ({floor['streams']} streams, {fmt(floor['rate'])} msg/s)",
+            fmt(floor["p99_ms"]),
+            *[""] * (len(results) - 1 + len(refs)),
+        )
+        table.add_row("natter p99 / floor p99", fmt(p99), *[""] * (len(results) - 1 + len(refs)))
     return table

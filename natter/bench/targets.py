@@ -59,6 +59,9 @@ NATTER_BENCH_ENV = {
     "NATTER_GATEWAY_MAX_PENDING_PER_ADDRESS": "2000",
 }
 BENCH_PASSWORD = "bench-password-1"
+#: Room log shard streams of a benchmarked natter (natter's default, NATTER_CHAT_ROOM_SHARDS);
+#: the JetStream floor of a rooms compare uses the same number of streams.
+ROOM_SHARDS = 4
 READY_TIMEOUT = 60.0
 
 
@@ -234,7 +237,7 @@ def _start_natter(*, workdir: Path, users: int, run_id: str, nats_sync: bool, ga
     try:
         nats.start()
         wait_for_port(nats_port, timeout=READY_TIMEOUT)
-        provision(nats_url, login=credentials.login(OPERATOR))
+        provision(nats_url, login=credentials.login(OPERATOR), room_shards=ROOM_SHARDS)
         for process in services:
             process.start()
         _wait_services(credentials.url(OPERATOR, nats_url), ("auth", "chat", "notify"))

@@ -7,7 +7,7 @@ from itertools import pairwise
 import pytest
 
 from natter.bench.clients import Sink, marker, reaction_marker
-from natter.bench.report import compare_document, compare_ratios, target_label
+from natter.bench.report import compare_document, compare_ratios, compare_table, target_label
 from natter.bench.spec import (
     RunParams,
     Scenario,
@@ -193,6 +193,17 @@ def test_compare_ratios_are_natter_over_reference() -> None:
     document = compare_document(results, {"scenario": "fanout"})  # type: ignore[arg-type]
     assert document["schema"] == "natter-bench-compare/1" and document["ratios"] == ratios
     assert compare_ratios({"fastapi": _result("fastapi", 1, 1)}) == {}  # type: ignore[dict-item]
+
+
+def test_a_rooms_compare_carries_the_jetstream_floor_and_natters_ratio_to_it() -> None:
+    results = {"natter": _result("natter", 4000, 12.0), "fastapi": _result("fastapi", 4000, 3.0)}
+    floor = {"rate": 1000.0, "streams": 4, "p50_ms": 1.0, "p90_ms": 2.0, "p99_ms": 4.0, "max_ms": 9.0}
+    document = compare_document(results, {"scenario": "rooms"}, floor)  # type: ignore[arg-type]
+    assert document["floor"] == floor
+    assert document["ratios"]["jetstream_floor"] == {"latency p99 ms": 3.0}
+    assert document["ratios"]["fastapi"]["latency p99 ms"] == 4.0
+    rows = compare_table(document).row_count
+    assert rows == compare_table(compare_document(results, {"scenario": "rooms"})).row_count + 2  # type: ignore[arg-type]
 
 
 def test_target_kinds() -> None:
