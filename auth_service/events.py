@@ -15,6 +15,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import APIError
 
 from auth_service.kv_json import encode
+from shared.events import envelope
 from shared.subjects import EVENT_SESSION_REVOKED, EVENT_USER_REGISTERED, EVENTS_STREAM
 
 logger = logging.getLogger(__name__)
@@ -22,7 +23,9 @@ logger = logging.getLogger(__name__)
 PUBLISH_ATTEMPTS: Final = 3
 
 
-async def publish_event(js: JetStreamContext, subject: str, body: dict[str, Any], *, msg_id: str) -> bool:
+async def publish_event(
+    js: JetStreamContext, subject: str, body: dict[str, Any] | bytes, *, msg_id: str
+) -> bool:
     """Publish ``body`` to ``subject`` in ``EVENTS`` and await the PubAck, retrying with the same
     ``Nats-Msg-Id``.
 
@@ -30,7 +33,7 @@ async def publish_event(js: JetStreamContext, subject: str, body: dict[str, Any]
         False when no PubAck came after :data:`PUBLISH_ATTEMPTS` tries (logged; the caller's own
         state change already happened and is not undone).
     """
-    payload = encode(body)
+    payload = body if isinstance(body, bytes) else encode(body)
     for attempt in range(1, PUBLISH_ATTEMPTS + 1):
         try:
             await js.publish(subject, payload, stream=EVENTS_STREAM, headers={"Nats-Msg-Id": msg_id})
@@ -43,9 +46,13 @@ async def publish_event(js: JetStreamContext, subject: str, body: dict[str, Any]
 
 
 async def user_registered(js: JetStreamContext, *, user_id: str, username: str, timestamp: str) -> bool:
-    """``events.user.registered`` ``{"user_id","username","timestamp"}``, id ``registered:<user_id>``."""
-    body = {"user_id": user_id, "username": username, "timestamp": timestamp}
-    return await publish_event(js, EVENT_USER_REGISTERED, body, msg_id=f"registered:{user_id}")
+    """``events.user.registered``: the event feed's ``user.registered`` envelope
+    (:mod:`shared.events`), id and ``Nats-Msg-Id`` ``user:<user_id>:registered``."""
+    event_id = f"user:{user_id}:registered"
+    body = envelope(
+        "user.registered", event_id, {"user_id": user_id, "username": username}, created_at=timestamp
+    )
+    return await publish_event(js, EVENT_USER_REGISTERED, body, msg_id=event_id)
 
 
 async def session_revoked(

@@ -13,6 +13,7 @@ from nats.js import JetStreamContext
 
 from chat_service.config import Settings
 from chat_service.directget import DirectReader
+from chat_service.feed import FeedRelay
 from chat_service.floors import FloorKeeper, floor_interval
 from chat_service.janitor import Janitor
 from chat_service.memberships import Memberships
@@ -41,6 +42,8 @@ class Components:
     memberships: Memberships
     janitor: Janitor
     floors: FloorKeeper | None
+    #: room events into the event feed (chat_service.feed)
+    feed: FeedRelay
 
 
 async def build_components(nc: Client, settings: Settings) -> Components:
@@ -56,6 +59,7 @@ async def build_components(nc: Client, settings: Settings) -> Components:
     presence_kv = await open_bucket(js, subjects.KV_PRESENCE)
     gateways_kv = await open_bucket(js, subjects.KV_GATEWAYS)
     memberships_kv = await open_bucket(js, subjects.KV_MEMBERSHIPS)
+    leases_kv = await open_bucket(js, subjects.KV_LEASES)
     reader = DirectReader(nc)
     rooms = RoomRegistry(reader, rooms_kv)
     await rooms.ensure_general()
@@ -91,6 +95,7 @@ async def build_components(nc: Client, settings: Settings) -> Components:
         memberships=Memberships(reader, memberships_kv),
         janitor=janitor,
         floors=floors,
+        feed=FeedRelay(nc, log, leases_kv, timeout=settings.publish_timeout_seconds),
     )
 
 
@@ -123,6 +128,10 @@ class Runtime:
     async def run_purges(self) -> None:
         """Background task: finish purges a dead replica left pending."""
         await self.parts.purger.run()
+
+    async def run_feed(self) -> None:
+        """Background task: relay room events into the event feed (chat_service.feed)."""
+        await self.parts.feed.run()
 
     async def run_floors(self) -> None:
         """Background task: seq floors (returns at once when retention is off)."""

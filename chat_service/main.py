@@ -46,4 +46,5 @@ async def serve(settings: Settings | None = None, stop: asyncio.Event | None = N
     app.background(runtime.run_janitor)
     app.background(runtime.run_floors)
     app.background(runtime.run_purges)
+    app.background(runtime.run_feed)
     await app.run(runtime.setup, stop=stop)

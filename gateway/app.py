@@ -31,7 +31,7 @@ from gateway.edge import BodyLimit
 from gateway.http_api import router
 from gateway.node import Node
 from gateway.wire import RAW_SEND_KEY
-from shared import __version__
+from shared import __version__, asyncapi
 from shared.errors import ErrorCode, ProtocolError
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -181,6 +181,18 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
     async def metrics() -> Response:
         """Prometheus text format."""
         return Response(node.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    asyncapi_document = asyncapi.document()
+
+    @app.get(
+        "/asyncapi.json",
+        tags=["ops"],
+        responses={200: {"content": {"application/json": {}}, "description": "AsyncAPI 3.0.0 document"}},
+    )
+    async def asyncapi_json() -> Response:
+        """The AsyncAPI 3.0.0 document of the event feed (``events.<type>`` on the JetStream
+        stream ``EVENTS``), generated from the models that build every event (shared/events.py)."""
+        return JSONResponse(asyncapi_document)
 
     @app.get("/", include_in_schema=False)
     async def index() -> Response:

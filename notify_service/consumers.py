@@ -30,14 +30,14 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Final, TypeVar
+from typing import Annotated, Any, Final, TypeVar
 
 import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, model_validator
 
 from notify_service.config import Settings
 from notify_service.notifications import (
@@ -94,11 +94,20 @@ class Recheck(Exception):
 
 
 class UserRegistered(BaseModel):
-    """``events.user.registered`` body: ``{"user_id","username","timestamp"}``."""
+    """``events.user.registered`` body: the event feed's envelope ``{"id","type":"user.registered",
+    "created_at","data":{"user_id","username"}}`` (:mod:`shared.events`); events stored before the
+    feed existed are flat ``{"user_id","username","timestamp"}`` and are read the same."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
     user_id: UserId
     username: Annotated[StrictStr, Field(min_length=1, max_length=64)]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unwrap(cls, value: Any) -> Any:
+        if isinstance(value, dict) and isinstance(value.get("data"), dict):
+            return value["data"]
+        return value
 
 
 class ChatMessageEvent(BaseModel):

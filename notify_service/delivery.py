@@ -12,12 +12,14 @@ import logging
 from typing import Any
 
 import nats.errors
+import nats.js.errors
 from nats.aio.client import Client
 
 from notify_service.notifications import broadcast_frame, notification_frame
 from notify_service.store import NotificationStore
 from shared import subjects
 from shared.errors import ErrorCode, ProtocolError
+from shared.events import envelope
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +57,8 @@ class Notifier:
             await self._publish(
                 subjects.deliver_user(user_id), notification_frame(result.data), kind="notification"
             )
+        if result.new or result.push:
+            await self._feed(user_id, data)
         if not result.new:
             logger.info("duplicate notification user=%s id=%s", user_id, data["id"])
         return result.new
@@ -71,6 +75,30 @@ class Notifier:
             ProtocolError: ``unavailable`` when storage does not confirm.
         """
         return await self.store.redact(user_id, notification_id)
+
+    async def _feed(self, user_id: str, data: dict[str, Any]) -> None:
+        """Publish ``notification.created`` on the event feed (PROTOCOL.md section 12), id
+        ``notification:<id>`` (a repeat within 10 minutes is dropped). A mention's excerpt is
+        left out (``message`` ``""``): the message may be deleted later, and the feed keeps no
+        copy of text it cannot take back (section 8); consumers read the message from its room.
+        Best effort: a failure is logged, the notification itself is stored and pushed."""
+        event_data = {**data, "user_id": user_id}
+        metadata = data.get("metadata")
+        if isinstance(metadata, dict) and "room" in metadata and "seq" in metadata:
+            event_data["message"] = ""
+        event_id = f"notification:{data['id']}"
+        try:
+            body = envelope(
+                "notification.created", event_id, event_data, created_at=str(data.get("timestamp"))
+            )
+            await self.nc.jetstream().publish(
+                subjects.EVENT_NOTIFICATION_CREATED,
+                body,
+                stream=subjects.EVENTS_STREAM,
+                headers={"Nats-Msg-Id": event_id},
+            )
+        except (ValueError, nats.errors.Error, nats.js.errors.APIError) as error:
+            logger.warning("notification.created for %s not published: %r", data.get("id"), error)
 
     async def broadcast(self, *, title: str, message: str, notification_type: str) -> None:
         """Publish one ``broadcast_notification`` frame to ``deliver.all`` (header

@@ -12,10 +12,12 @@ auth       serve ``auth.*``; its own buckets (users, sessions, refresh tokens, *
            ``events.user.*`` and ``events.session.*``. Of its endpoints, the gateway may ask
            only the public ones; ``auth.service_token*`` and ``auth.rotate_keys`` are the
            operator's.
-chat       serve ``chat.*``; ``roomlog.>`` and ``roomview.>`` (the room log shards ``ROOMS_<k>``,
-           reading them and erasing deleted text), ``access.>`` (removals), its buckets (rooms,
-           presence; gateways read-only), ``events.chat.*``, ``deliver.room.*``; ask
-           ``auth.lookup``.
+chat       serve ``chat.*`` and ``api.rooms.post``; ``roomlog.>`` and ``roomview.>`` (the room
+           log shards ``ROOMS_<k>``, reading them, following them for the event feed, erasing
+           deleted text), ``access.>`` (removals), its buckets (rooms, presence, leases;
+           gateways read-only), ``events.chat.*`` and the room events of the feed
+           (``events.message.*``, ``events.reaction.*``, ``events.member.*``, and erasing a
+           deleted message's copies there), ``deliver.room.*``; ask ``auth.lookup``.
 notify     serve ``notify.*``; ``notif.>`` (and erasing a deleted message's mention text), its
            read-state bucket, the ``EVENTS`` consumers, ``deliver.user.*`` and ``deliver.all``;
            ask ``auth.lookup`` and ``chat.access``.
@@ -23,7 +25,9 @@ gateway    ask exactly the service subjects the HTTP API and the WebSocket proto
            ``auth.service_token``, ``auth.lookup`` or ``chat.access``); receive ``deliver.>``;
            publish ``deliver.room.*`` (typing); its heartbeat bucket; follow the revocations and
            ``ROOM_ACCESS``. It never reads a KV value: public keys come from ``auth.jwks``.
-backend    other services inside the NATS network: ``notify.send`` and ``notify.broadcast``.
+backend    other services inside the NATS network: ``notify.send``, ``notify.broadcast`` and
+           ``api.rooms.post``; read and consume the event feed (``EVENTS``) with consumers of
+           their own, never natter's own durable consumers (denied by name).
 =========  ==================================================================================
 
 No tier but the operator may create, change or delete a stream or bucket: a client that may
@@ -54,6 +58,13 @@ GATEWAY: Final = "gateway"
 BACKEND: Final = "backend"
 #: Every NATS user natter defines, in the order the server config lists them.
 TIERS: Final = (OPERATOR, AUTH, CHAT, NOTIFY, GATEWAY, BACKEND)
+#: natter's own durable consumers on ``EVENTS`` (notify_service): backends may not touch them.
+INTERNAL_EVENT_CONSUMERS: Final = (
+    "notify-welcome",
+    "notify-mentions",
+    "notify-redactions",
+    "notify-webhooks",
+)
 
 #: The request subjects the gateway relays (PROTOCOL.md sections 2-6) and nothing else.
 GATEWAY_REQUESTS: Final = (
@@ -164,12 +175,18 @@ def permissions(tier: str) -> dict[str, object]:
         return _with_responses(publish, subscribe)
     if tier == CHAT:
         publish, subscribe = _service(CHAT)
+        subscribe.append(subjects.API_ROOMS_POST)  # backend services post as bots (section 12)
         publish += [
             subjects.AUTH_LOOKUP,
             room_shards.LOG_SUBJECTS,
             room_shards.VIEW_SUBJECTS,
             subjects.ROOM_ACCESS_SUBJECTS,
             "events.chat.>",
+            # the room events of the event feed (chat_service.feed)
+            "events.message.>",
+            "events.reaction.>",
+            "events.member.>",
+            f"$JS.API.STREAM.MSG.DELETE.{subjects.EVENTS_STREAM}",
             subjects.DELIVER_ROOM_WILDCARD,
             *_info(subjects.ROOM_ACCESS_STREAM),
             *_info(subjects.EVENTS_STREAM),
@@ -177,15 +194,16 @@ def permissions(tier: str) -> dict[str, object]:
         for shard in range(room_shards.MAX_SHARDS):
             stream = room_shards.stream_name(shard)
             # Erasing single messages is how deleted text is purged (PROTOCOL.md section 8).
-            publish += [*_read(stream), f"$JS.API.STREAM.MSG.DELETE.{stream}"]
+            publish += [*_read(stream), f"$JS.API.STREAM.MSG.DELETE.{stream}", *_consume(stream)]
         for bucket in (
             subjects.KV_ROOMS,
             subjects.KV_PRESENCE,
             subjects.KV_GATEWAYS,
             subjects.KV_MEMBERSHIPS,
+            subjects.KV_LEASES,
         ):
             publish += [*_read(_kv(bucket)), *_consume(_kv(bucket))]
-        for bucket in (subjects.KV_ROOMS, subjects.KV_PRESENCE, subjects.KV_MEMBERSHIPS):
+        for bucket in (subjects.KV_ROOMS, subjects.KV_PRESENCE, subjects.KV_MEMBERSHIPS, subjects.KV_LEASES):
             publish += _kv_write(bucket)
         # read markers go to the user's other sockets (PROTOCOL.md section 9)
         publish.append(subjects.DELIVER_USER_WILDCARD)
@@ -203,6 +221,7 @@ def permissions(tier: str) -> dict[str, object]:
             f"$JS.API.STREAM.MSG.DELETE.{subjects.NOTIFICATIONS_STREAM}",
             *_info(subjects.EVENTS_STREAM),
             *_consume(subjects.EVENTS_STREAM),
+            "events.notification.>",  # the event feed's notification.created
             *_read(_kv(subjects.KV_NOTIFY_READ)),
             *_kv_write(subjects.KV_NOTIFY_READ),
         ]
@@ -223,8 +242,27 @@ def permissions(tier: str) -> dict[str, object]:
         subscribe = ["deliver.>", f"{inbox_prefix(GATEWAY)}.>"]
         return {"publish": {"allow": publish}, "subscribe": {"allow": subscribe}}
     if tier == BACKEND:
+        deny: list[str] = []
+        for durable in INTERNAL_EVENT_CONSUMERS:  # natter's own: no backend may take them over
+            deny += [
+                f"$JS.API.CONSUMER.CREATE.{subjects.EVENTS_STREAM}.{durable}",
+                f"$JS.API.CONSUMER.CREATE.{subjects.EVENTS_STREAM}.{durable}.>",
+                f"$JS.API.CONSUMER.DURABLE.CREATE.{subjects.EVENTS_STREAM}.{durable}",
+                f"$JS.API.CONSUMER.DELETE.{subjects.EVENTS_STREAM}.{durable}",
+                f"$JS.API.CONSUMER.MSG.NEXT.{subjects.EVENTS_STREAM}.{durable}",
+                f"$JS.ACK.{subjects.EVENTS_STREAM}.{durable}.>",
+            ]
         return {
-            "publish": {"allow": [subjects.NOTIFY_SEND, subjects.NOTIFY_BROADCAST]},
+            "publish": {
+                "allow": [
+                    subjects.NOTIFY_SEND,
+                    subjects.NOTIFY_BROADCAST,
+                    subjects.API_ROOMS_POST,
+                    *_read(subjects.EVENTS_STREAM),
+                    *_consume(subjects.EVENTS_STREAM),
+                ],
+                "deny": deny,
+            },
             "subscribe": {"allow": [f"{inbox_prefix(BACKEND)}.>"]},
         }
     raise ValueError(f"unknown NATS tier {tier!r}")

@@ -47,6 +47,7 @@ BUCKET_TTLS: Final[dict[str, float | None]] = {
     subjects.KV_GATEWAYS: 30.0,
     subjects.KV_NOTIFY_READ: 30 * DAY,
     subjects.KV_MEMBERSHIPS: None,
+    subjects.KV_LEASES: 10.0,
 }
 
 
@@ -100,7 +101,8 @@ async def ensure_room_access_stream(js: JetStreamContext, *, replicas: int) -> N
 
 
 async def ensure_events_stream(js: JetStreamContext, *, replicas: int) -> None:
-    """``EVENTS`` on ``events.>``: domain events for durable consumers, kept 7 days."""
+    """``EVENTS`` on ``events.>``: domain events and the event feed (:mod:`shared.events`) for
+    durable consumers, kept 7 days, direct gets allowed."""
     await ensure_stream(
         js,
         StreamConfig(
@@ -111,6 +113,8 @@ async def ensure_events_stream(js: JetStreamContext, *, replicas: int) -> None:
             duplicate_window=DEDUP_WINDOW,
             max_age=7 * DAY,
             discard=DiscardPolicy.OLD,
+            # backends read single events by sequence (the feed's ids point at them)
+            allow_direct=True,
         ),
     )
 

@@ -71,11 +71,15 @@ DELIVER_USER_WILDCARD: Final = "deliver.user.*"
 
 # --- events (JetStream stream EVENTS, durable consumers) -------------------------------------
 EVENTS_STREAM: Final = "EVENTS"
+#: Backend services post messages into rooms (PROTOCOL.md section 12), served by chat_service.
+API_ROOMS_POST: Final = "api.rooms.post"
 EVENTS_ALL: Final = "events.>"
 EVENT_USER_REGISTERED: Final = "events.user.registered"
 EVENT_CHAT_MESSAGE: Final = "events.chat.message"
 EVENT_CHAT_MESSAGE_DELETED: Final = "events.chat.message_deleted"
 EVENT_SESSION_REVOKED: Final = "events.session.revoked"
+#: The event feed's notification.created (shared.events; notify publishes it).
+EVENT_NOTIFICATION_CREATED: Final = "events.notification.created"
 
 # --- gateway liveness ------------------------------------------------------------------------
 GATEWAY_HEARTBEAT_PREFIX: Final = "gateway.heartbeat"
@@ -105,6 +109,9 @@ KV_GATEWAYS: Final = "natter_gateways"
 KV_NOTIFY_READ: Final = "natter_notify_read"
 #: ``<user_id>.<room>`` -> ``{"read_seq","since"}``: memberships and read markers (v2).
 KV_MEMBERSHIPS: Final = "natter_memberships"
+#: Leases: which replica does a singleton job now (chat's feed relay per shard); entries
+#: expire 10 s after their holder stops renewing them.
+KV_LEASES: Final = "natter_leases"
 
 # --- headers ---------------------------------------------------------------------------------
 HDR_ROOM: Final = "Natter-Room"

@@ -24,8 +24,9 @@ import nats.errors
 from nats.js import JetStreamContext
 
 from chat_service.events import publish_deletion
+from chat_service.roomlog.feedrecords import feed_copies
 from chat_service.roomlog.log import RoomLog
-from shared import room_shards
+from shared import room_shards, subjects
 from shared.errors import ProtocolError
 
 logger = logging.getLogger(__name__)
@@ -98,7 +99,9 @@ class Purger:
             ProtocolError: ``unavailable`` when storage did not confirm (the sweep retries).
         """
         where = self._log.where(room)
+        copies = await feed_copies(self._log, where.shard, room, plan.erase)
         await self._log.erase(where.stream, plan.erase)
+        await self._log.erase(subjects.EVENTS_STREAM, copies)  # the event feed's (chat_service.feed)
         if plan.mentions and not await publish_deletion(
             self._js, room=room, seq=target, mentions=list(plan.mentions), timeout=self._timeout
         ):

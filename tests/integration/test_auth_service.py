@@ -134,7 +134,8 @@ async def find_event(nc: Client, subject: str, match: dict[str, Any], timeout: f
         while (remaining := deadline - time.monotonic()) > 0:
             msg = await sub.next_msg(timeout=remaining)
             body = json.loads(msg.data)
-            if all(body.get(k) == v for k, v in match.items()):
+            fields = body["data"] if isinstance(body.get("data"), dict) else body  # feed envelopes
+            if all(fields.get(k) == v for k, v in match.items()):
                 return msg
         raise TimeoutError(f"no {subject} event matching {match}")
     finally:
@@ -567,7 +568,8 @@ async def test_username_unique_under_concurrency_across_replicas(nc: Client, aut
 async def test_registration_publishes_user_registered_event(nc: Client) -> None:
     user = await register(nc)
     msg = await find_event(nc, subjects.EVENT_USER_REGISTERED, {"user_id": user["user_id"]})
-    body = json.loads(msg.data)
-    assert body["username"] == user["username"]
-    assert body["timestamp"].endswith("Z")
-    assert msg.headers is not None and msg.headers["Nats-Msg-Id"] == f"registered:{user['user_id']}"
+    body = json.loads(msg.data)  # the event feed's envelope (shared.events)
+    assert body["type"] == "user.registered" and body["id"] == f"user:{user['user_id']}:registered"
+    assert body["data"] == {"user_id": user["user_id"], "username": user["username"]}
+    assert body["created_at"].endswith("Z")
+    assert msg.headers is not None and msg.headers["Nats-Msg-Id"] == body["id"]
