@@ -31,6 +31,7 @@ from shared import subjects
 from shared.errors import ErrorCode, ProtocolError
 from shared.internal import (
     AccessRequest,
+    ApiPostRequest,
     HistoryRequest,
     JoinRequest,
     LeaveRequest,
@@ -79,6 +80,7 @@ class ChatHandlers:
         app.add_endpoint(subjects.CHAT_HISTORY, self.history)
         app.add_endpoint(subjects.CHAT_PRESENCE, self.presence)
         app.add_endpoint(subjects.CHAT_ACCESS, self.access)
+        app.add_endpoint(subjects.API_ROOMS_POST, self.post)
 
     # --- rooms and presence ----------------------------------------------------------------
 
@@ -264,7 +266,7 @@ class ChatHandlers:
             return frame
         return HeaderedReply(frame, _more_before(messages, fitted))
 
-    async def send(self, body: dict[str, Any], headers: dict[str, str]) -> bytes:
+    async def send(self, body: dict[str, Any], headers: dict[str, str]) -> HeaderedReply:
         """``chat.send``: store the message (a reply with ``reply_to``) with the room's next seq,
         exactly once per ``client_msg_id``, publish the ``message`` frame, answer the ``ack``.
 
@@ -276,14 +278,46 @@ class ChatHandlers:
                 ``forbidden``, ``message_not_found`` (``reply_to`` missing or deleted),
                 ``unavailable`` (storage could not confirm; safe to retry).
         """
-        req = SendRequest.model_validate(body)
+        return await self.store_message(SendRequest.model_validate(body))
+
+    async def post(self, body: dict[str, Any], headers: dict[str, str]) -> HeaderedReply:
+        """``api.rooms.post``: a backend service inside the NATS network posts as a bot
+        (PROTOCOL.md section 12; :class:`~shared.internal.ApiPostRequest`), exactly like
+        ``POST /api/rooms/{room}/messages`` with a service token.
+
+        Raises:
+            ProtocolError: as :meth:`send`.
+        """
+        req = ApiPostRequest.model_validate(body)
+        return await self.store_message(
+            SendRequest(
+                user_id=f"svc:{req.service}",
+                username=req.service,
+                room=req.room,
+                message=req.message,
+                client_msg_id=req.client_msg_id,
+                reply_to=req.reply_to,
+                bot=True,
+            )
+        )
+
+    async def store_message(self, req: SendRequest) -> HeaderedReply:
+        """Store ``req``'s message (:meth:`send`); the ack frame, with ``Natter-Duplicate: 1``
+        when a retry found the original.
+
+        Raises:
+            ProtocolError: as :meth:`send`.
+        """
         text = req.message.strip()
         if not text:
             raise ProtocolError(ErrorCode.VALIDATION_ERROR, "message: must not be empty")
         parts = self.parts
-        room = await parts.room_cache.require_access(req.room, req.user_id)
-        if room.is_muted(req.user_id):
-            raise ProtocolError(ErrorCode.MUTED)
+        if req.bot:  # a service posts to any room that exists (section 12)
+            room = await parts.rooms.require(req.room)
+        else:
+            room = await parts.room_cache.require_access(req.room, req.user_id)
+            if room.is_muted(req.user_id):
+                raise ProtocolError(ErrorCode.MUTED)
         where = parts.log.where(room.name)
         timestamp = utc_timestamp()
         parent = req.reply_to
@@ -298,6 +332,7 @@ class ChatHandlers:
                 timestamp=timestamp,
                 client_msg_id=req.client_msg_id,
                 reply_to=parent,
+                bot=req.bot,
             )
             if parent is None:
                 return Draft(subject=where.message_subject(), body=data)
@@ -345,13 +380,14 @@ class ChatHandlers:
                 message=str(original["message"]) if original else text,
                 timeout=self.settings.publish_timeout_seconds,
             )
-        if not stored.duplicate:
+        if not stored.duplicate and not req.bot:
             self.read_state.sent_soon(room.name, req.user_id, stored.seq)
         answered = timestamp
         if original is not None:
             answered = str(original["timestamp"])
         elif stored.record is not None:
             answered = str(stored.record.get("timestamp") or timestamp)
-        return frames.ack_frame(
+        ack = frames.ack_frame(
             room=room.name, client_msg_id=req.client_msg_id, seq=stored.seq, timestamp=answered
         )
+        return HeaderedReply(ack, {subjects.HDR_DUPLICATE: "1"} if stored.duplicate else {})

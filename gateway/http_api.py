@@ -31,6 +31,8 @@ from gateway.http_models import (
     NotificationSendBody,
     NotificationsPage,
     PasswordBody,
+    PostedReply,
+    PostMessageBody,
     ReadBody,
     RefreshBody,
     RegisterBody,
@@ -63,6 +65,7 @@ from shared.internal import (
     RoomRoleRequest,
     RoomSanctionRequest,
     RoomsListRequest,
+    SendRequest,
 )
 
 router = APIRouter()
@@ -234,6 +237,52 @@ async def room_messages(
     node = node_of(request)
     answer = await node.request_msg(subjects.CHAT_HISTORY, body.model_dump_json(exclude_none=True).encode())
     return json_bytes(await complete(node.request, answer, room=room, user_id=claims.user_id))
+
+
+@router.post(
+    "/api/rooms/{room}/messages",
+    tags=["rooms"],
+    status_code=201,
+    response_model=PostedReply,
+    responses={
+        200: {"model": PostedReply, "description": "A retry: the original's ack"},
+        **errors(400, 401, 403, 404),
+    },
+)
+async def post_message(
+    room: RoomPath, body: PostMessageBody, claims: UserClaims, request: Request
+) -> Response:
+    """Post a message (PROTOCOL.md section 12), stored and delivered exactly like a socket's
+    ``chat_message``: a user token posts as that user (who must be allowed to send in the
+    room: 403 ``forbidden`` / ``muted``); a service or admin token posts as the service
+    (``user_id`` ``svc:<name>``, ``"bot": true``) to any room that exists (404 otherwise).
+    201 with the ``ack``; a repeated ``client_msg_id`` (10 minutes) is 200 with the original's."""
+    subjects.check_room(room)
+    if claims.role in ("service", "admin"):
+        name = claims.user_id.removeprefix("svc-")
+        send = SendRequest(
+            user_id=f"svc:{name}",
+            username=name,
+            room=room,
+            message=body.message,
+            client_msg_id=body.client_msg_id,
+            reply_to=body.reply_to,
+            bot=True,
+        )
+    else:
+        send = SendRequest(
+            user_id=claims.user_id,
+            username=claims.username,
+            room=room,
+            message=body.message,
+            client_msg_id=body.client_msg_id,
+            reply_to=body.reply_to,
+        )
+    answer = await node_of(request).request_msg(
+        subjects.CHAT_SEND, send.model_dump_json(exclude_none=True).encode()
+    )
+    duplicate = (answer.headers or {}).get(subjects.HDR_DUPLICATE) == "1"
+    return json_bytes(answer.data, 200 if duplicate else 201)
 
 
 @router.delete(

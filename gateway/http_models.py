@@ -111,6 +111,18 @@ class DmBody(_In):
     username: Username
 
 
+class PostMessageBody(_In):
+    """``POST /api/rooms/{room}/messages`` (PROTOCOL.md section 12)."""
+
+    message: Annotated[
+        Text, Field(min_length=1, max_length=4000, description="1..4000 characters after trimming.")
+    ]
+    client_msg_id: Annotated[Text, Field(min_length=1, max_length=64)] | None = Field(
+        default=None, description="The idempotency key: a retry within 10 minutes gets the original's ack."
+    )
+    reply_to: Annotated[int, Ge(1)] | None = Field(default=None, description="Make it a reply to this seq.")
+
+
 def _true(value: bool) -> bool:
     if value is not True:
         raise ValueError("must be true")
@@ -270,6 +282,17 @@ class NotificationsPage(_Out):
     type: Literal["notifications"]
     unread: int
     items: list[dict[str, Any]]
+
+
+class PostedReply(_Out):
+    """The ``ack`` a socket would get (PROTOCOL.md section 4), without ``id``."""
+
+    type: Literal["ack"]
+    room: str
+    client_msg_id: str | None
+    seq: int
+    message_id: str
+    timestamp: str
 
 
 class SentReply(_Out):

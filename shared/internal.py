@@ -15,7 +15,16 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    model_validator,
+)
 
 from shared.protocol import SURROGATE_RE, surrogate_path
 
@@ -158,14 +167,45 @@ Emoji = Annotated[Text, Field(min_length=1, max_length=32, pattern=r"^[^\s\x00-\
 Seq = Annotated[StrictInt, Field(ge=1)]
 
 
+#: A service's name as it posts (PROTOCOL.md section 12): the name of its service token.
+ServiceName = Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_-]{1,48}$")]
+#: ``svc:<name>``: the ``user_id`` of a service posting as a bot.
+BotId = Annotated[StrictStr, Field(pattern=r"^svc:[A-Za-z0-9_-]{1,48}$")]
+
+
 class SendRequest(Actor):
-    """``chat.send``: answers the ``ack`` frame. Idempotent on (room, user, client_msg_id);
-    ``reply_to`` makes it a reply to that message of the room (``message_not_found``)."""
+    """``chat.send``: answers the ``ack`` frame (header ``Natter-Duplicate: 1`` when it is the
+    original's, a retry). Idempotent on (room, user, client_msg_id); ``reply_to`` makes it a
+    reply to that message of the room (``message_not_found``).
+
+    ``bot``: a service posts (``user_id`` ``svc:<name>``, ``username`` the name): to any room
+    that exists, without membership, ``"bot": true`` in the message (section 12).
+    """
+
+    user_id: UserId | BotId
+    room: RoomName
+    message: Annotated[Text, Field(min_length=1, max_length=4000)]
+    client_msg_id: ClientMsgId | None = None
+    reply_to: Seq | None = None
+    bot: StrictBool = False
+
+    @model_validator(mode="after")
+    def _bot_ids(self) -> SendRequest:
+        if self.bot != self.user_id.startswith("svc:"):
+            raise ValueError("user_id: svc:<name> exactly for bot posts")
+        return self
+
+
+class ApiPostRequest(_Body):
+    """``api.rooms.post`` (backend services inside the NATS network, PROTOCOL.md section 12):
+    the body of ``POST /api/rooms/{room}/messages`` plus ``room``, and optionally the
+    ``service`` name it posts as (default ``backend``). Answers the ``ack`` frame."""
 
     room: RoomName
     message: Annotated[Text, Field(min_length=1, max_length=4000)]
     client_msg_id: ClientMsgId | None = None
     reply_to: Seq | None = None
+    service: ServiceName = "backend"
 
 
 class EventRequest(Actor):

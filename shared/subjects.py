@@ -130,6 +130,8 @@ HDR_MORE_AFTER: Final = "Natter-More-After"
 #: ...or ``Natter-More-Count`` messages with ``seq`` < this one, prepended (gateway.pages).
 HDR_MORE_BEFORE: Final = "Natter-More-Before"
 HDR_MORE_COUNT: Final = "Natter-More-Count"
+#: On a ``chat.send`` reply: the message was stored before (a retry); the ack is the original's.
+HDR_DUPLICATE: Final = "Natter-Duplicate"
 #: ``Natter-Kind`` of the ``removed`` frame chat publishes on ``deliver.room.<room>``.
 KIND_REMOVED: Final = "removed"
 

@@ -49,8 +49,10 @@ def message_body(
     timestamp: str,
     client_msg_id: str | None,
     reply_to: int | None = None,
+    bot: bool = False,
 ) -> bytes:
-    """The stored body of a message, also the ``data`` of its ``message`` frame."""
+    """The stored body of a message, also the ``data`` of its ``message`` frame (``"bot":
+    true`` when a service posted it, PROTOCOL.md section 12)."""
     data: dict[str, Any] = {
         "id": message_id(room, seq),
         "seq": seq,
@@ -62,6 +64,8 @@ def message_body(
     }
     if reply_to is not None:
         data["reply_to"] = reply_to
+    if bot:
+        data["bot"] = True
     return dumps(data).encode()
 
 

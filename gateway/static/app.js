@@ -841,6 +841,12 @@
     }
     const meta = el("div", "message-meta");
     meta.append(el("span", "message-user", data.username || "?"));
+    if (data.bot === true) {
+      const badge = el("span", "message-bot", "bot");
+      badge.dataset.testid = "message-bot";
+      badge.title = "Posted by a service";
+      meta.append(badge);
+    }
     const time = el("time", "message-time", data.timestamp ? formatTime(data.timestamp) : "");
     if (data.timestamp) time.dateTime = String(data.timestamp);
     meta.append(time);

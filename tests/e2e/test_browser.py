@@ -227,7 +227,7 @@ def texts_of(frames: list[dict[str, Any]]) -> list[str]:
 
 
 @pytest.mark.timeout(120)
-async def test_history_paging_and_broadcast_toast(stack: Any, browser: Browser) -> None:
+async def test_history_paging_broadcast_toast_and_a_bot_post(stack: Any, browser: Browser) -> None:
     room = unique_name("room")
     async with httpx.AsyncClient(base_url=stack.base_url, timeout=10) as http:
         seeder = await support.register(http)
@@ -271,6 +271,21 @@ async def test_history_paging_and_broadcast_toast(stack: Any, browser: Browser) 
     await expect(toast).to_have_count(1, timeout=WAIT_MS)
     await expect(toast.locator(".toast-title")).to_have_text(exact(title))
     assert await page.locator("#toasts b").count() == 0
+
+    # A service posts into the room (PROTOCOL.md section 12): shown live, marked as a bot.
+    posted = f"<i>build</i> {unique_name('ok')} passed"
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=10) as http:
+        response = await http.post(
+            f"/api/rooms/{room}/messages",
+            json={"message": posted, "client_msg_id": "ci-1"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert response.status_code == 201, response.text
+    row = message_rows(page, posted)
+    await expect(row).to_have_count(1, timeout=WAIT_MS)
+    await expect(row.locator('[data-testid="message-bot"]')).to_have_text("bot")
+    await expect(row.locator(".message-user")).to_have_text("tests")
+    assert await page.locator("#messages .message-text i").count() == 0
     assert problems == {"dialogs": [], "page_errors": []}
 
 
