@@ -23,7 +23,8 @@ from pydantic import (
     WithJsonSchema,
 )
 
-from shared.internal import NotificationType, Password, Text, UserId, Username, json_metadata
+from shared.events import EventType
+from shared.internal import NotificationType, Password, RoomName, Text, UserId, Username, json_metadata
 from shared.subjects import ROOM_RE
 
 
@@ -120,7 +121,9 @@ class PostMessageBody(_In):
     client_msg_id: Annotated[Text, Field(min_length=1, max_length=64)] | None = Field(
         default=None, description="The idempotency key: a retry within 10 minutes gets the original's ack."
     )
-    reply_to: Annotated[int, Ge(1)] | None = Field(default=None, description="Make it a reply to this seq.")
+    reply_to: Annotated[int, Ge(1), BeforeValidator(_integral)] | None = Field(
+        default=None, description="Make it a reply to this seq."
+    )
 
 
 def _true(value: bool) -> bool:
@@ -282,6 +285,51 @@ class NotificationsPage(_Out):
     type: Literal["notifications"]
     unread: int
     items: list[dict[str, Any]]
+
+
+class WebhookBody(_In):
+    """``POST /api/webhooks`` (PROTOCOL.md section 12)."""
+
+    url: Annotated[Text, Field(min_length=1, max_length=2048, description="http(s) URL to POST events to.")]
+    events: Annotated[list[EventType], Field(min_length=1, max_length=8)]
+    secret: Annotated[Text, Field(min_length=16, max_length=256)] | None = Field(
+        default=None, description="Signs every delivery (HMAC-SHA256); made for you when absent."
+    )
+    rooms: Annotated[list[RoomName], Field(max_length=1000)] | None = Field(
+        default=None, description="Only these rooms (private ones included); default: every public room."
+    )
+
+
+class WebhookOut(_Out):
+    id: str
+    url: str
+    events: list[str]
+    rooms: list[str] | None
+    created_at: str
+    created_by: str
+
+
+class WebhookCreated(WebhookOut):
+    secret: str
+
+
+class WebhookList(_Out):
+    webhooks: list[WebhookOut]
+
+
+class WebhookAttempt(_Out):
+    event_id: str
+    type: str
+    attempt: int
+    status: int | None
+    duration_ms: float
+    error: str | None
+    at: str
+    by: str | None = None
+
+
+class WebhookDeliveries(_Out):
+    deliveries: list[WebhookAttempt]
 
 
 class PostedReply(_Out):

@@ -185,7 +185,7 @@ class NotificationStore:
         except nats.js.errors.NotFoundError:  # already gone
             return
         except nats.js.errors.APIError as error:
-            if error.err_code == 10057:  # JSStreamMsgDeleteFailedF: no such message
+            if error.err_code in (10057, 10043):  # no such message: erased already
                 return
             raise ProtocolError(ErrorCode.UNAVAILABLE) from error
         except (nats.errors.Error, TimeoutError) as error:

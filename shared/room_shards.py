@@ -116,6 +116,11 @@ class RoomLayout:
         """The redacted form of purged log entry ``seq``."""
         return f"{self._view}.t.{seq}"
 
+    @property
+    def tombstones_filter(self) -> str:
+        """Every tombstone by seq of the room."""
+        return f"{self._view}.t.*"
+
     def count_tombstone_subject(self, count: int) -> str:
         """The tombstone of the purged message with message count ``count`` (pages by count)."""
         return f"{self._view}.n.{count}"

@@ -72,6 +72,11 @@ HDR_EXPECTED_SUBJECT: Final = "Nats-Expected-Last-Subject-Sequence-Subject"
 #: multi_last takes at most 1024 subjects (ADR-31).
 MULTI_LAST_MAX: Final = 1024
 RECORD_TTL: Final = "10m"
+#: ``STREAM.MSG.DELETE`` answers for a message that is not there (erased already): done.
+#: 10057 "no message found", 10043 "sequence not found".
+ALREADY_GONE: Final = frozenset({10057, 10043})
+#: Tombstones read at most to answer a retry of a message deleted since.
+TOMBSTONE_SCAN: Final = 200
 #: Most messages of one room stored in one atomic batch (group commit); nats-server allows
 #: 1,000 per batch (ADR-50), and a smaller group keeps each write's latency short.
 MAX_GROUP: Final = 100
@@ -383,7 +388,7 @@ class RoomLog:
                 raise ProtocolError(ErrorCode.UNAVAILABLE) from error
             answer = json.loads(reply.data or b"{}")
             error_info = answer.get("error")
-            if error_info and error_info.get("err_code") != 10057:  # 10057: no message found
+            if error_info and error_info.get("err_code") not in ALREADY_GONE:
                 logger.error("erase of %s/%d refused: %s", stream, stream_seq, error_info)
                 raise ProtocolError(ErrorCode.UNAVAILABLE)
 
@@ -486,8 +491,12 @@ class RoomLog:
         tail = state.tail if state.tail_known else await self.tail(room)
         unknown = 0
         check_record = False
+        #: the request's Nats-Msg-Id belongs to a plain message stored earlier (a client reused
+        #: its client_msg_id for a reply): publish the entry alone, whose duplicate PubAck
+        #: points at that original (the answer a repeated client_msg_id gets, section 4)
+        alone = False
         for _ in range(self._attempts):
-            if batch and check_record:
+            if batch and check_record and not alone:
                 found = await self.record(room, key)
                 if found is not None:
                     return Appended(
@@ -510,7 +519,7 @@ class RoomLog:
                 HDR_EXPECTED_SUBJECT: where.log_filter,
             }
             try:
-                if batch:
+                if batch and not alone:
                     record = {**(draft.record or {}), "seq": seq}
                     extra = (
                         *draft.extra,
@@ -527,12 +536,15 @@ class RoomLog:
                         self.nc, draft.subject, draft.body, timeout=self._publish_timeout, headers=headers
                     )
                     stream_seq, duplicate = ack.seq, bool(ack.duplicate)
+                    if alone and not duplicate:  # the original left the 10-minute window meanwhile
+                        logger.warning("room=%s seq=%d stored without its batch's other writes", room, seq)
             except APIError as error:
                 if error.err_code in WRONG_LAST_SEQUENCE:
                     tail = await self.tail(room)  # another replica wrote: re-read and retry
                     check_record = unknown > 0
                     continue
                 if error.err_code == BATCH_DUPLICATE:
+                    alone = check_record  # no record of it either: a plain message has the id
                     check_record = True
                     continue
                 if isinstance(error, ServiceUnavailableError):
@@ -556,6 +568,8 @@ class RoomLog:
                 continue
             if duplicate:
                 original = await self._read_stored(where.stream, stream_seq)
+                if original is None:  # deleted since: its tombstone stands in for it
+                    original = await self._tombstone_of(room, stream_seq, write)
                 point = entry_point(original)
                 result = Appended(seq=point.seq, stream_seq=stream_seq, data=original.data, duplicate=True)
             else:
@@ -698,11 +712,36 @@ class RoomLog:
         # The commit's seq is the batch's last message; the event is the first of ``count``.
         return int(answer["seq"]) - int(answer.get("count", len(items))) + 1
 
-    async def _read_stored(self, stream: str, stream_seq: int) -> StoredMsg:
-        """The message at ``stream_seq`` (retrying briefly: a replica may lag on a cluster)."""
-        for attempt in range(5):
+    async def _read_stored(self, stream: str, stream_seq: int) -> StoredMsg | None:
+        """The message at ``stream_seq`` (retrying briefly: a replica may lag on a cluster);
+        None when it is not there (erased: a deleted message)."""
+        for attempt in range(3):
             msg = await direct_get(self.nc, stream, seq=stream_seq)
             if msg is not None:
                 return msg
             await asyncio.sleep(0.05 * (attempt + 1))
-        raise ProtocolError(ErrorCode.UNAVAILABLE)
+        return None
+
+    async def _tombstone_of(self, room: str, stream_seq: int, write: _Write) -> StoredMsg:
+        """The tombstone of the deleted message stored at ``stream_seq`` by ``write``'s user with
+        its ``client_msg_id`` (a retry of a message deleted since: it is answered with the
+        original's ack, PROTOCOL.md section 4). Tombstones are written by the delete, after the
+        message, so the scan starts there (bounded: :data:`TOMBSTONE_SCAN`).
+
+        Raises:
+            ProtocolError: ``message_not_found`` when none matches within the bound.
+        """
+        where = self.where(room)
+        start = stream_seq + 1
+        for _ in range(TOMBSTONE_SCAN):
+            msg = await direct_get(self.nc, where.stream, seq=start, next_by_subject=where.tombstones_filter)
+            if msg is None:
+                break
+            try:
+                body = json.loads(msg.data)
+            except ValueError:
+                body = {}
+            if body.get("client_msg_id") == write.client_msg_id and body.get("user_id") == write.user_id:
+                return msg
+            start = msg.stream_seq + 1
+        raise ProtocolError(ErrorCode.MESSAGE_NOT_FOUND, "The message this client_msg_id sent was deleted")

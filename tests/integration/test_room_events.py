@@ -226,11 +226,11 @@ async def test_a_delete_purges_the_stored_text_from_jetstream(stack: Stack) -> N
             async def raw() -> bytes:
                 out = b""
                 start = 1
-                while True:
+                while True:  # until an empty batch: a batch may stop short at the server's byte limit
                     batch = await direct_batch(nc, where.stream, subject=">", start_seq=start, batch=1000)
-                    out += b"".join(m.data for m in batch)
-                    if len(batch) < 1000:
+                    if not batch:
                         return out
+                    out += b"".join(m.data for m in batch)
                     start = batch[-1].stream_seq + 1
 
             before = await raw()
@@ -368,4 +368,39 @@ async def test_events_from_two_sockets_at_once_keep_one_gap_free_order(stack: St
             frames = await room_frames(client, room, 61)
             assert [f["data"]["seq"] for f in frames] == list(range(1, 62))
         for client in (a, b, watcher):
+            await client.close()
+
+
+async def test_a_reply_reusing_a_messages_client_msg_id_gets_that_messages_ack(stack: Stack) -> None:
+    """A client_msg_id used again is answered with the original's ack, even when the repeat is
+    a reply (stored as a batch) and the original a plain message (found by its Nats-Msg-Id)."""
+    http, _alice, _bob, a, b, room = await pair(stack)
+    async with contextlib.aclosing(http):
+        first = await a.request(
+            {"type": "chat_message", "room": room, "message": "one", "client_msg_id": "same"}
+        )
+        again = await a.request(
+            {"type": "chat_message", "room": room, "message": "two", "client_msg_id": "same", "reply_to": 1}
+        )
+        assert again["type"] == "ack" and again["seq"] == first["seq"] == 1
+        assert again["timestamp"] == first["timestamp"]
+        after = await a.request({"type": "chat_message", "room": room, "message": "three"})
+        assert after["seq"] == 2  # the repeat stored nothing
+        for client in (a, b):
+            await client.close()
+
+
+async def test_a_retry_of_a_deleted_message_gets_its_ack_and_stores_nothing(stack: Stack) -> None:
+    http, alice, _bob, a, b, room = await pair(stack)
+    async with contextlib.aclosing(http):
+        frame = {"type": "chat_message", "room": room, "message": "soon gone", "client_msg_id": "retry-me"}
+        first = await a.request(frame)
+        deleted = await http.delete(f"/api/rooms/{room}/messages/{first['seq']}", headers=bearer(alice))
+        assert deleted.status_code == 204
+        again = await a.request(frame)
+        assert again["type"] == "ack" and again["seq"] == first["seq"]
+        assert again["timestamp"] == first["timestamp"]
+        nxt = await a.request({"type": "chat_message", "room": room, "message": "next"})
+        assert nxt["seq"] == first["seq"] + 2  # the delete took one seq; the retry none
+        for client in (a, b):
             await client.close()
