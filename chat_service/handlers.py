@@ -196,13 +196,17 @@ class ChatHandlers:
         return frames.left_frame(req.room)
 
     async def access(self, body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
-        """``chat.access``: ``{"room","readers"}``, the given users who may read the room now
+        """``chat.access``: ``{"room","readers","private"}``, the given users who may read the room now
         (read from the registry, never a cache), and with ``seq`` the message's current text
         (``{"text","deleted"}`` or null): notify writes mention excerpts from it, never from a
         copy (PROTOCOL.md section 8, "Delete means gone"); ``room_not_found``."""
         req = AccessRequest.model_validate(body)
         room = await self.parts.rooms.require(req.room)
-        answer: dict[str, Any] = {"room": room.name, "readers": readers(room, list(req.user_ids))}
+        answer: dict[str, Any] = {
+            "room": room.name,
+            "readers": readers(room, list(req.user_ids)),
+            "private": room.private,
+        }
         if req.seq is not None:
             answer["message"] = await self._current_text(room.name, req.seq)
         return answer

@@ -45,6 +45,10 @@ from gateway.http_models import (
     SanctionBody,
     SentReply,
     TokenPair,
+    WebhookBody,
+    WebhookCreated,
+    WebhookDeliveries,
+    WebhookList,
     errors,
 )
 from gateway.node import Node
@@ -66,6 +70,8 @@ from shared.internal import (
     RoomSanctionRequest,
     RoomsListRequest,
     SendRequest,
+    WebhookCreateRequest,
+    WebhookRef,
 )
 
 router = APIRouter()
@@ -78,6 +84,7 @@ USERNAME_PATTERN = r"^[A-Za-z0-9_]{3,32}$"
 #: A room in a path: the pattern is documented, the check is ``invalid_room`` (400, section 3).
 RoomPath = Annotated[str, Path(max_length=256, json_schema_extra={"pattern": ROOM_PATTERN})]
 UsernamePath = Annotated[str, Path(pattern=USERNAME_PATTERN)]
+WebhookIdPath = Annotated[str, Path(pattern=r"^[0-9a-f]{16}$")]
 
 
 def node_of(request: Request) -> Node:
@@ -542,3 +549,70 @@ async def broadcast(body: BroadcastBody, claims: UserClaims, request: Request) -
     require_service(claims)
     reply = await node_of(request).request_json(subjects.NOTIFY_BROADCAST, body.model_dump())
     return JSONResponse(reply, status_code=202)
+
+
+# --- webhooks (PROTOCOL.md section 12) ------------------------------------------------------------
+def require_admin(claims: Claims) -> None:
+    """403 unless the token carries the ``admin`` role (webhooks see every room they ask for)."""
+    if claims.role != "admin":
+        raise ProtocolError(ErrorCode.FORBIDDEN, "An admin token is required")
+
+
+@router.post(
+    "/api/webhooks",
+    tags=["webhooks"],
+    status_code=201,
+    response_model=WebhookCreated,
+    responses=errors(400, 401, 403, 409),
+)
+async def create_webhook(body: WebhookBody, claims: UserClaims, request: Request) -> Response:
+    """Register a webhook (admin token): ``url`` (http/https; one that resolves to a loopback,
+    private or link-local address is 400 unless its host is in ``NATTER_WEBHOOK_ALLOWED_HOSTS``),
+    ``events`` (feed types), ``secret`` (signs every delivery; made for you when absent) and
+    optionally ``rooms`` (default: every public room). The answer is the only one with the
+    secret."""
+    require_admin(claims)
+    create = WebhookCreateRequest(
+        url=body.url, events=body.events, secret=body.secret, rooms=body.rooms, created_by=claims.user_id
+    )
+    reply = await node_of(request).request(
+        subjects.NOTIFY_WEBHOOKS_CREATE, create.model_dump_json(exclude_none=True).encode()
+    )
+    return json_bytes(reply, 201)
+
+
+@router.get("/api/webhooks", tags=["webhooks"], response_model=WebhookList, responses=errors(401, 403))
+async def list_webhooks(claims: UserClaims, request: Request) -> Response:
+    """Every registered webhook, without secrets (admin token)."""
+    require_admin(claims)
+    return json_bytes(await node_of(request).request(subjects.NOTIFY_WEBHOOKS_LIST, b"{}"))
+
+
+@router.delete(
+    "/api/webhooks/{webhook_id}",
+    tags=["webhooks"],
+    status_code=204,
+    response_class=Response,
+    responses=errors(401, 403, 404),
+)
+async def delete_webhook(webhook_id: WebhookIdPath, claims: UserClaims, request: Request) -> Response:
+    """Remove a webhook, its pending deliveries and its log (admin token); 404 if unknown."""
+    require_admin(claims)
+    await node_of(request).request(
+        subjects.NOTIFY_WEBHOOKS_DELETE, WebhookRef(id=webhook_id).model_dump_json().encode()
+    )
+    return Response(status_code=204)
+
+
+@router.get(
+    "/api/webhooks/{webhook_id}/deliveries",
+    tags=["webhooks"],
+    response_model=WebhookDeliveries,
+    responses=errors(401, 403, 404),
+)
+async def webhook_deliveries(webhook_id: WebhookIdPath, claims: UserClaims, request: Request) -> Response:
+    """The latest 100 delivery attempts, newest first: event id and type, attempt number, HTTP
+    status (null when none came), duration in ms, error (admin token); 404 if unknown."""
+    require_admin(claims)
+    body = WebhookRef(id=webhook_id).model_dump_json().encode()
+    return json_bytes(await node_of(request).request(subjects.NOTIFY_WEBHOOKS_DELIVERIES, body))

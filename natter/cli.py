@@ -374,6 +374,28 @@ def env_doc(
     _print_or_update("env-doc", render_markdown(), update)
 
 
+@app.command("webhook-receiver")
+def webhook_receiver(
+    secret: str = typer.Option(..., "--secret", envvar="NATTER_WEBHOOK_SECRET", help="The webhook's secret."),
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+    port: int = typer.Option(9000, help="TCP port to listen on."),
+) -> None:
+    """Receive natter webhooks: verify each signature, drop repeats by event id, print each
+    event as a JSON line (docs/integrations.md; a starting point for your own receiver)."""
+    from natter.webhook_receiver import make_server
+
+    server = make_server(host, port, secret)
+    typer.echo(
+        f"listening on http://{host}:{port}/ (register it with NATTER_WEBHOOK_ALLOWED_HOSTS={host})", err=True
+    )
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
 @app.command()
 def version() -> None:
     """Print natter's version."""

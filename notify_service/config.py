@@ -6,7 +6,7 @@ The common fields (``NATS_URL``, ``NATTER_STREAM_REPLICAS``, ...) come from
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import SettingsConfigDict
 
 from shared.config import CommonSettings
@@ -55,4 +55,16 @@ class Settings(CommonSettings):
         default=30.0,
         gt=0,
         description="Longest delay in seconds before an event whose handling failed is retried.",
+    )
+    webhook_allowed_hosts: str = Field(
+        default="",
+        validation_alias=AliasChoices("NATTER_WEBHOOK_ALLOWED_HOSTS"),
+        description="Comma-separated hosts (names or addresses) webhooks may reach although they "
+        "resolve to loopback, private or link-local addresses (refused otherwise: SSRF).",
+    )
+    webhook_timeout: float = Field(
+        default=10.0, gt=0, le=60, description="Seconds a webhook receiver has to answer 2xx."
+    )
+    webhook_retry_hours: float = Field(
+        default=24.0, gt=0, le=168, description="Hours a webhook delivery is retried before it is dropped."
     )

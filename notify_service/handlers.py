@@ -13,9 +13,18 @@ from notify_service.notifications import api_notification_id, build_notification
 from notify_service.runtime import Runtime
 from notify_service.summary import build_summary
 from notify_service.users import lookup_user
+from notify_service.webhooks.registry import new_webhook
+from notify_service.webhooks.targets import check, parse_allowed
 from shared import subjects
 from shared.errors import ErrorCode, ProtocolError
-from shared.internal import NotifyBroadcastRequest, NotifyListRequest, NotifyReadRequest, NotifySendRequest
+from shared.internal import (
+    NotifyBroadcastRequest,
+    NotifyListRequest,
+    NotifyReadRequest,
+    NotifySendRequest,
+    WebhookCreateRequest,
+    WebhookRef,
+)
 from shared.service_runner import Reply, ServiceApp
 
 
@@ -45,6 +54,47 @@ class NotifyEndpoints:
         app.add_endpoint(subjects.NOTIFY_BROADCAST, self.broadcast)
         app.add_endpoint(subjects.NOTIFY_LIST, self.list_notifications)
         app.add_endpoint(subjects.NOTIFY_READ, self.mark_read)
+        app.add_endpoint(subjects.NOTIFY_WEBHOOKS_CREATE, self.create_webhook)
+        app.add_endpoint(subjects.NOTIFY_WEBHOOKS_LIST, self.list_webhooks)
+        app.add_endpoint(subjects.NOTIFY_WEBHOOKS_DELETE, self.delete_webhook)
+        app.add_endpoint(subjects.NOTIFY_WEBHOOKS_DELIVERIES, self.webhook_deliveries)
+
+    # --- webhooks (PROTOCOL.md section 12; the gateway lets only admin tokens ask) ---------------
+    async def create_webhook(self, body: dict[str, Any], headers: dict[str, str]) -> Reply:
+        """``notify.webhooks.create``: check the URL (SSRF rules, ``validation_error``), store
+        the registration; answers it with its ``secret`` (the only time it is answered)."""
+        request = WebhookCreateRequest.model_validate(body)
+        runtime = self.runtime
+        await check(request.url, parse_allowed(runtime.settings.webhook_allowed_hosts))
+        webhook = new_webhook(
+            url=request.url,
+            events=list(request.events),
+            secret=request.secret,
+            rooms=list(request.rooms) if request.rooms is not None else None,
+            created_by=request.created_by,
+        )
+        await runtime.webhooks.put(webhook)
+        return {**webhook.public(), "secret": webhook.secret}
+
+    async def list_webhooks(self, body: dict[str, Any], headers: dict[str, str]) -> Reply:
+        """``notify.webhooks.list``: ``{"webhooks":[...]}`` without secrets."""
+        return {"webhooks": [w.public() for w in await self.runtime.webhooks.all()]}
+
+    async def delete_webhook(self, body: dict[str, Any], headers: dict[str, str]) -> Reply:
+        """``notify.webhooks.delete``: ``{}``; ``not_found``."""
+        request = WebhookRef.model_validate(body)
+        if not await self.runtime.webhooks.delete(request.id):
+            raise ProtocolError(ErrorCode.NOT_FOUND, "Webhook not found")
+        return {}
+
+    async def webhook_deliveries(self, body: dict[str, Any], headers: dict[str, str]) -> Reply:
+        """``notify.webhooks.deliveries``: ``{"deliveries":[...]}``, the latest 100 attempts,
+        newest first; ``not_found``."""
+        request = WebhookRef.model_validate(body)
+        webhooks = self.runtime.webhooks
+        if await webhooks.get(request.id) is None:
+            raise ProtocolError(ErrorCode.NOT_FOUND, "Webhook not found")
+        return {"deliveries": await webhooks.deliveries(request.id)}
 
     async def send(self, body: dict[str, Any], headers: dict[str, str]) -> Reply:
         """``notify.send``: store a notification for one user and push it; ``{"status":"sent","id"}``.

@@ -26,6 +26,7 @@ from notify_service.consumers import (
 )
 from notify_service.handlers import NotifyEndpoints
 from notify_service.runtime import Runtime, open_runtime
+from notify_service.webhooks.dispatch import Dispatcher, Sender
 from shared import __version__
 from shared.logs import configure_logging
 from shared.service_runner import ServiceApp
@@ -78,7 +79,25 @@ async def serve(settings: Settings | None = None, stop: asyncio.Event | None = N
     async def redactions() -> None:
         await run_consumer(runtime[0], REDACTIONS_CONSUMER, handle_message_deleted)
 
+    async def webhook_fanout() -> None:
+        rt = runtime[0]
+        await Dispatcher(rt.nc, rt.webhooks, timeout=settings.request_timeout).run()
+
+    async def webhook_delivery() -> None:
+        rt = runtime[0]
+        sender = Sender(
+            rt.nc,
+            rt.webhooks,
+            allowed_hosts=settings.webhook_allowed_hosts,
+            timeout=settings.request_timeout,
+            http_timeout=settings.webhook_timeout,
+            give_up_after=settings.webhook_retry_hours * 3600,
+        )
+        await sender.run()
+
     app.background(welcome)
     app.background(mentions)
     app.background(redactions)
+    app.background(webhook_fanout)
+    app.background(webhook_delivery)
     await app.run(setup, stop=stop)

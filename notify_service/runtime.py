@@ -10,6 +10,7 @@ from nats.js import JetStreamContext
 from notify_service.config import Settings
 from notify_service.delivery import Notifier
 from notify_service.store import NotificationStore
+from notify_service.webhooks.registry import WebhookStore
 from shared import subjects
 from shared.provisioning import require_stream
 from shared.streams import open_bucket
@@ -24,6 +25,7 @@ class Runtime:
     js: JetStreamContext
     store: NotificationStore
     notifier: Notifier
+    webhooks: WebhookStore
 
 
 async def open_runtime(nc: Client, settings: Settings) -> Runtime:
@@ -37,6 +39,18 @@ async def open_runtime(nc: Client, settings: Settings) -> Runtime:
     js = nc.jetstream(timeout=settings.request_timeout)
     await require_stream(js, subjects.NOTIFICATIONS_STREAM)
     await require_stream(js, subjects.EVENTS_STREAM)
+    await require_stream(js, subjects.WEBHOOKS_STREAM)
+    await require_stream(js, subjects.WEBHOOK_LOG_STREAM)
     kv = await open_bucket(js, subjects.KV_NOTIFY_READ)
     store = NotificationStore(nc=nc, js=js, kv=kv, timeout=settings.request_timeout)
-    return Runtime(settings=settings, nc=nc, js=js, store=store, notifier=Notifier(nc=nc, store=store))
+    webhooks = WebhookStore(
+        nc, js, await open_bucket(js, subjects.KV_WEBHOOKS), timeout=settings.request_timeout
+    )
+    return Runtime(
+        settings=settings,
+        nc=nc,
+        js=js,
+        store=store,
+        notifier=Notifier(nc=nc, store=store),
+        webhooks=webhooks,
+    )

@@ -46,6 +46,8 @@ class ErrorCode(StrEnum):
     UNAUTHORIZED = "unauthorized"
     PAYLOAD_TOO_LARGE = "payload_too_large"
     REQUEST_TIMEOUT = "request_timeout"
+    #: a webhook URL that is not http(s), does not resolve, or reaches a non-public address
+    INVALID_URL = "invalid_url"
 
 
 class CloseCode(IntEnum):
@@ -83,6 +85,7 @@ DEFAULT_MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.UNAUTHORIZED: "Unauthorized",
     ErrorCode.PAYLOAD_TOO_LARGE: "Request body too large",
     ErrorCode.REQUEST_TIMEOUT: "Request body too slow",
+    ErrorCode.INVALID_URL: "URL refused",
 }
 
 #: HTTP status for each code (used for the HTTP API and for Nats-Service-Error-Code).
@@ -104,6 +107,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.CONFLICT: 409,
     ErrorCode.PAYLOAD_TOO_LARGE: 413,
     ErrorCode.REQUEST_TIMEOUT: 408,
+    ErrorCode.INVALID_URL: 400,
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.MESSAGE_NOT_FOUND: 404,
     ErrorCode.MUTED: 403,

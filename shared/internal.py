@@ -26,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from shared.events import EventType
 from shared.protocol import SURROGATE_RE, surrogate_path
 
 #: Largest ``metadata`` of a notification, as compact JSON (bytes).
@@ -196,6 +197,25 @@ class SendRequest(Actor):
         return self
 
 
+class WebhookCreateRequest(_Body):
+    """``notify.webhooks.create`` (``POST /api/webhooks``, admin): ``url``, the ``events`` to
+    send (types of :mod:`shared.events`), the signing ``secret`` (16..256 characters; one is
+    made when absent) and optionally ``rooms`` (null: every public room; a list: exactly those
+    rooms, private ones included). Answers the webhook with its secret."""
+
+    url: Annotated[StrictStr, Field(min_length=1, max_length=2048)]
+    events: Annotated[list[EventType], Field(min_length=1, max_length=8)]
+    secret: Annotated[StrictStr, Field(min_length=16, max_length=256)] | None = None
+    rooms: Annotated[list[RoomName], Field(max_length=1000)] | None = None
+    created_by: StrictStr = ""
+
+
+class WebhookRef(_Body):
+    """``notify.webhooks.delete`` / ``.deliveries``: the webhook ``id``."""
+
+    id: Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{16}$")]
+
+
 class ApiPostRequest(_Body):
     """``api.rooms.post`` (backend services inside the NATS network, PROTOCOL.md section 12):
     the body of ``POST /api/rooms/{room}/messages`` plus ``room``, and optionally the
@@ -331,13 +351,13 @@ class ReadRequest(Actor):
 
 class AccessRequest(_Body):
     """``chat.access``: which of ``user_ids`` may read ``room`` now; answers
-    ``{"room","readers":[user ids]}`` (plus ``"message"`` when asked with ``seq``;
+    ``{"room","readers":[user ids],"private"}`` (plus ``"message"`` when asked with ``seq``;
     ``room_not_found``). Every path that carries a room's
     content to a user outside its sockets (mention notifications, later webhooks and previews)
     asks this first (DESIGN.md rule 14)."""
 
     room: RoomName
-    user_ids: Annotated[list[UserId], Field(max_length=100)]
+    user_ids: Annotated[list[UserId], Field(max_length=100)] = Field(default_factory=list)
     #: with a ``seq``, the answer also has ``"message"``: ``{"text","deleted"}`` of message
     #: ``seq`` as it is now (``text`` is ``""`` once deleted), or null when there is none.
     seq: Annotated[StrictInt, Field(ge=1)] | None = None

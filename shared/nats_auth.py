@@ -100,6 +100,10 @@ GATEWAY_REQUESTS: Final = (
     subjects.NOTIFY_BROADCAST,
     subjects.NOTIFY_LIST,
     subjects.NOTIFY_READ,
+    subjects.NOTIFY_WEBHOOKS_CREATE,
+    subjects.NOTIFY_WEBHOOKS_LIST,
+    subjects.NOTIFY_WEBHOOKS_DELETE,
+    subjects.NOTIFY_WEBHOOKS_DELIVERIES,
 )
 
 #: Buckets only auth_service may read or write (the signing keys are in ``natter_auth_keys``).
@@ -224,6 +228,18 @@ def permissions(tier: str) -> dict[str, object]:
             "events.notification.>",  # the event feed's notification.created
             *_read(_kv(subjects.KV_NOTIFY_READ)),
             *_kv_write(subjects.KV_NOTIFY_READ),
+            # webhooks (PROTOCOL.md section 12): registrations, jobs, the log; events by seq
+            *_read(subjects.EVENTS_STREAM),
+            *_read(_kv(subjects.KV_WEBHOOKS)),
+            *_kv_write(subjects.KV_WEBHOOKS),
+            *_consume(_kv(subjects.KV_WEBHOOKS)),
+            subjects.WEBHOOKS_SUBJECTS,
+            subjects.WEBHOOK_LOG_SUBJECTS,
+            *_info(subjects.WEBHOOKS_STREAM),
+            *_consume(subjects.WEBHOOKS_STREAM),
+            *_read(subjects.WEBHOOK_LOG_STREAM),
+            f"$JS.API.STREAM.PURGE.{subjects.WEBHOOKS_STREAM}",
+            f"$JS.API.STREAM.PURGE.{subjects.WEBHOOK_LOG_STREAM}",
         ]
         return _with_responses(publish, subscribe)
     if tier == GATEWAY:

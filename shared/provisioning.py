@@ -34,6 +34,7 @@ from shared.streams import (
     ensure_notifications_stream,
     ensure_room_access_stream,
     ensure_stream,
+    ensure_webhook_streams,
 )
 
 logger = logging.getLogger(__name__)
@@ -87,7 +88,14 @@ async def provision(
     await ensure_notifications_stream(js, replicas=replicas)
     await ensure_events_stream(js, replicas=replicas)
     await ensure_room_access_stream(js, replicas=replicas)
-    names += [subjects.NOTIFICATIONS_STREAM, subjects.EVENTS_STREAM, subjects.ROOM_ACCESS_STREAM]
+    await ensure_webhook_streams(js, replicas=replicas)
+    names += [
+        subjects.NOTIFICATIONS_STREAM,
+        subjects.EVENTS_STREAM,
+        subjects.ROOM_ACCESS_STREAM,
+        subjects.WEBHOOKS_STREAM,
+        subjects.WEBHOOK_LOG_STREAM,
+    ]
     for bucket in BUCKET_TTLS:
         await ensure_bucket(js, bucket, replicas=replicas)
         names.append(f"KV_{bucket}")

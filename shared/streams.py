@@ -48,6 +48,7 @@ BUCKET_TTLS: Final[dict[str, float | None]] = {
     subjects.KV_NOTIFY_READ: 30 * DAY,
     subjects.KV_MEMBERSHIPS: None,
     subjects.KV_LEASES: 10.0,
+    subjects.KV_WEBHOOKS: None,
 }
 
 
@@ -96,6 +97,37 @@ async def ensure_room_access_stream(js: JetStreamContext, *, replicas: int) -> N
             num_replicas=replicas,
             max_age=ROOM_ACCESS_MAX_AGE,
             discard=DiscardPolicy.OLD,
+        ),
+    )
+
+
+async def ensure_webhook_streams(js: JetStreamContext, *, replicas: int) -> None:
+    """``WEBHOOKS`` on ``hook.<id>``: delivery jobs (kept 25 h, past the 24 h of retries;
+    de-duplicated per webhook and event) and ``WEBHOOK_LOG`` on ``hooklog.<id>``: the latest 100
+    attempts per webhook, direct gets allowed (``GET /api/webhooks/{id}/deliveries``)."""
+    await ensure_stream(
+        js,
+        StreamConfig(
+            name=subjects.WEBHOOKS_STREAM,
+            subjects=[subjects.WEBHOOKS_SUBJECTS],
+            storage=StorageType.FILE,
+            num_replicas=replicas,
+            duplicate_window=DEDUP_WINDOW,
+            max_age=25 * 3600.0,
+            discard=DiscardPolicy.OLD,
+        ),
+    )
+    await ensure_stream(
+        js,
+        StreamConfig(
+            name=subjects.WEBHOOK_LOG_STREAM,
+            subjects=[subjects.WEBHOOK_LOG_SUBJECTS],
+            storage=StorageType.FILE,
+            num_replicas=replicas,
+            max_msgs_per_subject=100,
+            max_age=7 * DAY,
+            discard=DiscardPolicy.OLD,
+            allow_direct=True,
         ),
     )
 

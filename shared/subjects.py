@@ -20,6 +20,7 @@ ROOM_RE: Final = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 USER_ID_RE: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 #: Gateway ids are minted by each gateway process at start.
 GATEWAY_ID_RE: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+WEBHOOK_ID_RE: Final = re.compile(r"^[0-9a-f]{16}$")
 
 # --- request/reply endpoints (micro services, queue groups) ----------------------------------
 AUTH_REGISTER: Final = "auth.register"
@@ -63,6 +64,17 @@ NOTIFY_SEND: Final = "notify.send"
 NOTIFY_BROADCAST: Final = "notify.broadcast"
 NOTIFY_LIST: Final = "notify.list"
 NOTIFY_READ: Final = "notify.read"
+#: Webhook registrations (admin, PROTOCOL.md section 12), served by notify_service.
+NOTIFY_WEBHOOKS_CREATE: Final = "notify.webhooks.create"
+NOTIFY_WEBHOOKS_LIST: Final = "notify.webhooks.list"
+NOTIFY_WEBHOOKS_DELETE: Final = "notify.webhooks.delete"
+NOTIFY_WEBHOOKS_DELIVERIES: Final = "notify.webhooks.deliveries"
+#: One job per (webhook, event) waiting for delivery: ``hook.<webhook id>``.
+WEBHOOKS_STREAM: Final = "WEBHOOKS"
+WEBHOOKS_SUBJECTS: Final = "hook.>"
+#: The latest attempts per webhook: ``hooklog.<webhook id>``.
+WEBHOOK_LOG_STREAM: Final = "WEBHOOK_LOG"
+WEBHOOK_LOG_SUBJECTS: Final = "hooklog.>"
 
 # --- delivery (core pub/sub, final client frames as bytes) -----------------------------------
 DELIVER_ALL: Final = "deliver.all"
@@ -107,6 +119,7 @@ KV_ROOMS: Final = "natter_rooms"
 KV_PRESENCE: Final = "natter_presence"
 KV_GATEWAYS: Final = "natter_gateways"
 KV_NOTIFY_READ: Final = "natter_notify_read"
+KV_WEBHOOKS: Final = "natter_webhooks"
 #: ``<user_id>.<room>`` -> ``{"read_seq","since"}``: memberships and read markers (v2).
 KV_MEMBERSHIPS: Final = "natter_memberships"
 #: Leases: which replica does a singleton job now (chat's feed relay per shard); entries
@@ -191,6 +204,22 @@ def room_access_subject(room: str) -> str:
 def notifications_subject(user_id: str) -> str:
     """``notif.<user_id>``: the stream subject holding one user's notifications."""
     return f"notif.{check_user_id(user_id)}"
+
+
+def webhook_subject(webhook_id: str) -> str:
+    """``hook.<webhook id>``: the webhook's delivery jobs.
+
+    Raises:
+        ValueError: not a webhook id (16 hex digits).
+    """
+    if WEBHOOK_ID_RE.fullmatch(webhook_id) is None:
+        raise ValueError(webhook_id)
+    return f"hook.{webhook_id}"
+
+
+def webhook_log_subject(webhook_id: str) -> str:
+    """``hooklog.<webhook id>``: the webhook's latest attempts."""
+    return f"hooklog.{webhook_subject(webhook_id).split('.', 1)[1]}"
 
 
 def gateway_heartbeat(gateway_id: str) -> str:

@@ -758,6 +758,7 @@ async def test_access_with_seq_answers_the_current_text_and_a_delete_is_announce
         assert await access(ack["seq"]) == {
             "room": room,
             "readers": [bob.user_id],
+            "private": False,
             "message": {"text": "hi @Bob_two", "deleted": False},
         }
         edit = {**alice.body, "room": room, "target": ack["seq"], "message": "hi @Bob_two, edited"}

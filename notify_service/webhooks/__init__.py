@@ -1,0 +1,1 @@
+"""Webhooks: registrations, SSRF-safe targets, fan-out and signed deliveries (PROTOCOL.md section 12)."""

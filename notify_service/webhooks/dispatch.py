@@ -1,0 +1,327 @@
+"""Webhook deliveries, driven by durable JetStream consumers (DESIGN.md rule 16; PROTOCOL.md
+section 12): at least once, in order, retried with backoff for 24 h.
+
+Two stages, so that a slow or failing receiver holds up only itself:
+
+1. **Fan-out** (:class:`Dispatcher`): the durable consumer ``notify-webhooks`` on ``EVENTS``
+   (the feed's eight subjects) takes one event at a time (``max_ack_pending`` 1, so replicas
+   share it and order holds), finds the webhooks that want it (:meth:`Webhook.wants`; a room's
+   privacy is asked of chat, ``chat.access``, and cached briefly) and queues a job
+   ``{"seq","id","type"}`` on ``hook.<webhook id>`` in the ``WEBHOOKS`` stream,
+   ``Nats-Msg-Id`` ``<webhook id>:<event id>``, before it acks the event. A replica killed in
+   between leaves the event unacked; it comes back after ``ack_wait`` and the repeated jobs are
+   dropped by their ids.
+2. **Delivery** (:class:`Sender`): each webhook has its durable consumer ``hook-<id>`` on its
+   subject, ``max_ack_pending`` 1: one delivery in flight per webhook across every replica, so a
+   webhook receives its events in the order they were fanned out (room events in ``seq`` order
+   per room). The event is read from ``EVENTS`` at delivery time (by sequence), so a message
+   deleted before its delivery is never sent (its copy there was erased); it is POSTed with
+   the signature headers (:mod:`shared.webhook_signing`) to the address the SSRF check pinned
+   (:mod:`notify_service.webhooks.targets`), no redirects, 10 s timeout. A 2xx acks it;
+   anything else naks it with a delay of 1, 2, 4 ... seconds, at most an hour, until 24 h after
+   the event, when it is terminated and logged as given up. A replica killed mid-delivery leaves
+   the job unacked: another replica delivers it again after ``ack_wait`` (30 s), which is the
+   "at least once" receivers de-duplicate by event ``id``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+from datetime import datetime
+from typing import Any, Final
+
+import httpx
+import nats.errors
+import nats.js.errors
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from notify_service.webhooks.registry import Webhook, WebhookStore
+from notify_service.webhooks.targets import check, parse_allowed
+from shared import __version__, subjects
+from shared.errors import ProtocolError
+from shared.events import EVENT_TYPES, feed_subject
+from shared.nats_client import request_json
+from shared.protocol import utc_timestamp
+from shared.stream_reader import direct_get
+from shared.webhook_signing import signed_headers
+
+logger = logging.getLogger(__name__)
+
+DISPATCH_DURABLE: Final = "notify-webhooks"
+#: Seconds the dispatcher reuses its read of the registrations.
+REGISTRY_TTL: Final = 1.0
+#: Seconds a room's privacy answer is reused.
+PRIVACY_TTL: Final = 5.0
+#: Seconds before an unacked job or event comes back (a killed replica's work).
+ACK_WAIT: Final = 30.0
+#: Which replica made an attempt (in the deliveries log): ``<host>:<pid>``.
+REPLICA: Final = f"{socket.gethostname()}:{os.getpid()}"
+#: Deliveries say who sends them (and which replica: useful in a receiver's logs).
+USER_AGENT: Final = f"natter-webhooks/{__version__} ({REPLICA})"
+#: Longest backoff between two attempts, seconds.
+MAX_BACKOFF: Final = 3600.0
+
+
+def backoff(attempt: int) -> float:
+    """Seconds before attempt ``attempt + 1`` after ``attempt`` failures (1, 2, 4 ... 3600)."""
+    return min(MAX_BACKOFF, 2.0 ** max(0, attempt - 1))
+
+
+def event_age(event: dict[str, Any], now: float) -> float:
+    """Seconds since the event's ``created_at`` (0 when unreadable)."""
+    try:
+        created = datetime.fromisoformat(str(event["created_at"]).replace("Z", "+00:00"))
+    except (KeyError, ValueError):
+        return 0.0
+    return max(0.0, now - created.timestamp())
+
+
+class Dispatcher:
+    """Stage 1 (module docstring). ``webhooks`` returns the current registrations."""
+
+    def __init__(self, nc: Any, store: WebhookStore, *, timeout: float) -> None:
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream(timeout=timeout)
+        self.store = store
+        self.timeout = timeout
+        self._privacy: dict[str, tuple[float, bool]] = {}
+        self._webhooks: tuple[float, list[Webhook]] = (0.0, [])
+
+    async def run(self) -> None:
+        """Fan events out to webhooks forever."""
+        config = ConsumerConfig(
+            durable_name=DISPATCH_DURABLE,
+            filter_subjects=[feed_subject(t) for t in EVENT_TYPES],
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.NEW,
+            max_ack_pending=1,
+            ack_wait=ACK_WAIT,
+        )
+        while True:
+            try:  # creating a consumer that exists with this config changes nothing
+                await self.js.add_consumer(subjects.EVENTS_STREAM, config)
+                sub = await self.js.pull_subscribe_bind(DISPATCH_DURABLE, stream=subjects.EVENTS_STREAM)
+            except (nats.errors.Error, TimeoutError) as error:
+                logger.warning("webhooks: dispatcher bind failed: %r", error)
+                await asyncio.sleep(1.0)
+                continue
+            await self._loop(sub)
+
+    async def _loop(self, sub: Any) -> None:
+        while True:
+            try:
+                msgs = await sub.fetch(1, timeout=5)
+            except TimeoutError:
+                continue
+            except nats.js.errors.APIError:
+                return  # consumer gone: bind again
+            except nats.errors.Error as error:
+                logger.warning("webhooks: dispatcher fetch failed: %r", error)
+                await asyncio.sleep(1.0)
+                continue
+            for msg in msgs:
+                try:
+                    await self.dispatch(msg)
+                    await msg.ack()
+                except (ProtocolError, nats.errors.Error, TimeoutError) as error:
+                    logger.warning("webhooks: event %s not dispatched yet: %r", msg.subject, error)
+                    with contextlib.suppress(Exception):
+                        await msg.nak(delay=2.0)
+
+    async def dispatch(self, msg: Msg) -> int:
+        """Queue a job per interested webhook; returns how many."""
+        try:
+            event = json.loads(msg.data)
+            event_id, event_type = str(event["id"]), str(event["type"])
+            data = event.get("data") or {}
+        except (ValueError, KeyError, TypeError):
+            logger.warning("webhooks: unreadable event at %s skipped", msg.subject)
+            return 0
+        room = data.get("room") if isinstance(data.get("room"), str) else None
+        webhooks = [w for w in await self._registered() if event_type in w.events]
+        if not webhooks:
+            return 0
+        private = await self._is_private(room) if room else False
+        job = json.dumps(
+            {"seq": msg.metadata.sequence.stream, "id": event_id, "type": event_type}, separators=(",", ":")
+        ).encode()
+        queued = 0
+        for webhook in webhooks:
+            if not webhook.wants(event_type, room, private):
+                continue
+            await self.js.publish(
+                subjects.webhook_subject(webhook.id),
+                job,
+                stream=subjects.WEBHOOKS_STREAM,
+                timeout=self.timeout,
+                headers={"Nats-Msg-Id": f"{webhook.id}:{event_id}"},
+            )
+            queued += 1
+        return queued
+
+    async def _registered(self) -> list[Webhook]:
+        """The registrations, read at most once a second (a new webhook gets events from about
+        a second after its registration)."""
+        now = time.monotonic()
+        if now - self._webhooks[0] >= REGISTRY_TTL:
+            self._webhooks = (now, await self.store.all())
+        return self._webhooks[1]
+
+    async def _is_private(self, room: str) -> bool:
+        now = time.monotonic()
+        cached = self._privacy.get(room)
+        if cached is not None and now - cached[0] < PRIVACY_TTL:
+            return cached[1]
+        try:
+            answer = await request_json(self.nc, subjects.CHAT_ACCESS, {"room": room}, timeout=self.timeout)
+            private = bool(answer.get("private", True))
+        except ProtocolError as error:
+            if error.code.value != "room_not_found":
+                raise
+            private = True  # gone: treat as private (send nothing that is not asked for by name)
+        self._privacy[room] = (now, private)
+        return private
+
+
+class Sender:
+    """Stage 2 (module docstring): one delivery loop per registered webhook in this replica."""
+
+    def __init__(
+        self,
+        nc: Any,
+        store: WebhookStore,
+        *,
+        allowed_hosts: str,
+        timeout: float,
+        http_timeout: float = 10.0,
+        give_up_after: float = 24 * 3600.0,
+    ) -> None:
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream(timeout=timeout)
+        self.store = store
+        self.allowed = parse_allowed(allowed_hosts)
+        self.timeout = timeout
+        self.http_timeout = http_timeout
+        self.give_up_after = give_up_after
+        self._loops: dict[str, asyncio.Task[None]] = {}
+
+    async def run(self) -> None:
+        """Keep one delivery loop per registered webhook (checked every second)."""
+        try:
+            while True:
+                try:
+                    current = {w.id: w for w in await self.store.all()}
+                except (nats.errors.Error, TimeoutError) as error:
+                    logger.warning("webhooks: registry not read: %r", error)
+                    current = None
+                if current is not None:
+                    for webhook_id in list(self._loops):
+                        if webhook_id not in current:
+                            self._loops.pop(webhook_id).cancel()
+                    for webhook_id, webhook in current.items():
+                        loop = self._loops.get(webhook_id)
+                        if loop is None or loop.done():
+                            self._loops[webhook_id] = asyncio.create_task(self._deliver_loop(webhook))
+                await asyncio.sleep(1.0)
+        finally:
+            for task in self._loops.values():
+                task.cancel()
+
+    async def _deliver_loop(self, webhook: Webhook) -> None:
+        durable = f"hook-{webhook.id}"
+        config = ConsumerConfig(
+            durable_name=durable,
+            filter_subject=subjects.webhook_subject(webhook.id),
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            max_ack_pending=1,
+            ack_wait=ACK_WAIT,
+        )
+        async with httpx.AsyncClient(timeout=self.http_timeout, follow_redirects=False) as http:
+            while True:
+                try:  # creating a consumer that exists with this config changes nothing
+                    await self.js.add_consumer(subjects.WEBHOOKS_STREAM, config)
+                    sub = await self.js.pull_subscribe_bind(durable, stream=subjects.WEBHOOKS_STREAM)
+                except (nats.errors.Error, TimeoutError) as error:
+                    logger.warning("webhook %s: bind failed: %r", webhook.id, error)
+                    await asyncio.sleep(1.0)
+                    continue
+                while True:
+                    try:
+                        msgs = await sub.fetch(1, timeout=5)
+                    except TimeoutError:
+                        continue
+                    except nats.js.errors.APIError:
+                        break  # consumer gone: bind again (or the webhook was deleted)
+                    except nats.errors.Error as error:
+                        logger.warning("webhook %s: fetch failed: %r", webhook.id, error)
+                        await asyncio.sleep(1.0)
+                        continue
+                    for msg in msgs:
+                        await self.deliver(http, webhook, msg)
+
+    async def deliver(self, http: httpx.AsyncClient, webhook: Webhook, msg: Msg) -> None:
+        """One attempt of one job: POST the event, then ack, nak with backoff, or give up."""
+        attempt = msg.metadata.num_delivered or 1
+        try:
+            job = json.loads(msg.data)
+            seq, event_id, event_type = int(job["seq"]), str(job["id"]), str(job["type"])
+        except (ValueError, KeyError, TypeError):
+            await msg.term()
+            return
+        stored = await direct_get(self.nc, subjects.EVENTS_STREAM, seq=seq, timeout=self.timeout)
+        record: dict[str, Any] = {
+            "event_id": event_id,
+            "type": event_type,
+            "attempt": attempt,
+            "at": utc_timestamp(),
+            "by": REPLICA,
+        }
+        if stored is None:  # erased (a deleted message) or aged out: nothing to send
+            await msg.ack()
+            await self.store.log(
+                webhook.id, {**record, "status": None, "error": "event gone", "duration_ms": 0}
+            )
+            return
+        body = stored.data
+        age = event_age(json.loads(body), time.time())
+        started = time.perf_counter()
+        status: int | None = None
+        error = ""
+        try:
+            target = await check(webhook.url, self.allowed)
+            headers = {
+                **signed_headers(webhook.id, webhook.secret, body),
+                "Host": target.host_header,
+                "User-Agent": USER_AGENT,
+            }
+            extensions = {"sni_hostname": target.server_name} if target.url.startswith("https") else {}
+            response = await http.post(target.url, content=body, headers=headers, extensions=extensions)
+            status = response.status_code
+            if not 200 <= status < 300:
+                error = f"HTTP {status}"
+        except ProtocolError as refused:
+            error = refused.message
+        except httpx.HTTPError as failure:
+            error = f"{type(failure).__name__}: {failure}"[:300]
+        duration_ms = round((time.perf_counter() - started) * 1000, 1)
+        await self.store.log(
+            webhook.id, {**record, "status": status, "error": error or None, "duration_ms": duration_ms}
+        )
+        if not error:
+            await msg.ack()
+        elif age >= self.give_up_after:
+            logger.warning(
+                "webhook %s: gave up on %s after %d attempts: %s", webhook.id, event_id, attempt, error
+            )
+            await msg.term()
+        else:
+            await msg.nak(delay=backoff(attempt))

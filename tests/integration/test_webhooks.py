@@ -1,0 +1,311 @@
+"""Webhooks (PROTOCOL.md section 12) against the real stack and a real HTTP receiver on loopback:
+registration (admin only, SSRF rules), signed deliveries in order, retries with backoff, the
+deliveries log, private rooms, and a delivering notify replica killed mid-stream (every event
+still arrives, in order, signed: at least once, de-duplicated by id)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+import pytest
+
+from shared.webhook_signing import HDR_SIGNATURE, HDR_TIMESTAMP, HDR_WEBHOOK_ID, verify
+from tests.conftest import Stack
+from tests.support import User, WsClient, connect, join, register, service_token, unique_name
+
+ROOM_TYPES = ["message.created", "message.edited", "message.deleted", "reaction.added", "reaction.removed"]
+
+
+@dataclass
+class Received:
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def event(self) -> dict[str, Any]:
+        return dict(json.loads(self.body))
+
+
+@dataclass
+class Receiver:
+    """An HTTP server on loopback that records every POST; ``fail`` answers 500 to the next N."""
+
+    port: int = 0
+    got: list[Received] = field(default_factory=list)
+    fail: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    #: the first delivery of this room seq is held unanswered until ``release`` is set;
+    #: ``held_by`` is then its User-Agent (which replica is delivering it)
+    hold_seq: int | None = None
+    held_by: str | None = None
+    release: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    def events(self, room: str | None = None) -> list[dict[str, Any]]:
+        with self.lock:
+            found = [r.event for r in self.got]
+        return [e for e in found if room is None or e["data"].get("room") == room]
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    state = Receiver()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            seq = json.loads(body)["data"].get("seq")
+            if state.hold_seq is not None and seq == state.hold_seq and state.held_by is None:
+                state.held_by = self.headers.get("User-Agent", "")
+                state.release.wait(60)  # the sender dies meanwhile: nobody reads the answer
+                return
+            with state.lock:
+                failing = state.fail > 0
+                if failing:
+                    state.fail -= 1
+                else:
+                    state.got.append(Received(dict(self.headers.items()), body))
+            self.send_response(500 if failing else 204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            return None
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield state
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+async def admin(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    token = await service_token(stack.nats.url, name="hooks-admin", role="admin")
+    async with httpx.AsyncClient(
+        base_url=stack.base_url, headers={"Authorization": f"Bearer {token}"}
+    ) as http:
+        yield http
+
+
+async def register_webhook(http: httpx.AsyncClient, url: str, **extra: Any) -> dict[str, Any]:
+    body = {"url": url, "events": ROOM_TYPES, "secret": "a-secret-of-enough-length", **extra}
+    answer = await http.post("/api/webhooks", json=body)
+    assert answer.status_code == 201, answer.text
+    return dict(answer.json())
+
+
+async def wait_for(predicate: Any, timeout: float = 15.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():  # noqa: ASYNC110 - the receiver runs in a thread
+            await asyncio.sleep(0.05)
+
+
+async def chatter(stack: Stack, http: httpx.AsyncClient, room: str) -> tuple[User, WsClient]:
+    user = await register(http)
+    ws = await connect(stack.ws_url, user.access_token)
+    await join(ws, room)
+    return user, ws
+
+
+def assert_signed(received: list[Received], webhook: dict[str, Any], secret: str) -> None:
+    for item in received:
+        assert item.headers[HDR_WEBHOOK_ID] == webhook["id"]
+        assert verify(secret, item.body, item.headers[HDR_TIMESTAMP], item.headers[HDR_SIGNATURE])
+
+
+async def test_deliveries_are_signed_in_order_and_logged(
+    stack: Stack, admin: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    webhook = await register_webhook(admin, receiver.url)
+    assert webhook["secret"] == "a-secret-of-enough-length" and webhook["rooms"] is None
+    listed = (await admin.get("/api/webhooks")).json()["webhooks"]
+    assert any(w["id"] == webhook["id"] and "secret" not in w for w in listed)
+    await asyncio.sleep(1.2)  # the dispatcher reads the registrations once a second
+    room = unique_name("hook")
+    async with httpx.AsyncClient(base_url=stack.base_url) as http:
+        _, ws = await chatter(stack, http, room)
+        for n in range(12):
+            await ws.request({"type": "chat_message", "room": room, "message": f"m{n}"})
+        await ws.request({"type": "react", "room": room, "target": 2, "emoji": "+1", "op": "add"})
+        await ws.request({"type": "edit", "room": room, "target": 3, "message": "m2 edited"})
+        await ws.close()
+    await wait_for(lambda: len(receiver.events(room)) >= 14)
+    events = receiver.events(room)
+    assert [e["data"]["seq"] for e in events] == list(range(1, 15))
+    assert [e["type"] for e in events[-2:]] == ["reaction.added", "message.edited"]
+    assert_signed(receiver.got, webhook, "a-secret-of-enough-length")
+    log = (await admin.get(f"/api/webhooks/{webhook['id']}/deliveries")).json()["deliveries"]
+    assert log and log[0]["status"] == 204 and log[0]["error"] is None
+    assert {d["event_id"] for d in log} >= {e["id"] for e in events}
+    assert (await admin.delete(f"/api/webhooks/{webhook['id']}")).status_code == 204
+    assert (await admin.get(f"/api/webhooks/{webhook['id']}/deliveries")).status_code == 404
+
+
+async def test_a_failing_receiver_gets_retries_with_backoff_and_keeps_the_order(
+    stack: Stack, admin: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    receiver.fail = 2
+    webhook = await register_webhook(admin, receiver.url, events=["message.created"])
+    await asyncio.sleep(1.2)
+    room = unique_name("hook")
+    async with httpx.AsyncClient(base_url=stack.base_url) as http:
+        _, ws = await chatter(stack, http, room)
+        for n in range(3):
+            await ws.request({"type": "chat_message", "room": room, "message": f"m{n}"})
+        await ws.close()
+    await wait_for(lambda: len(receiver.events(room)) >= 3)  # after 1 s and 2 s of backoff
+    assert [e["data"]["message"] for e in receiver.events(room)] == ["m0", "m1", "m2"]
+    log = (await admin.get(f"/api/webhooks/{webhook['id']}/deliveries")).json()["deliveries"]
+    first = [d for d in log if d["event_id"] == f"room:{room}:1"]
+    assert sorted(d["status"] for d in first) == [204, 500, 500]
+    assert max(d["attempt"] for d in first) == 3
+    await admin.delete(f"/api/webhooks/{webhook['id']}")
+
+
+async def test_private_rooms_only_when_listed(
+    stack: Stack, admin: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    async with httpx.AsyncClient(base_url=stack.base_url) as http:
+        owner = await register(http)
+        private = unique_name("priv")
+        bearer = {"Authorization": f"Bearer {owner.access_token}"}
+        assert (
+            await http.post("/api/rooms", json={"name": private, "private": True}, headers=bearer)
+        ).status_code == 201
+        everything = await register_webhook(admin, receiver.url, events=["message.created"])
+        listed = await register_webhook(admin, receiver.url, events=["message.created"], rooms=[private])
+        await asyncio.sleep(1.2)
+        ws = await connect(stack.ws_url, owner.access_token)
+        await join(ws, private)
+        await ws.request({"type": "chat_message", "room": private, "message": "private words"})
+        await ws.close()
+    await wait_for(lambda: len(receiver.events(private)) >= 1)
+    await asyncio.sleep(1.0)
+    got = [r for r in receiver.got if json.loads(r.body)["data"].get("room") == private]
+    assert {r.headers[HDR_WEBHOOK_ID] for r in got} == {listed["id"]}  # not the all-public one
+    for webhook in (everything, listed):
+        await admin.delete(f"/api/webhooks/{webhook['id']}")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://169.254.169.254/latest/meta-data",
+        "http://10.1.2.3/hook",
+        "https://[::1]:9/x",
+        "ftp://example.com/",
+    ],
+)
+async def test_registration_refuses_non_public_targets(admin: httpx.AsyncClient, url: str) -> None:
+    answer = await admin.post("/api/webhooks", json={"url": url, "events": ["message.created"]})
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["code"] == "invalid_url"
+
+
+async def test_only_admin_tokens_manage_webhooks(stack: Stack) -> None:
+    service = await service_token(stack.nats.url, name="not-admin")
+    async with httpx.AsyncClient(base_url=stack.base_url) as http:
+        user = await register(http)
+        for token in (service, user.access_token):
+            answer = await http.get("/api/webhooks", headers={"Authorization": f"Bearer {token}"})
+            assert answer.status_code == 403
+        assert (await http.get("/api/webhooks")).status_code == 401
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+async def test_killing_the_delivering_replica_loses_and_reorders_nothing(
+    stack_factory: Any, receiver: Receiver
+) -> None:
+    hooks_stack: Stack = stack_factory({"NATTER_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1"})
+    hooks_stack.start_service("notify", index=1)
+    hooks_stack.wait_ready()
+    token = await service_token(hooks_stack.nats.url, name="ops", role="admin")
+    async with httpx.AsyncClient(
+        base_url=hooks_stack.base_url, headers={"Authorization": f"Bearer {token}"}
+    ) as admin_http:
+        webhook = await register_webhook(admin_http, receiver.url, events=["message.created"])
+    await asyncio.sleep(1.5)
+    room = unique_name("hook")
+    total = 60
+    receiver.hold_seq = 10
+    async with httpx.AsyncClient(base_url=hooks_stack.base_url) as http:
+        _, ws = await chatter(hooks_stack, http, room)
+        for n in range(total):
+            await ws.request({"type": "chat_message", "room": room, "message": f"m{n}"})
+            if n == total // 3:  # the delivery of hold_seq is in flight now: kill its sender
+                await wait_for(lambda: receiver.held_by is not None)
+                killed = kill_the_delivering_replica(hooks_stack, str(receiver.held_by))
+                receiver.release.set()
+            await asyncio.sleep(0.02)
+        await ws.close()
+    # the dead replica's unacked delivery returns to the other one after ack_wait (30 s)
+    await wait_for(
+        lambda: {e["data"]["seq"] for e in receiver.events(room)} >= set(range(1, total + 1)), timeout=90
+    )
+    events = receiver.events(room)
+    seqs = [e["data"]["seq"] for e in events]
+    unique: list[int] = []
+    for seq in seqs:  # at least once: a repeat is allowed, going back is not
+        if not unique or seq > unique[-1]:
+            unique.append(seq)
+        else:
+            assert seq in unique, seqs
+    assert unique == list(range(1, total + 1)), seqs
+    assert len({e["id"] for e in events}) == total
+    assert_signed(receiver.got, webhook, "a-secret-of-enough-length")
+    assert not killed.alive()
+
+
+def kill_the_delivering_replica(stack: Stack, user_agent: str) -> Any:
+    """kill -9 the notify replica whose pid the delivery's User-Agent names."""
+    pid = int(user_agent.rstrip(")").rsplit(":", 1)[1])
+    process = next(p for key, p in stack.services.items() if key.startswith("notify") and p.pid == pid)
+    process.kill()
+    return process
+
+
+async def test_the_example_receiver_verifies_and_deduplicates(stack: Stack, admin: httpx.AsyncClient) -> None:
+    """``natter webhook-receiver`` (natter/webhook_receiver.py) behind a real webhook: each new
+    event printed once; a forged delivery refused."""
+    import io
+
+    from natter.webhook_receiver import make_server
+
+    out = io.StringIO()
+    server = make_server("127.0.0.1", 0, "a-secret-of-enough-length", out)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
+        webhook = await register_webhook(admin, url, events=["message.created"])
+        await asyncio.sleep(1.2)
+        room = unique_name("hook")
+        async with httpx.AsyncClient(base_url=stack.base_url) as http:
+            _, ws = await chatter(stack, http, room)
+            await ws.request({"type": "chat_message", "room": room, "message": "to the receiver"})
+            await ws.close()
+            await wait_for(lambda: room in out.getvalue())
+            forged = await http.post(
+                url, content=b'{"id":"x"}', headers={"Natter-Timestamp": "1", "Natter-Signature": "v1=00"}
+            )
+            assert forged.status_code == 401
+        printed = [json.loads(line) for line in out.getvalue().splitlines()]
+        mine = [e for e in printed if e["data"].get("room") == room]
+        assert len(mine) == 1 and mine[0]["data"]["message"] == "to the receiver"
+        await admin.delete(f"/api/webhooks/{webhook['id']}")
+    finally:
+        server.shutdown()
+        server.server_close()
