@@ -9,10 +9,10 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from shared.config import CommonSettings
+from shared.config import ServiceSettings
 
 
-class Settings(CommonSettings):
+class Settings(ServiceSettings):
     """Settings of one auth_service replica.
 
     Environment variables (prefix ``NATTER_AUTH_``): ``ACCESS_TTL_SECONDS``, ``ISSUER``,

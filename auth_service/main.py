@@ -88,4 +88,5 @@ async def serve(settings: Settings | None = None, stop: asyncio.Event | None = N
             app.add_endpoint(subject, handler)
         logger.info("auth setup done kid=%s replicas=%d", key.kid, settings.stream_replicas)
 
+    app.watch(lambda: [f"KV_{bucket}" for bucket in BUCKETS])
     await app.run(setup, stop=stop)

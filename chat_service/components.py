@@ -129,6 +129,12 @@ class Runtime:
         """Background task: finish purges a dead replica left pending."""
         await self.parts.purger.run()
 
+    def owned_streams(self) -> list[str]:
+        """The streams and buckets whose sizes chat reports as metrics (after setup)."""
+        shards = [room_shards.stream_name(k) for k in range(self.parts.log.shards)]
+        buckets = [f"KV_{b}" for b in (subjects.KV_ROOMS, subjects.KV_PRESENCE, subjects.KV_MEMBERSHIPS)]
+        return [*shards, *buckets, subjects.ROOM_ACCESS_STREAM]
+
     async def run_feed(self) -> None:
         """Background task: relay room events into the event feed (chat_service.feed)."""
         await self.parts.feed.run()

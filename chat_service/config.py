@@ -5,12 +5,12 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from shared.config import CommonSettings
+from shared.config import ServiceSettings
 from shared.room_shards import MAX_SHARDS
 from shared.streams import DAY, DEDUP_WINDOW
 
 
-class Settings(CommonSettings):
+class Settings(ServiceSettings):
     """Settings of one chat_service replica.
 
     Environment variables (besides the common ``NATS_URL``, ``NATTER_STREAM_REPLICAS``, ...):

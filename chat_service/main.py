@@ -47,4 +47,5 @@ async def serve(settings: Settings | None = None, stop: asyncio.Event | None = N
     app.background(runtime.run_floors)
     app.background(runtime.run_purges)
     app.background(runtime.run_feed)
+    app.watch(runtime.owned_streams)
     await app.run(runtime.setup, stop=stop)

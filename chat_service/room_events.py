@@ -20,6 +20,7 @@ delivered and the request acked, the original entries are erased from the stream
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,7 +109,12 @@ async def deliver_entry(nc: Client, room: str, seq: int, body: bytes, kind: str)
     await nc.publish(
         subjects.deliver_room(room),
         bodies.frame(room, body),
-        headers={subjects.HDR_ROOM: room, subjects.HDR_SEQ: str(seq), subjects.HDR_KIND: kind},
+        headers={
+            subjects.HDR_ROOM: room,
+            subjects.HDR_SEQ: str(seq),
+            subjects.HDR_KIND: kind,
+            subjects.HDR_STORED_MS: str(int(time.time() * 1000)),
+        },
     )
 
 

@@ -131,6 +131,9 @@ class Bus:
             return
         frame = Outbound(msg.data)
         seq_header = headers.get(subjects.HDR_SEQ)
+        stored_ms = headers.get(subjects.HDR_STORED_MS)
+        if stored_ms is not None:
+            self.metrics.delivered_after(stored_ms)
         if seq_header is not None:
             relayed_frames = self.hub.deliver_message(room, int(seq_header), frame)
             if relayed_frames:

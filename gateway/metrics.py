@@ -6,9 +6,20 @@ do not collide.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 
 class Metrics:
@@ -44,6 +55,25 @@ class Metrics:
         self.gap_fills = Counter(
             "natter_gateway_gap_fills", "Ordering gaps filled from storage.", registry=self.registry
         )
+        self.delivery = Histogram(
+            "natter_gateway_delivery_seconds",
+            "From chat publishing a room event (after storing it) to this gateway handing it to its "
+            "sockets' queues; one observation per fan-out.",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+            registry=self.registry,
+        )
+        self.send_queue = Gauge(
+            "natter_gateway_send_queue_frames",
+            "Frames waiting in the sockets' send queues, summed over this gateway's sockets.",
+            registry=self.registry,
+        )
+        self.send_queue_max = Gauge(
+            "natter_gateway_send_queue_frames_max",
+            "The longest send queue of any socket of this gateway (a slow client shows here first).",
+            registry=self.registry,
+        )
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            self.registry.register(collector)
 
         self._out: dict[str, Any] = {}
         self._in: dict[str, Any] = {}
@@ -75,6 +105,27 @@ class Metrics:
         if child is None:
             child = self._errors[code] = self.errors.labels(code)
         child.inc()
+
+    def delivered_after(self, stored_ms: str) -> None:
+        """Observe the delivery latency of one fan-out from its ``Natter-Stored-Ms`` header
+        (ignored when unreadable; clocks of different hosts make it approximate there)."""
+        try:
+            seconds = time.time() - int(stored_ms) / 1000
+        except ValueError:
+            return
+        self.delivery.observe(max(0.0, seconds))
+
+    def track_queues(self, queue_sizes: Callable[[], Iterable[int]]) -> None:
+        """Compute the send-queue gauges from ``queue_sizes()`` at each scrape."""
+
+        def total() -> float:
+            return float(sum(queue_sizes()))
+
+        def longest() -> float:
+            return float(max(queue_sizes(), default=0))
+
+        self.send_queue.set_function(total)
+        self.send_queue_max.set_function(longest)
 
     def render(self) -> bytes:
         """The registry in Prometheus text exposition format."""

@@ -52,6 +52,7 @@ class Node:
         self.hub = Hub()
         self.revocations = Revocations()
         self.connections: set[Connection] = set()
+        self.metrics.track_queues(lambda: [len(conn.queue) for conn in self.connections])
         #: sockets that authenticated (max_connections counts these).
         self.authenticated_count = 0
         #: sockets not authenticated yet, per address and in all (gateway.edge).

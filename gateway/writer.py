@@ -62,6 +62,10 @@ class SendQueue:
     def start(self) -> None:
         """Kept for symmetry: the writer task starts lazily, only while frames wait."""
 
+    def __len__(self) -> int:
+        """Frames (and a close) waiting to be written."""
+        return len(self._items) if self._items else 0
+
     def _wake(self) -> None:
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())

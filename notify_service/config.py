@@ -9,10 +9,10 @@ from __future__ import annotations
 from pydantic import AliasChoices, Field
 from pydantic_settings import SettingsConfigDict
 
-from shared.config import CommonSettings
+from shared.config import ServiceSettings
 
 
-class Settings(CommonSettings):
+class Settings(ServiceSettings):
     """notify_service settings.
 
     Environment variables: ``NATTER_NOTIFY_SUMMARY_LIMIT``, ``NATTER_NOTIFY_WELCOME_TITLE``,

@@ -27,8 +27,9 @@ from notify_service.consumers import (
 from notify_service.handlers import NotifyEndpoints
 from notify_service.runtime import Runtime, open_runtime
 from notify_service.webhooks.dispatch import Dispatcher, Sender
-from shared import __version__
+from shared import __version__, subjects
 from shared.logs import configure_logging
+from shared.nats_auth import INTERNAL_EVENT_CONSUMERS
 from shared.service_runner import ServiceApp
 from shared.streams import NotProvisioned
 
@@ -100,4 +101,15 @@ async def serve(settings: Settings | None = None, stop: asyncio.Event | None = N
     app.background(redactions)
     app.background(webhook_fanout)
     app.background(webhook_delivery)
+    app.watch(
+        lambda: [
+            subjects.NOTIFICATIONS_STREAM,
+            subjects.EVENTS_STREAM,
+            subjects.WEBHOOKS_STREAM,
+            subjects.WEBHOOK_LOG_STREAM,
+            f"KV_{subjects.KV_NOTIFY_READ}",
+            f"KV_{subjects.KV_WEBHOOKS}",
+        ],
+        consumers=[(subjects.EVENTS_STREAM, durable) for durable in INTERNAL_EVENT_CONSUMERS],
+    )
     await app.run(setup, stop=stop)

@@ -97,3 +97,24 @@ class CommonSettings(BaseSettings):
     def nats_servers(self) -> list[str]:
         """``nats_url`` split into a list of server URLs."""
         return [url.strip() for url in self.nats_url.split(",") if url.strip()]
+
+
+class ServiceSettings(CommonSettings):
+    """What every micro service (auth, chat, notify) adds to :class:`CommonSettings`: its
+    Prometheus metrics endpoint (:mod:`shared.service_metrics`), named with the service's prefix
+    (``NATTER_AUTH_METRICS_PORT``, ``NATTER_CHAT_METRICS_PORT``, ``NATTER_NOTIFY_METRICS_PORT``).
+    A gateway serves ``/metrics`` on its own HTTP port instead."""
+
+    metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Serve this service's Prometheus metrics at http://<metrics host>:<port>/metrics "
+        "(0: off).",
+    )
+    metrics_interval: float = Field(
+        default=15.0, gt=0, le=3600, description="Seconds between readings of stream sizes and consumer lag."
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1", description="Interface of the metrics port (0.0.0.0 in containers)."
+    )

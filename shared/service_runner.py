@@ -14,7 +14,8 @@ import asyncio
 import json
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,7 @@ from shared import fastpaths
 from shared.config import CommonSettings
 from shared.errors import ErrorCode, ProtocolError, encode_error_body, encode_service_error
 from shared.nats_client import connect
+from shared.service_metrics import ServiceMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +100,15 @@ class ServiceApp:
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._inflight: set[asyncio.Task[None]] = set()
         self.nc: Client | None = None
+        self.metrics = ServiceMetrics(name)
+        self._watched: Callable[[], Iterable[str]] = list
+        self._watched_consumers: list[tuple[str, str]] = []
+
+    def watch(self, streams: Callable[[], Iterable[str]], consumers: Iterable[tuple[str, str]] = ()) -> None:
+        """Report the sizes of ``streams()`` (streams and ``KV_<bucket>`` names, asked once the
+        service is set up) and the lag of ``consumers`` (``(stream, durable)``) as metrics."""
+        self._watched = streams
+        self._watched_consumers = list(consumers)
 
     def endpoint(self, subject: str) -> Callable[[Handler], Handler]:
         """Decorator registering ``handler`` for request subject ``subject``."""
@@ -117,6 +128,8 @@ class ServiceApp:
         self._background.append(factory)
 
     async def _handle(self, subject: str, handler: Handler, request: Request) -> None:
+        started = time.perf_counter()
+        outcome = "ok"
         try:
             try:
                 body: Any = json.loads(request.data) if request.data else {}
@@ -130,9 +143,11 @@ class ServiceApp:
             else:
                 await request.respond(encode_reply(reply))
         except ProtocolError as error:
+            outcome = error.code.value
             code, description = encode_service_error(error)
             await _safe_respond_error(request, code, description, encode_error_body(error))
         except ValidationError as error:
+            outcome = ErrorCode.VALIDATION_ERROR.value
             details = validation_details(error)
             first = details[0] if details else {"loc": [], "msg": "invalid"}
             message = f"{'.'.join(first['loc']) or 'body'}: {first['msg']}"
@@ -141,11 +156,13 @@ class ServiceApp:
         except asyncio.CancelledError:
             raise
         except Exception:
+            outcome = ErrorCode.INTERNAL.value
             logger.exception("service=%s subject=%s unhandled error", self.name, subject)
             code, description = encode_service_error(ProtocolError(ErrorCode.INTERNAL))
             await _safe_respond_error(request, code, description)
         finally:
             self._semaphore.release()
+            self.metrics.observe(subject, outcome, time.perf_counter() - started)
 
     def _dispatcher(self, subject: str, handler: Handler) -> Callable[[Request], Awaitable[None]]:
         async def dispatch(request: Request) -> None:
@@ -196,6 +213,19 @@ class ServiceApp:
                     handler=self._dispatcher(subject, handler),
                 )
             tasks = [asyncio.create_task(_supervise(self.name, factory)) for factory in self._background]
+            port = getattr(self.settings, "metrics_port", 0)
+            if port:
+                self.metrics.serve(getattr(self.settings, "metrics_host", "127.0.0.1"), port)
+            watched = list(self._watched())
+            if watched or self._watched_consumers:
+                js = nc.jetstream(timeout=self.settings.request_timeout)
+
+                interval = float(getattr(self.settings, "metrics_interval", 15.0))
+
+                async def watch() -> None:
+                    await self.metrics.watch(js, watched, self._watched_consumers, interval=interval)
+
+                tasks.append(asyncio.create_task(_supervise(self.name, watch)))
             logger.info("service=%s ready endpoints=%s", self.name, sorted(self._handlers))
             await stop.wait()
             logger.info("service=%s stopping", self.name)

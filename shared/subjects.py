@@ -145,6 +145,8 @@ HDR_MORE_BEFORE: Final = "Natter-More-Before"
 HDR_MORE_COUNT: Final = "Natter-More-Count"
 #: On a ``chat.send`` reply: the message was stored before (a retry); the ack is the original's.
 HDR_DUPLICATE: Final = "Natter-Duplicate"
+#: On a room event delivery: when chat published it (Unix ms), for the gateways' delivery latency.
+HDR_STORED_MS: Final = "Natter-Stored-Ms"
 #: ``Natter-Kind`` of the ``removed`` frame chat publishes on ``deliver.room.<room>``.
 KIND_REMOVED: Final = "removed"
 
