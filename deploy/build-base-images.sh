@@ -8,8 +8,11 @@
 #           stands in for nats:2.11-alpine       (compose: NATS_IMAGE=...)
 #   nginx   $NGINX_BASE_IMAGE  (localhost/natter-base/nginx:local)  Debian minbase + nginx
 #           stands in for nginx:1.27             (compose: NGINX_IMAGE=...)
+#   prometheus $PROMETHEUS_BASE_IMAGE (localhost/natter-base/prometheus:local)  Debian minbase +
+#           prometheus + wget; stands in for prom/prometheus (compose.metrics.yaml: PROMETHEUS_IMAGE=...)
 #
-# Usage: deploy/build-base-images.sh [--force] [python|nats|nginx ...]   (default: all three)
+# Usage: deploy/build-base-images.sh [--force] [python|nats|nginx|prometheus ...]
+#        (default: python, nats and nginx; prometheus only when asked)
 #
 # An image is rebuilt only when it is missing, when --force is given, or when what it was built
 # from changed (label org.natter.base-source: the Debian suite and mirror, or the nats-server
@@ -27,6 +30,7 @@ PODMAN="${PODMAN:-podman}"
 PYTHON_BASE_IMAGE="${PYTHON_BASE_IMAGE:-localhost/natter-base/python:3.11}"
 NATS_BASE_IMAGE="${NATS_BASE_IMAGE:-localhost/natter-base/nats:local}"
 NGINX_BASE_IMAGE="${NGINX_BASE_IMAGE:-localhost/natter-base/nginx:local}"
+PROMETHEUS_BASE_IMAGE="${PROMETHEUS_BASE_IMAGE:-localhost/natter-base/prometheus:local}"
 BASE_BUILD_DIR="${BASE_BUILD_DIR:-/var/tmp/natter-base-images}"
 
 log() { printf '[base-images %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -37,9 +41,9 @@ targets=()
 for arg in "$@"; do
   case "$arg" in
     --force) force=yes ;;
-    python | nats | nginx) targets+=("$arg") ;;
+    python | nats | nginx | prometheus) targets+=("$arg") ;;
     -h | --help) sed -n '2,26p' "${BASH_SOURCE[0]}"; exit 0 ;;
-    *) die "unknown argument: $arg (expected --force, python, nats, nginx)" ;;
+    *) die "unknown argument: $arg (expected --force, python, nats, nginx, prometheus)" ;;
   esac
 done
 [ "${#targets[@]}" -gt 0 ] || targets=(python nats nginx)
@@ -145,6 +149,19 @@ build_nginx() {
     'ENV LANG=C.UTF-8' 'EXPOSE 80' 'STOPSIGNAL SIGQUIT' 'CMD ["nginx", "-g", "daemon off;"]'
 }
 
+build_prometheus() {
+  local source="debian:$suite:$mirror:prometheus"
+  if up_to_date "$PROMETHEUS_BASE_IMAGE" "$source"; then
+    log "prometheus: $PROMETHEUS_BASE_IMAGE is up to date, kept"
+    return
+  fi
+  # wget: the healthcheck probes /-/ready. The same entrypoint as the official image, so that
+  # compose passes flags only.
+  debootstrap_image prometheus "$PROMETHEUS_BASE_IMAGE" "$source" prometheus,wget \
+    'ENV LANG=C.UTF-8' 'EXPOSE 9090' 'ENTRYPOINT ["/usr/bin/prometheus"]' \
+    'CMD ["--config.file=/etc/prometheus/prometheus.yml"]'
+}
+
 nats_server_bin() {
   if [ -n "${NATS_SERVER_BIN:-}" ]; then
     printf '%s\n' "$NATS_SERVER_BIN"
@@ -204,6 +221,7 @@ for target in "${targets[@]}"; do
     python) build_python & ;;
     nginx) build_nginx & ;;
     nats) build_nats & ;;
+    prometheus) build_prometheus & ;;
   esac
   pids+=("$!")
   names+=("$target")

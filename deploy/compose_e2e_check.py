@@ -599,11 +599,48 @@ async def verify_history(url: str, http: httpx.AsyncClient, state: State) -> Non
 
 
 # --- entry point ---------------------------------------------------------------------------------
+#: What Prometheus must have from each tier (compose.metrics.yaml): job -> (targets up, a series
+#: of natter's that the job exposes).
+PROMETHEUS_EXPECTS: dict[str, tuple[int, str]] = {
+    "gateway": (2, "natter_gateway_connections"),
+    "auth": (1, 'natter_service_requests_total{service="auth"}'),
+    "chat": (2, 'natter_service_requests_total{service="chat",endpoint="chat.send"}'),
+    "notify": (1, 'natter_consumer_pending{consumer="notify-mentions"}'),
+}
+
+
+async def verify_metrics(prometheus: str) -> None:
+    """Prometheus scrapes every replica of every tier (``up`` is 1 for each) and holds natter's
+    own series of each (asked through its HTTP API, ``/api/v1/query``)."""
+    async with httpx.AsyncClient(base_url=prometheus.rstrip("/"), timeout=10) as prom:
+
+        async def query(expr: str) -> list[dict[str, Any]]:
+            answer = await prom.get("/api/v1/query", params={"query": expr})
+            check(answer.status_code == 200, f"prometheus {expr}: {answer.status_code} {answer.text[:200]}")
+            body = answer.json()
+            check(body.get("status") == "success", f"prometheus {expr}: {body}")
+            return list(body["data"]["result"])
+
+        async def everything_scraped() -> None:
+            for job, (targets, series) in PROMETHEUS_EXPECTS.items():
+                up = await query(f'up{{job="{job}"}}')
+                healthy = [r for r in up if r["value"][1] == "1"]
+                check(len(healthy) == targets, f"job {job}: {len(healthy)} of {targets} targets up ({up})")
+                found = await query(series)
+                check(bool(found), f"job {job}: no {series} in Prometheus")
+                logger.info("prometheus: %s: %d targets up, %s present", job, targets, series)
+
+        await retry("every tier's series in Prometheus", everything_scraped, timeout=90)
+
+
 async def main(args: argparse.Namespace) -> None:
     url = args.url.rstrip("/")
     async with httpx.AsyncClient(base_url=url, timeout=15) as http:
         await retry("GET /health through the load balancer", lambda: healthy(http), timeout=60)
-        if args.phase == "live":
+        if args.phase == "metrics":
+            check(bool(args.prometheus), "--prometheus is required for the metrics phase")
+            await verify_metrics(args.prometheus)
+        elif args.phase == "live":
             state = await Live(url, Engine(args.engine, args.project), http).run()
             state.save(args.state)
         else:
@@ -618,11 +655,12 @@ async def healthy(http: httpx.AsyncClient) -> None:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("phase", choices=["live", "history"])
+    parser.add_argument("phase", choices=["live", "history", "metrics"])
+    parser.add_argument("--prometheus", default="", help="metrics: Prometheus' URL (compose.metrics.yaml)")
     parser.add_argument("--url", required=True, help="the load balancer, e.g. http://127.0.0.1:8000")
     parser.add_argument("--project", required=True, help="compose project name")
     parser.add_argument(
-        "--state", required=True, type=Path, help="JSON file written by live, read by history"
+        "--state", type=Path, default=Path("state.json"), help="JSON file written by live, read by history"
     )
     parser.add_argument("--engine", default="podman", help="podman or docker")
     parser.add_argument("--timeout", type=float, default=300, help="seconds for the whole phase")
