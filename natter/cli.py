@@ -332,6 +332,15 @@ def nats_config(
     _print_or_update("nats-config", authorization_block(), update, begin=CONFIG_BEGIN, end=CONFIG_END, gap="")
 
 
+@app.command("k8s-nats-values")
+def k8s_nats_values() -> None:
+    """Print the values for the official NATS Helm chart that run natter's NATS on Kubernetes
+    (3 JetStream nodes, natter's users and permissions): deploy/k8s/nats-values.yaml holds a copy."""
+    from natter.k8s import render
+
+    typer.echo(render(), nl=False)
+
+
 def _print_or_update(command: str, text: str, update: str | None, **markers: str) -> None:
     """Print ``text``, or with ``update`` rewrite that file's generated block with it
     (:func:`natter.envdoc.replace_block`; ``markers`` are its ``begin``/``end``/``gap``)."""

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
+from socketserver import ThreadingMixIn
 from typing import Any, Final
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import nats.errors
 from nats.js import JetStreamContext
@@ -26,7 +29,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
-    start_http_server,
+    make_wsgi_app,
 )
 
 logger = logging.getLogger(__name__)
@@ -91,14 +94,36 @@ class ServiceMetrics:
         child.inc()
         self.latency.labels(self.service, endpoint).observe(seconds)
 
-    def serve(self, host: str, port: int) -> None:
-        """Serve ``/metrics`` on ``host:port`` (a daemon thread).
+    def serve(self, host: str, port: int, healthy: Callable[[], bool] = lambda: True) -> None:
+        """Serve ``/metrics`` (Prometheus text format) and ``/health`` (200 ``{"status":
+        "healthy"}`` while ``healthy()``, else 503: what a Kubernetes readiness probe asks) on
+        ``host:port``, from a daemon thread (the standard library's WSGI server, one thread per
+        request, as prometheus-client's own ``start_http_server``).
 
         Raises:
             OSError: the port cannot be bound.
         """
-        start_http_server(port, addr=host, registry=self.registry)
-        logger.info("service=%s metrics on http://%s:%d/metrics", self.service, host, port)
+        metrics_app = make_wsgi_app(self.registry)
+
+        def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+            if environ.get("PATH_INFO") == "/health":
+                ok = healthy()
+                start_response(
+                    "200 OK" if ok else "503 Service Unavailable", [("Content-Type", "application/json")]
+                )
+                return [b'{"status":"healthy"}' if ok else b'{"status":"unhealthy"}']
+            return metrics_app(environ, start_response)  # type: ignore[no-any-return]
+
+        class Server(ThreadingMixIn, WSGIServer):
+            daemon_threads = True
+
+        class Quiet(WSGIRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+        server = make_server(host, port, app, server_class=Server, handler_class=Quiet)
+        threading.Thread(target=server.serve_forever, name=f"{self.service}-metrics", daemon=True).start()
+        logger.info("service=%s metrics on http://%s:%d/metrics, health on /health", self.service, host, port)
 
     async def watch(
         self,

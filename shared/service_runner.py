@@ -215,7 +215,8 @@ class ServiceApp:
             tasks = [asyncio.create_task(_supervise(self.name, factory)) for factory in self._background]
             port = getattr(self.settings, "metrics_port", 0)
             if port:
-                self.metrics.serve(getattr(self.settings, "metrics_host", "127.0.0.1"), port)
+                host = getattr(self.settings, "metrics_host", "127.0.0.1")
+                self.metrics.serve(host, port, healthy=lambda: nc.is_connected and not stop.is_set())
             watched = list(self._watched())
             if watched or self._watched_consumers:
                 js = nc.jetstream(timeout=self.settings.request_timeout)

@@ -94,6 +94,10 @@ async def test_every_tier_exposes_its_metrics(stack_factory: Any) -> None:
             await asyncio.sleep(0.5)
     assert sum(shard_messages) >= 3 and lag == 0
 
+    async with httpx.AsyncClient(timeout=5) as http:  # what a Kubernetes readiness probe asks
+        for port in ports.values():
+            health = await http.get(f"http://127.0.0.1:{port}/health")
+            assert health.status_code == 200 and health.json() == {"status": "healthy"}
     async with httpx.AsyncClient(base_url=metrics_stack.base_url) as http:
         gateway = samples((await http.get("/metrics")).text)
     assert (value(gateway, "natter_gateway_delivery_seconds_count") or 0) >= 3
