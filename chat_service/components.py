@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
+from chat_service.attachments import Attachments
 from chat_service.config import Settings
 from chat_service.directget import DirectReader
 from chat_service.feed import FeedRelay
@@ -44,6 +45,8 @@ class Components:
     floors: FloorKeeper | None
     #: room events into the event feed (chat_service.feed)
     feed: FeedRelay
+    #: attachment records (chat_service.attachments)
+    attachments: Attachments
 
 
 async def build_components(nc: Client, settings: Settings) -> Components:
@@ -60,6 +63,7 @@ async def build_components(nc: Client, settings: Settings) -> Components:
     gateways_kv = await open_bucket(js, subjects.KV_GATEWAYS)
     memberships_kv = await open_bucket(js, subjects.KV_MEMBERSHIPS)
     leases_kv = await open_bucket(js, subjects.KV_LEASES)
+    attachments_kv = await open_bucket(js, subjects.KV_ATTACHMENTS)
     reader = DirectReader(nc)
     rooms = RoomRegistry(reader, rooms_kv)
     await rooms.ensure_general()
@@ -73,6 +77,7 @@ async def build_components(nc: Client, settings: Settings) -> Components:
         publish_timeout=settings.publish_timeout_seconds,
         attempts=settings.send_attempts,
     )
+    attachments = Attachments(nc, attachments_kv, rooms)
     janitor = Janitor(
         reader,
         presence,
@@ -88,7 +93,7 @@ async def build_components(nc: Client, settings: Settings) -> Components:
         nc=nc,
         js=js,
         log=log,
-        purger=Purger(log, js, timeout=settings.publish_timeout_seconds),
+        purger=Purger(log, js, attachments, timeout=settings.publish_timeout_seconds),
         rooms=rooms,
         room_cache=room_cache,
         presence=presence,
@@ -96,6 +101,7 @@ async def build_components(nc: Client, settings: Settings) -> Components:
         janitor=janitor,
         floors=floors,
         feed=FeedRelay(nc, log, leases_kv, timeout=settings.publish_timeout_seconds),
+        attachments=attachments,
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from typing import Any
 
 import nats.errors
@@ -27,7 +28,7 @@ from chat_service.roomlog import bodies, pages
 from chat_service.roomlog.log import Appended, Draft
 from chat_service.roomlog.state import MessageState
 from chat_service.rooms import check_access
-from shared import subjects
+from shared import room_shards, subjects
 from shared.errors import ErrorCode, ProtocolError
 from shared.internal import (
     AccessRequest,
@@ -81,6 +82,16 @@ class ChatHandlers:
         app.add_endpoint(subjects.CHAT_PRESENCE, self.presence)
         app.add_endpoint(subjects.CHAT_ACCESS, self.access)
         app.add_endpoint(subjects.API_ROOMS_POST, self.post)
+        app.add_endpoint(subjects.CHAT_ATTACHMENTS_REGISTER, self.register_attachment)
+        app.add_endpoint(subjects.CHAT_ATTACHMENTS_GET, self.get_attachment)
+
+    async def register_attachment(self, body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
+        """``chat.attachments.register`` (:mod:`chat_service.attachments`)."""
+        return await self.parts.attachments.register(body, headers)
+
+    async def get_attachment(self, body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
+        """``chat.attachments.get`` (:mod:`chat_service.attachments`)."""
+        return await self.parts.attachments.get(body, headers)
 
     # --- rooms and presence ----------------------------------------------------------------
 
@@ -322,6 +333,13 @@ class ChatHandlers:
             room = await parts.room_cache.require_access(req.room, req.user_id)
             if room.is_muted(req.user_id):
                 raise ProtocolError(ErrorCode.MUTED)
+        files: list[dict[str, Any]] | None = None
+        key = ""
+        if req.attachments:  # section 11: the sender's uploads to this room, each used once
+            key = room_shards.request_key(req.user_id, req.client_msg_id or uuid.uuid4().hex)
+            files = await parts.attachments.claim(
+                list(req.attachments), room=room.name, user_id=req.user_id, key=key
+            )
         where = parts.log.where(room.name)
         timestamp = utc_timestamp()
         parent = req.reply_to
@@ -337,6 +355,7 @@ class ChatHandlers:
                 client_msg_id=req.client_msg_id,
                 reply_to=parent,
                 bot=req.bot,
+                attachments=files,
             )
             if parent is None:
                 return Draft(subject=where.message_subject(), body=data)
@@ -358,16 +377,22 @@ class ChatHandlers:
         async def deliver(stored: Appended) -> None:
             await deliver_entry(parts.nc, room.name, stored.seq, stored.data, bodies.MESSAGE)
 
-        stored = await parts.log.append(
-            room.name,
-            user_id=req.user_id,
-            client_msg_id=req.client_msg_id,
-            prepare=prepare,
-            after_store=deliver,
-            batch=parent is not None,
-            message=True,
-            seq_floor=room.seq_floor,
-        )
+        try:
+            stored = await parts.log.append(
+                room.name,
+                user_id=req.user_id,
+                client_msg_id=req.client_msg_id,
+                prepare=prepare,
+                after_store=deliver,
+                batch=parent is not None,
+                message=True,
+                seq_floor=room.seq_floor,
+            )
+        except ProtocolError as refused:
+            # refused for good (not "unavailable": that one may have been stored): free the files
+            if files and refused.code != ErrorCode.UNAVAILABLE:
+                await parts.attachments.release(list(req.attachments or ()), key=key)
+            raise
         assert stored is not None  # a message always stores something
         original = bodies.decode(stored.data) if stored.duplicate and stored.data else None
         if stored.duplicate:

@@ -27,6 +27,7 @@ from typing import Any
 from nats.aio.client import Client
 
 from chat_service import frames, moderation
+from chat_service.attachments import attachment_ids
 from chat_service.components import Runtime
 from chat_service.mentions import extract_mentions
 from chat_service.roomlog import bodies
@@ -324,6 +325,7 @@ class RoomEvents:
                     )
             # Who its mention notifications went to: notify strips their text (PROTOCOL.md 8).
             plan = PurgePlan(
+                attachments=tuple(attachment_ids(target.entry.data)),
                 erase=tuple(erase),
                 mentions=tuple(
                     extract_mentions(str(target.data.get("message") or ""), sender=target.username)

@@ -25,6 +25,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
+from gateway.attachments import router as attachments_router
+from gateway.attachments import upload_limit
 from gateway.config import Settings
 from gateway.connection import Connection
 from gateway.edge import BodyLimit
@@ -92,7 +94,13 @@ class GatewayApp:
         self.fastapi = api
         settings = node.settings
         #: every HTTP request passes the body limit first (gateway.edge).
-        self.api: ASGIApp = BodyLimit(api, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout)
+        self.api: ASGIApp = BodyLimit(
+            api,
+            max_bytes=settings.max_body_bytes,
+            timeout=settings.body_timeout,
+            # uploads are read as they arrive, refused as soon as they pass their limit
+            streamed=lambda path: upload_limit(path, settings.attachment_max_bytes),
+        )
         self.node = node
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -124,6 +132,7 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
     )
     app.state.node = node
     app.include_router(router)
+    app.include_router(attachments_router)
 
     @app.exception_handler(ProtocolError)
     async def protocol_error(request: Request, error: ProtocolError) -> Response:

@@ -68,6 +68,30 @@ class Settings(CommonSettings):
     body_timeout: float = Field(
         default=30.0, gt=0, description="Seconds an HTTP request body may take to arrive; slower: 408."
     )
+    attachment_max_bytes: int = Field(
+        default=10 * 1024 * 1024,
+        ge=1024,
+        le=1024 * 1024 * 1024,
+        description="Largest attachment (PROTOCOL.md section 11), bytes: a bigger upload is refused "
+        "413 as soon as the bytes received pass it (plus 64 KiB for the multipart envelope).",
+    )
+    attachment_types: list[str] = Field(
+        default=[
+            "image/jpeg",
+            "image/png",
+            "image/gif",
+            "image/webp",
+            "application/pdf",
+            "application/zip",
+            "audio/mpeg",
+            "audio/ogg",
+            "video/mp4",
+            "video/webm",
+            "text/plain",
+        ],
+        description="Content types an attachment may have (JSON list), as detected from its bytes "
+        "(never its name); anything else is 415.",
+    )
     max_pending_per_address: int = Field(
         default=50,
         ge=1,

@@ -618,6 +618,8 @@ class Connection:
             body["client_msg_id"] = frame.client_msg_id
         if frame.reply_to is not None:
             body["reply_to"] = frame.reply_to
+        if frame.attachments:
+            body["attachments"] = frame.attachments
         reply = await self.node.request(subjects.CHAT_SEND, dumps(body).encode())
         self.send_reply("ack", reply, frame.id)
 

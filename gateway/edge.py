@@ -20,12 +20,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.errors import HTTP_STATUS, ErrorCode
+from shared.errors import HTTP_STATUS, ErrorCode, ProtocolError
 
 logger = logging.getLogger(__name__)
 
@@ -103,12 +103,20 @@ class BodyLimit:
     """
 
     def __init__(
-        self, app: ASGIApp, *, max_bytes: int, timeout: float, limits: Mapping[str, int] | None = None
+        self,
+        app: ASGIApp,
+        *,
+        max_bytes: int,
+        timeout: float,
+        limits: Mapping[str, int] | None = None,
+        streamed: Callable[[str], int | None] | None = None,
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.timeout = timeout
         self.limits = dict(limits or {})
+        #: path -> the limit of a route that reads its body as a stream (uploads), else None
+        self.streamed = streamed
 
     def limit_for(self, path: str) -> int:
         """The body limit of ``path`` in bytes."""
@@ -121,10 +129,14 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.limit_for(scope.get("path", ""))
+        stream_limit = self.streamed(scope.get("path", "")) if self.streamed is not None else None
+        limit = stream_limit if stream_limit is not None else self.limit_for(scope.get("path", ""))
         announced = _content_length(scope)
         if announced is not None and announced > limit:
             await _refuse(send, ErrorCode.PAYLOAD_TOO_LARGE, f"Request body larger than {limit} bytes")
+            return
+        if stream_limit is not None:
+            await self._streamed(scope, receive, send, stream_limit)
             return
         chunks: list[bytes] = []
         size = 0
@@ -160,6 +172,30 @@ class BodyLimit:
             return await receive()
 
         await self.app(scope, replay, send)
+
+    async def _streamed(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        """Hand the route its body as it arrives, counting: past ``limit`` bytes (or after the
+        timeout) the route's next read raises ``ProtocolError`` ``payload_too_large``
+        (``request_timeout``), which the app answers 413 (408) like any protocol error; the rest
+        of the body is never read."""
+        size = 0
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+
+        async def counted() -> Message:
+            nonlocal size
+            try:
+                async with asyncio.timeout(max(0.0, deadline - loop.time())):
+                    message = await receive()
+            except TimeoutError:
+                detail = f"Request body not received within {self.timeout:g}s"
+                raise ProtocolError(ErrorCode.REQUEST_TIMEOUT, detail) from None
+            size += len(message.get("body", b""))
+            if size > limit:
+                raise ProtocolError(ErrorCode.PAYLOAD_TOO_LARGE, f"Request body larger than {limit} bytes")
+            return message
+
+        await self.app(scope, counted, send)
 
 
 def _content_length(scope: Scope) -> int | None:

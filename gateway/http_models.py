@@ -300,6 +300,17 @@ class WebhookBody(_In):
     )
 
 
+class AttachmentInfo(_Out):
+    """An uploaded file (PROTOCOL.md section 11)."""
+
+    attachment_id: str
+    name: str
+    size: int
+    content_type: str
+    width: int | None
+    height: int | None
+
+
 class WebhookOut(_Out):
     id: str
     url: str
@@ -382,7 +393,8 @@ _DESCRIPTIONS = {
     404: "No such room, user or message",
     408: "The request body did not arrive in time",
     409: "Conflict (the name is taken)",
-    413: "The request body is larger than 64 KiB",
+    413: "The request body is larger than its limit (64 KiB; uploads: the attachment limit)",
+    415: "The attachment's content type (from its bytes) is not allowed",
     422: "Validation failed",
     429: "Rate limited; `Retry-After` says when to come back",
     503: "A service did not answer in time; safe to retry",

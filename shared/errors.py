@@ -48,6 +48,8 @@ class ErrorCode(StrEnum):
     REQUEST_TIMEOUT = "request_timeout"
     #: a webhook URL that is not http(s), does not resolve, or reaches a non-public address
     INVALID_URL = "invalid_url"
+    #: an attachment whose content type (from its bytes) is not allowed
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
 
 
 class CloseCode(IntEnum):
@@ -86,6 +88,7 @@ DEFAULT_MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.PAYLOAD_TOO_LARGE: "Request body too large",
     ErrorCode.REQUEST_TIMEOUT: "Request body too slow",
     ErrorCode.INVALID_URL: "URL refused",
+    ErrorCode.UNSUPPORTED_MEDIA_TYPE: "Content type not allowed",
 }
 
 #: HTTP status for each code (used for the HTTP API and for Nats-Service-Error-Code).
@@ -108,6 +111,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.PAYLOAD_TOO_LARGE: 413,
     ErrorCode.REQUEST_TIMEOUT: 408,
     ErrorCode.INVALID_URL: 400,
+    ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.MESSAGE_NOT_FOUND: 404,
     ErrorCode.MUTED: 403,

@@ -72,6 +72,18 @@ class Member(_Data):
     username: str
 
 
+class Attachment(_Data):
+    """A file a message carries (PROTOCOL.md section 11); download it with
+    `GET /api/attachments/{attachment_id}` and a service token."""
+
+    attachment_id: str = Field(description="32 hex characters.")
+    name: str
+    size: int = Field(ge=0, description="Bytes.")
+    content_type: str = Field(description="Detected from the bytes, never from the name.")
+    width: int | None = Field(default=None, description="Pixels, images only.")
+    height: int | None = Field(default=None, description="Pixels, images only.")
+
+
 class _RoomEventData(_Data):
     room: str = Field(description="The room (`^[a-z0-9][a-z0-9_-]{0,63}$`).")
     seq: int = Field(ge=1, description="The room event's seq: contiguous per room, in order.")
@@ -88,7 +100,7 @@ class MessageData(_RoomEventData):
     client_msg_id: str | None = None
     reply_to: int | None = Field(default=None, description="The seq of the message this replies to.")
     bot: bool | None = Field(default=None, description="True when a service posted it.")
-    attachments: list[dict[str, Any]] | None = None
+    attachments: list[Attachment] | None = Field(default=None, description="Files (section 11).")
 
 
 class MessageEditedData(_RoomEventData):

@@ -174,6 +174,12 @@ ServiceName = Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_-]{1,48}$")]
 BotId = Annotated[StrictStr, Field(pattern=r"^svc:[A-Za-z0-9_-]{1,48}$")]
 
 
+#: An attachment's id (PROTOCOL.md section 11): 32 hex digits.
+AttachmentId = Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{32}$")]
+#: Most attachments one message carries (section 11).
+MAX_ATTACHMENTS = 10
+
+
 class SendRequest(Actor):
     """``chat.send``: answers the ``ack`` frame (header ``Natter-Duplicate: 1`` when it is the
     original's, a retry). Idempotent on (room, user, client_msg_id); ``reply_to`` makes it a
@@ -189,6 +195,8 @@ class SendRequest(Actor):
     client_msg_id: ClientMsgId | None = None
     reply_to: Seq | None = None
     bot: StrictBool = False
+    #: uploaded by this user to this room, each used once (PROTOCOL.md section 11)
+    attachments: Annotated[list[AttachmentId], Field(max_length=MAX_ATTACHMENTS)] | None = None
 
     @model_validator(mode="after")
     def _bot_ids(self) -> SendRequest:
@@ -214,6 +222,38 @@ class WebhookRef(_Body):
     """``notify.webhooks.delete`` / ``.deliveries``: the webhook ``id``."""
 
     id: Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{16}$")]
+
+
+class AttachmentRecord(_Body):
+    """``chat.attachments.register`` (the gateway, after storing the file in the Object Store):
+    answers the public part ``{"attachment_id","name","size","content_type","width","height"}``.
+    ``claim`` and ``message_seq`` are chat's own (which request took it, which message holds it)."""
+
+    attachment_id: AttachmentId
+    name: Annotated[StrictStr, Field(min_length=1, max_length=255)]
+    size: Annotated[StrictInt, Field(ge=0)]
+    content_type: Annotated[StrictStr, Field(min_length=3, max_length=127)]
+    width: Annotated[StrictInt, Field(ge=1)] | None = None
+    height: Annotated[StrictInt, Field(ge=1)] | None = None
+    thumbnail: StrictBool = False
+    room: RoomName
+    user_id: UserId
+    created_at: StrictStr = ""
+    claim: StrictStr | None = None
+
+    def public(self) -> dict[str, Any]:
+        """What clients see (PROTOCOL.md section 11)."""
+        return self.model_dump(include={"attachment_id", "name", "size", "content_type", "width", "height"})
+
+
+class AttachmentGetRequest(_Body):
+    """``chat.attachments.get``: the record of ``attachment_id`` if ``user_id`` may read its
+    room now (``forbidden``; ``not_found`` when unknown or deleted); answers the record with
+    ``thumbnail``."""
+
+    attachment_id: AttachmentId
+    user_id: UserId | BotId
+    role: Literal["user", "service", "admin"] = "user"
 
 
 class ApiPostRequest(_Body):

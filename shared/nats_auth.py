@@ -96,6 +96,8 @@ GATEWAY_REQUESTS: Final = (
     subjects.CHAT_ROOMS_MUTE,
     subjects.CHAT_ROOMS_UNMUTE,
     subjects.CHAT_DMS_OPEN,
+    subjects.CHAT_ATTACHMENTS_REGISTER,
+    subjects.CHAT_ATTACHMENTS_GET,
     subjects.NOTIFY_SEND,
     subjects.NOTIFY_BROADCAST,
     subjects.NOTIFY_LIST,
@@ -145,6 +147,20 @@ def _consume(stream: str) -> list[str]:
         f"$JS.API.CONSUMER.MSG.NEXT.{stream}.>",
         f"$JS.ACK.{stream}.>",
         f"$JS.FC.{stream}.>",
+    ]
+
+
+def _object_store() -> list[str]:
+    """Open the attachments' Object Store, read object metadata and chunks (an ordered
+    consumer), write objects (``$O.<bucket>.C.*`` chunks, ``$O.<bucket>.M.*`` metadata)."""
+    stream = subjects.OBJ_ATTACHMENTS_STREAM
+    return [
+        *_info(stream),
+        f"$JS.API.STREAM.MSG.GET.{stream}",
+        *_consume(stream),
+        f"$O.{subjects.OBJ_ATTACHMENTS}.>",
+        # nats-py finds the stream of an object's chunks by subject (a list of stream names)
+        "$JS.API.STREAM.NAMES",
     ]
 
 
@@ -207,8 +223,20 @@ def permissions(tier: str) -> dict[str, object]:
             subjects.KV_LEASES,
         ):
             publish += [*_read(_kv(bucket)), *_consume(_kv(bucket))]
-        for bucket in (subjects.KV_ROOMS, subjects.KV_PRESENCE, subjects.KV_MEMBERSHIPS, subjects.KV_LEASES):
+        for bucket in (
+            subjects.KV_ROOMS,
+            subjects.KV_PRESENCE,
+            subjects.KV_MEMBERSHIPS,
+            subjects.KV_LEASES,
+            subjects.KV_ATTACHMENTS,
+        ):
             publish += _kv_write(bucket)
+        # attachments (PROTOCOL.md section 11): records; deleting files with their message
+        publish += [
+            *_read(_kv(subjects.KV_ATTACHMENTS)),
+            *_object_store(),
+            f"$JS.API.STREAM.PURGE.{subjects.OBJ_ATTACHMENTS_STREAM}",
+        ]
         # read markers go to the user's other sockets (PROTOCOL.md section 9)
         publish.append(subjects.DELIVER_USER_WILDCARD)
         return _with_responses(publish, subscribe)
@@ -248,6 +276,8 @@ def permissions(tier: str) -> dict[str, object]:
             subjects.DELIVER_ROOM_WILDCARD,
             *_info(_kv(subjects.KV_GATEWAYS)),
             *_kv_write(subjects.KV_GATEWAYS),
+            # attachments: the gateway streams files in and out (DESIGN.md rule 16)
+            *_object_store(),
         ]
         for stream in (
             _kv(subjects.KV_REVOCATIONS),

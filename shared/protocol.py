@@ -116,6 +116,10 @@ class ChatMessageFrame(_RoomFrame):
     message: StrictStr
     client_msg_id: ClientMsgId | None = None
     reply_to: MessageSeq | None = None
+    #: v2 (section 11): ids of files this user uploaded to this room, each used once
+    attachments: (
+        Annotated[list[Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{32}$")]], Field(max_length=10)] | None
+    ) = None
 
     @field_validator("message")
     @classmethod

@@ -32,6 +32,7 @@ from shared.streams import (
     ensure_bucket,
     ensure_events_stream,
     ensure_notifications_stream,
+    ensure_object_store,
     ensure_room_access_stream,
     ensure_stream,
     ensure_webhook_streams,
@@ -89,12 +90,14 @@ async def provision(
     await ensure_events_stream(js, replicas=replicas)
     await ensure_room_access_stream(js, replicas=replicas)
     await ensure_webhook_streams(js, replicas=replicas)
+    await ensure_object_store(js, subjects.OBJ_ATTACHMENTS, replicas=replicas)
     names += [
         subjects.NOTIFICATIONS_STREAM,
         subjects.EVENTS_STREAM,
         subjects.ROOM_ACCESS_STREAM,
         subjects.WEBHOOKS_STREAM,
         subjects.WEBHOOK_LOG_STREAM,
+        subjects.OBJ_ATTACHMENTS_STREAM,
     ]
     for bucket in BUCKET_TTLS:
         await ensure_bucket(js, bucket, replicas=replicas)

@@ -15,8 +15,14 @@ from typing import Final
 from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, KeyValueConfig, PubAck, StorageType, StreamConfig
-from nats.js.errors import APIError, BadRequestError, NoStreamResponseError, NotFoundError
+from nats.js.api import DiscardPolicy, KeyValueConfig, ObjectStoreConfig, PubAck, StorageType, StreamConfig
+from nats.js.errors import (
+    APIError,
+    BadRequestError,
+    BucketNotFoundError,
+    NoStreamResponseError,
+    NotFoundError,
+)
 from nats.js.kv import KeyValue
 
 from shared import subjects
@@ -49,6 +55,7 @@ BUCKET_TTLS: Final[dict[str, float | None]] = {
     subjects.KV_MEMBERSHIPS: None,
     subjects.KV_LEASES: 10.0,
     subjects.KV_WEBHOOKS: None,
+    subjects.KV_ATTACHMENTS: None,
 }
 
 
@@ -189,6 +196,22 @@ async def ensure_bucket(js: JetStreamContext, bucket: str, *, replicas: int) -> 
     except BadRequestError:
         # Another process created it first with the same name.
         return await js.key_value(bucket)
+
+
+async def ensure_object_store(js: JetStreamContext, bucket: str, *, replicas: int) -> None:
+    """Create Object Store ``bucket`` (file storage, ``replicas`` like the room logs) if it does
+    not exist (operator only: :mod:`shared.provisioning`)."""
+    try:
+        await js.object_store(bucket)
+        return
+    except (NotFoundError, BadRequestError, BucketNotFoundError):
+        pass
+    try:
+        await js.create_object_store(
+            bucket, config=ObjectStoreConfig(bucket=bucket, storage=StorageType.FILE, replicas=replicas)
+        )
+    except BadRequestError:  # created meanwhile
+        pass
 
 
 async def publish_acked(

@@ -60,6 +60,8 @@ CHAT_ROOMS_MUTE: Final = "chat.rooms.mute"
 CHAT_ROOMS_UNMUTE: Final = "chat.rooms.unmute"
 CHAT_DMS_OPEN: Final = "chat.dms.open"
 
+CHAT_ATTACHMENTS_REGISTER: Final = "chat.attachments.register"
+CHAT_ATTACHMENTS_GET: Final = "chat.attachments.get"
 NOTIFY_SEND: Final = "notify.send"
 NOTIFY_BROADCAST: Final = "notify.broadcast"
 NOTIFY_LIST: Final = "notify.list"
@@ -120,6 +122,11 @@ KV_PRESENCE: Final = "natter_presence"
 KV_GATEWAYS: Final = "natter_gateways"
 KV_NOTIFY_READ: Final = "natter_notify_read"
 KV_WEBHOOKS: Final = "natter_webhooks"
+#: Attachment records (chat owns them) and the Object Store bucket with the files (PROTOCOL.md s11).
+KV_ATTACHMENTS: Final = "natter_attachments"
+OBJ_ATTACHMENTS: Final = "natter_attachments"
+#: The JetStream stream behind the Object Store bucket (nats-py's ``OBJ_<bucket>``).
+OBJ_ATTACHMENTS_STREAM: Final = f"OBJ_{OBJ_ATTACHMENTS}"
 #: ``<user_id>.<room>`` -> ``{"read_seq","since"}``: memberships and read markers (v2).
 KV_MEMBERSHIPS: Final = "natter_memberships"
 #: Leases: which replica does a singleton job now (chat's feed relay per shard); entries

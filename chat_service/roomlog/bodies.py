@@ -50,6 +50,7 @@ def message_body(
     client_msg_id: str | None,
     reply_to: int | None = None,
     bot: bool = False,
+    attachments: list[dict[str, Any]] | None = None,
 ) -> bytes:
     """The stored body of a message, also the ``data`` of its ``message`` frame (``"bot":
     true`` when a service posted it, PROTOCOL.md section 12)."""
@@ -66,6 +67,8 @@ def message_body(
         data["reply_to"] = reply_to
     if bot:
         data["bot"] = True
+    if attachments:
+        data["attachments"] = attachments
     return dumps(data).encode()
 
 

@@ -23,6 +23,7 @@ from typing import Any, Final
 import nats.errors
 from nats.js import JetStreamContext
 
+from chat_service.attachments import Attachments
 from chat_service.events import publish_deletion
 from chat_service.roomlog.feedrecords import feed_copies
 from chat_service.roomlog.log import RoomLog
@@ -49,12 +50,16 @@ class PurgePlan:
 
     erase: tuple[int, ...]
     mentions: tuple[str, ...] = ()
+    #: the deleted message's attachments (PROTOCOL.md section 11: deleted with it)
+    attachments: tuple[str, ...] = ()
 
     def encode(self) -> bytes:
         """The pending purge's body, ``{"erase":[..]}`` plus ``"mentions"`` when there are any."""
         body: dict[str, list[Any]] = {"erase": list(self.erase)}
         if self.mentions:
             body["mentions"] = list(self.mentions)
+        if self.attachments:
+            body["attachments"] = list(self.attachments)
         return json.dumps(body, separators=(",", ":")).encode()
 
     @classmethod
@@ -69,7 +74,8 @@ class PurgePlan:
             raise ValueError("pending purge is not an object")
         erase = tuple(int(seq) for seq in value.get("erase", []))
         mentions = tuple(str(name) for name in value.get("mentions", []))
-        return cls(erase=erase, mentions=mentions)
+        attachments = tuple(str(a) for a in value.get("attachments", []))
+        return cls(erase=erase, mentions=mentions, attachments=attachments)
 
 
 class Purger:
@@ -83,10 +89,17 @@ class Purger:
     """
 
     def __init__(
-        self, log: RoomLog, js: JetStreamContext, *, interval: float = 30.0, timeout: float = 2.0
+        self,
+        log: RoomLog,
+        js: JetStreamContext,
+        attachments: Attachments | None = None,
+        *,
+        interval: float = 30.0,
+        timeout: float = 2.0,
     ) -> None:
         self._log = log
         self._js = js
+        self._attachments = attachments
         self._interval = interval
         self._timeout = timeout
 
@@ -102,6 +115,8 @@ class Purger:
         copies = await feed_copies(self._log, where.shard, room, plan.erase)
         await self._log.erase(where.stream, plan.erase)
         await self._log.erase(subjects.EVENTS_STREAM, copies)  # the event feed's (chat_service.feed)
+        if plan.attachments and self._attachments is not None:
+            await self._attachments.delete(list(plan.attachments))
         if plan.mentions and not await publish_deletion(
             self._js, room=room, seq=target, mentions=list(plan.mentions), timeout=self._timeout
         ):

@@ -255,7 +255,10 @@ async def test_send_acks_and_delivers_once_encoded(nc: Client) -> None:
     assert ack["timestamp"].endswith("Z") and len(ack["timestamp"]) == 24
 
     frame, msg = await next_frame(sub)
-    assert msg.headers == {"Natter-Room": room, "Natter-Seq": "1", "Natter-Kind": "message"}
+    headers = dict(msg.headers or {})
+    stored_ms = int(headers.pop("Natter-Stored-Ms"))  # when it was stored: the delivery histogram
+    assert abs(stored_ms - time.time() * 1000) < 60_000, stored_ms
+    assert headers == {"Natter-Room": room, "Natter-Seq": "1", "Natter-Kind": "message"}
     expected_data = {
         "id": f"{room}:1",
         "seq": 1,

@@ -1,0 +1,274 @@
+"""Attachments over HTTP (PROTOCOL.md section 11): upload into the Object Store bucket
+``natter_attachments``, download for readers of the room. The gateway streams the bytes
+(DESIGN.md rule 16); chat keeps the records and decides who may (``chat.attachments.*``).
+
+Upload (``POST /api/rooms/{room}/attachments``, multipart, one field ``file``):
+
+1. chat checks that the user may send in the room (``register`` with ``dry_run``): 403 / 404;
+2. the body is read as it arrives and refused 413 as soon as it passes the limit
+   (:class:`gateway.edge.BodyLimit` ``streamed``), never buffered whole when too big;
+3. the content type comes from the bytes (``filetype``, signatures of the well-known formats;
+   UTF-8 text without NUL bytes is ``text/plain``), never from the name or the client's header;
+   a type outside ``NATTER_GATEWAY_ATTACHMENT_TYPES`` is 415;
+4. images are opened with Pillow (decompression bombs refused, 415): width, height and a JPEG
+   thumbnail at most 320 px wide (``<id>.thumb``);
+5. the file is put in the Object Store and chat records it; the answer is 201 with
+   ``{"attachment_id","name","size","content_type","width","height"}``.
+
+Download (``GET /api/attachments/{id}``, ``?thumb=1`` for an image's thumbnail): chat says
+whether the caller may read the file's room now (403) and whether it exists (404); the file
+goes out with its content type, ``X-Content-Type-Options: nosniff``, ``Content-Disposition:
+attachment`` for anything but images (``inline`` for images), ``Cache-Control: private``.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import secrets
+import unicodedata
+import warnings
+from typing import Annotated, Any, Final
+from urllib.parse import quote
+
+import filetype
+from fastapi import APIRouter, Path, Query, Request, Response
+from nats.js.errors import ObjectNotFoundError
+from PIL import Image, UnidentifiedImageError
+from starlette.datastructures import UploadFile
+
+from gateway.http_api import RoomPath, UserClaims, json_bytes, node_of, token_role
+from gateway.http_models import AttachmentInfo, errors
+from shared import subjects
+from shared.errors import ErrorCode, ProtocolError
+from shared.internal import AttachmentGetRequest, AttachmentRecord
+
+logger = logging.getLogger(__name__)
+router = APIRouter()
+
+#: Image types natter makes a thumbnail of (and serves inline).
+IMAGE_TYPES: Final = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
+#: Widest thumbnail, pixels (section 11).
+THUMB_WIDTH: Final = 320
+#: Pillow refuses images with more pixels than this (a decompression bomb: a small file that
+#: decodes to gigabytes).
+MAX_PIXELS: Final = 40_000_000
+#: Bytes of multipart envelope allowed on top of the file.
+ENVELOPE: Final = 64 * 1024
+AttachmentIdPath = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")]
+
+
+def upload_limit(path: str, max_bytes: int) -> int | None:
+    """The streamed body limit of ``path`` when it is an upload (file + envelope), else None."""
+    if path.startswith("/api/rooms/") and path.endswith("/attachments") and path.count("/") == 4:
+        return max_bytes + ENVELOPE
+    return None
+
+
+def sniff(data: bytes) -> str | None:
+    """The content type of ``data`` from its bytes: a known signature (``filetype``), else
+    ``text/plain`` for UTF-8 without NUL bytes, else None."""
+    kind = filetype.guess(data[:8192])
+    if kind is not None:
+        return str(kind.mime)
+    if b"\x00" in data:
+        return None
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return "text/plain"
+
+
+def clean_name(name: str | None) -> str:
+    """A file name safe to store and show: the last path part, no control characters, at most
+    255 characters; ``file`` when nothing is left."""
+    base = (name or "").replace("\\", "/").rsplit("/", 1)[-1]
+    base = "".join(ch for ch in base if unicodedata.category(ch)[0] != "C").strip()
+    return base[:255] or "file"
+
+
+def image_facts(data: bytes) -> tuple[int, int, bytes]:
+    """``(width, height, JPEG thumbnail)`` of an image.
+
+    Raises:
+        ProtocolError: ``validation_error`` (415 at the route) for an image Pillow cannot read or
+            one over :data:`MAX_PIXELS`.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+                if width * height > MAX_PIXELS:
+                    raise ProtocolError(ErrorCode.VALIDATION_ERROR, "image too large")
+                image.thumbnail((THUMB_WIDTH, max(1, THUMB_WIDTH * height // max(1, width))))
+                out = io.BytesIO()
+                image.convert("RGB").save(out, "JPEG", quality=80)
+    except (
+        UnidentifiedImageError,
+        OSError,
+        ValueError,
+        Image.DecompressionBombWarning,
+        Image.DecompressionBombError,
+    ):
+        raise ProtocolError(ErrorCode.VALIDATION_ERROR, "image unreadable or too large") from None
+    return width, height, out.getvalue()
+
+
+def content_disposition(kind: str, name: str) -> str:
+    """``inline`` for images, else ``attachment``, with the name (RFC 6266, RFC 8187 for
+    non-ASCII names)."""
+    disposition = "inline" if kind in IMAGE_TYPES else "attachment"
+    ascii_name = name.encode("ascii", "replace").decode().replace('"', "_").replace("?", "_")
+    return f"{disposition}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
+
+
+async def _store(request: Request) -> Any:
+    nc = node_of(request).nc
+    assert nc is not None
+    return await nc.jetstream().object_store(subjects.OBJ_ATTACHMENTS)
+
+
+@router.post(
+    "/api/rooms/{room}/attachments",
+    tags=["attachments"],
+    status_code=201,
+    response_model=AttachmentInfo,
+    responses=errors(400, 401, 403, 404, 413, 415),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["file"],
+                        "properties": {"file": {"type": "string", "format": "binary"}},
+                        "additionalProperties": False,  # one field: any other is 422
+                    }
+                }
+            },
+        }
+    },
+)
+async def upload(room: RoomPath, claims: UserClaims, request: Request) -> Response:
+    """Upload one file for a message of ``room`` (module docstring); 201 with its facts."""
+    subjects.check_room(room)
+    node = node_of(request)
+    settings = node.settings
+    probe = {
+        "attachment_id": "0" * 32,
+        "name": "probe",
+        "size": 0,
+        "content_type": "probe/probe",
+        "room": room,
+        "user_id": claims.user_id,
+        "dry_run": True,
+    }
+    await node.request_json(subjects.CHAT_ATTACHMENTS_REGISTER, probe)
+    try:
+        form = await request.form(max_files=1, max_fields=0)
+    except ProtocolError:  # the body passed its limit or its time (gateway.edge)
+        raise
+    except Exception as error:  # a malformed multipart body (Starlette's MultiPartException ...)
+        raise ProtocolError(ErrorCode.VALIDATION_ERROR, f"file: {error}") from None
+    try:
+        upload_file = form.get("file")
+        if not isinstance(upload_file, UploadFile):
+            raise ProtocolError(ErrorCode.VALIDATION_ERROR, "file: a multipart field named file is required")
+        data = await upload_file.read(settings.attachment_max_bytes + 1)
+        name = clean_name(upload_file.filename)
+    finally:
+        await form.close()
+    if len(data) > settings.attachment_max_bytes:
+        raise ProtocolError(
+            ErrorCode.PAYLOAD_TOO_LARGE, f"file larger than {settings.attachment_max_bytes} bytes"
+        )
+    kind = sniff(data)
+    if kind is None or kind not in settings.attachment_types:
+        raise ProtocolError(
+            ErrorCode.UNSUPPORTED_MEDIA_TYPE, f"content type {kind or 'unknown'} is not allowed"
+        )
+    width = height = None
+    thumb = None
+    if kind in IMAGE_TYPES:
+        try:
+            width, height, thumb = image_facts(data)
+        except ProtocolError as refused:
+            raise ProtocolError(ErrorCode.UNSUPPORTED_MEDIA_TYPE, refused.message) from None
+    attachment_id = secrets.token_hex(16)
+    store = await _store(request)
+    await store.put(attachment_id, data)
+    if thumb is not None:
+        await store.put(f"{attachment_id}.thumb", thumb)
+    record = AttachmentRecord(
+        attachment_id=attachment_id,
+        name=name,
+        size=len(data),
+        content_type=kind,
+        width=width,
+        height=height,
+        thumbnail=thumb is not None,
+        room=room,
+        user_id=claims.user_id,
+    )
+    try:
+        reply = await node.request(subjects.CHAT_ATTACHMENTS_REGISTER, record.model_dump_json().encode())
+    except ProtocolError:
+        for object_name in (attachment_id, f"{attachment_id}.thumb"):
+            try:
+                await store.delete(object_name)
+            except ObjectNotFoundError:
+                pass
+        raise
+    return json_bytes(reply, 201)
+
+
+@router.get(
+    "/api/attachments/{attachment_id}",
+    tags=["attachments"],
+    response_class=Response,
+    responses={
+        200: {
+            "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+            "description": "The file, with the content type detected at upload (a thumbnail: "
+            "image/jpeg)",
+        },
+        **errors(401, 403, 404),
+    },
+)
+async def download(
+    attachment_id: AttachmentIdPath,
+    claims: UserClaims,
+    request: Request,
+    thumb: Annotated[bool, Query(description="An image's JPEG thumbnail (at most 320 px wide).")] = False,
+) -> Response:
+    """The file, for whoever may read its room now (module docstring)."""
+    node = node_of(request)
+    ask = AttachmentGetRequest(attachment_id=attachment_id, user_id=_caller(claims), role=token_role(claims))
+    record = await node.request_json(subjects.CHAT_ATTACHMENTS_GET, ask.model_dump())
+    if thumb and not record.get("thumbnail"):
+        raise ProtocolError(ErrorCode.NOT_FOUND, "This attachment has no thumbnail")
+    store = await _store(request)
+    try:
+        found = await store.get(f"{attachment_id}.thumb" if thumb else attachment_id)
+    except ObjectNotFoundError:
+        raise ProtocolError(ErrorCode.NOT_FOUND, "Attachment not found") from None
+    kind = "image/jpeg" if thumb else str(record["content_type"])
+    headers = {
+        "X-Content-Type-Options": "nosniff",
+        "Content-Disposition": content_disposition(kind, str(record["name"])),
+        "Cache-Control": "private, max-age=3600",
+        # whatever the browser makes of the bytes, they cannot run script in natter's origin
+        "Content-Security-Policy": "default-src 'none'; img-src 'self'; sandbox",
+    }
+    return Response(content=found.data or b"", media_type=kind, headers=headers)
+
+
+def _caller(claims: Any) -> str:
+    """The user id chat checks room access for (a service token's ``svc:<name>``)."""
+    if claims.role in ("service", "admin"):
+        return f"svc:{claims.user_id.removeprefix('svc-')}"
+    return str(claims.user_id)

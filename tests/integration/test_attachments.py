@@ -1,0 +1,244 @@
+"""Attachments (PROTOCOL.md section 11) against the real stack: upload into the Object Store with
+the type taken from the bytes, images measured and thumbnailed, the size limit enforced while
+the body arrives, messages carrying files each used once, downloads only for readers of the room
+(with nosniff and Content-Disposition), and a deleted message taking its files with it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import uuid
+
+import httpx
+import nats
+import pytest
+from PIL import Image
+
+from shared import subjects
+from tests.conftest import NatsServer, Stack
+from tests.support import User, WsClient, connect, join, register, service_token, unique_name
+
+
+def png(width: int, height: int) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 30, 90)).save(out, "PNG")
+    return out.getvalue()
+
+
+def bearer(user: User) -> dict[str, str]:
+    return {"Authorization": f"Bearer {user.access_token}"}
+
+
+async def upload(
+    http: httpx.AsyncClient, user: User, room: str, data: bytes, name: str = "x.txt", kind: str = "text/plain"
+) -> httpx.Response:
+    """Upload with a misleading name and part type: natter must judge by the bytes."""
+    return await http.post(
+        f"/api/rooms/{room}/attachments", files={"file": (name, data, kind)}, headers=bearer(user)
+    )
+
+
+async def raw_upload(base_url: str, user: User, room: str, *, announce: int | None) -> tuple[int, int]:
+    """POST a multipart upload of 20 MiB over a raw socket, 1 MiB at a time, reading the answer
+    as soon as one comes: (HTTP status, body bytes sent before it came)."""
+    host, port = base_url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    boundary = "natterboundary"
+    head = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.txt"\r\n\r\n'
+    length = f"Content-Length: {announce}" if announce is not None else "Transfer-Encoding: chunked"
+    writer.write(
+        (
+            f"POST /api/rooms/{room}/attachments HTTP/1.1\r\nHost: {host}\r\n"
+            f"Authorization: Bearer {user.access_token}\r\n"
+            f"Content-Type: multipart/form-data; boundary={boundary}\r\n{length}\r\n\r\n"
+        ).encode()
+    )
+    sent = 0
+    answer = b""
+    try:
+        for n in range(21):
+            with contextlib.suppress(TimeoutError):
+                answer = await asyncio.wait_for(reader.read(1024), 0.2 if n else 0.5)
+            if answer:
+                break
+            piece = (head.encode() if n == 0 else b"") + b"a" * (1024 * 1024)
+            writer.write(piece if announce is not None else f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+            await writer.drain()
+            sent += len(piece)
+    except ConnectionError:
+        answer = answer or await reader.read(1024)
+    finally:
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 "), answer[:100]
+    return int(answer.split()[1]), sent
+
+
+async def next_message(ws: WsClient, room: str) -> dict[str, object]:
+    while True:
+        frame = await ws.recv()
+        if frame.get("type") == "message" and frame.get("room") == room:
+            return dict(frame["data"])
+
+
+async def test_an_image_travels_with_its_message_and_only_to_readers(
+    stack: Stack, nats_server: NatsServer
+) -> None:
+    room = unique_name("files")
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=30) as http:
+        alice, bob = await register(http), await register(http)
+        a, b = await connect(stack.ws_url, alice.access_token), await connect(stack.ws_url, bob.access_token)
+        await join(a, room)
+        await join(b, room)
+        image = png(800, 600)
+        answer = await upload(http, alice, room, image)
+        assert answer.status_code == 201, answer.text
+        info = answer.json()
+        assert info["content_type"] == "image/png" and (info["width"], info["height"]) == (800, 600)
+        assert info["size"] == len(image) and info["name"] == "x.txt"
+
+        ack = await a.request(
+            {"type": "chat_message", "room": room, "message": "look", "attachments": [info["attachment_id"]]}
+        )
+        assert ack["type"] == "ack"
+        delivered = await next_message(b, room)
+        assert delivered["attachments"] == [info]
+        again = await a.request(
+            {"type": "chat_message", "room": room, "message": "again", "attachments": [info["attachment_id"]]}
+        )
+        assert again["type"] == "error" and again["code"] == "validation_error"
+
+        got = await http.get(f"/api/attachments/{info['attachment_id']}", headers=bearer(bob))
+        assert got.status_code == 200 and got.content == image
+        assert got.headers["content-type"] == "image/png"
+        assert got.headers["x-content-type-options"] == "nosniff"
+        assert got.headers["content-disposition"].startswith("inline;")
+        thumb = await http.get(f"/api/attachments/{info['attachment_id']}?thumb=1", headers=bearer(bob))
+        assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+        with Image.open(io.BytesIO(thumb.content)) as small:
+            assert small.format == "JPEG" and small.size == (320, 240)
+
+        page = (await http.get(f"/api/rooms/{room}/messages", headers=bearer(bob))).json()
+        assert page["messages"][-1]["attachments"] == [info]
+
+        # deleting the message deletes the file
+        deleted = await http.delete(f"/api/rooms/{room}/messages/{ack['seq']}", headers=bearer(alice))
+        assert deleted.status_code == 204
+        gone = await http.get(f"/api/attachments/{info['attachment_id']}", headers=bearer(alice))
+        assert gone.status_code == 404
+        nc = await nats.connect(nats_server.url)
+        try:
+            store = await nc.jetstream().object_store(subjects.OBJ_ATTACHMENTS)
+            with pytest.raises(nats.js.errors.ObjectNotFoundError):
+                await store.get(info["attachment_id"])
+        finally:
+            await nc.close()
+        for ws in (a, b):
+            await ws.close()
+
+
+async def test_private_files_stay_private(stack: Stack) -> None:
+    room = unique_name("priv")
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=30) as http:
+        owner, outsider = await register(http), await register(http)
+        created = await http.post("/api/rooms", json={"name": room, "private": True}, headers=bearer(owner))
+        assert created.status_code == 201
+        info = (await upload(http, owner, room, b"quarterly numbers\n")).json()
+        assert info["content_type"] == "text/plain" and info["width"] is None
+        refused = await http.get(f"/api/attachments/{info['attachment_id']}", headers=bearer(outsider))
+        assert refused.status_code == 403
+        mine = await http.get(f"/api/attachments/{info['attachment_id']}", headers=bearer(owner))
+        assert mine.status_code == 200 and mine.headers["content-disposition"].startswith("attachment;")
+        assert (await upload(http, outsider, room, b"let me in")).status_code == 403
+        unknown = await http.get(f"/api/attachments/{uuid.uuid4().hex}", headers=bearer(owner))
+        assert unknown.status_code == 404
+
+
+async def test_bad_uploads_are_refused(stack: Stack) -> None:
+    room = unique_name("files")
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=60) as http:
+        alice = await register(http)
+        missing = await upload(http, alice, room, b"hello")
+        assert missing.status_code == 404 and missing.json()["code"] == "room_not_found"  # not created yet
+        assert (await http.post("/api/rooms", json={"name": room}, headers=bearer(alice))).status_code == 201
+        elf = b"\x7fELF\x02\x01\x01" + bytes(200)
+        refused = await upload(http, alice, room, elf, name="cat.png", kind="image/png")
+        assert refused.status_code == 415 and refused.json()["code"] == "unsupported_media_type"
+        fake_png = b"\x89PNG\r\n\x1a\n" + b"not really a png" * 10
+        assert (await upload(http, alice, room, fake_png)).status_code == 415
+        empty = await http.post(f"/api/rooms/{room}/attachments", data={"x": "1"}, headers=bearer(alice))
+        assert empty.status_code == 422
+        # announced too big: 413 before a byte of the body is read
+        status, sent = await raw_upload(stack.base_url, alice, room, announce=11 * 1024 * 1024)
+        assert status == 413 and sent == 0
+        # not announced (chunked): read as it arrives, refused once past the limit, not at the end
+        status, sent = await raw_upload(stack.base_url, alice, room, announce=None)
+        assert status == 413 and 10 * 1024 * 1024 < sent <= 12 * 1024 * 1024
+        assert (await upload(http, alice, "Bad.Room", b"x")).status_code == 400
+
+
+async def test_claims_are_exact_retries_answer_once_and_refusals_free_the_file(stack: Stack) -> None:
+    """Each file goes with one message: someone else's file, a repeated id and a used file are
+    refused; a retry of the same client_msg_id is the original's ack (one message, not two); a
+    message refused after the claim (reply to a message that does not exist) leaves the file free."""
+    room = unique_name("claims")
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=30) as http:
+        alice, bob = await register(http), await register(http)
+        a, b = await connect(stack.ws_url, alice.access_token), await connect(stack.ws_url, bob.access_token)
+        await join(a, room)
+        await join(b, room)
+        mine = (await upload(http, alice, room, b"first file\n")).json()["attachment_id"]
+        theirs = (await upload(http, bob, room, b"bob's file\n")).json()["attachment_id"]
+
+        stolen = await a.request(
+            {"type": "chat_message", "room": room, "message": "x", "attachments": [theirs]}
+        )
+        assert stolen["type"] == "error" and stolen["code"] == "validation_error", stolen
+        twice = await a.request(
+            {"type": "chat_message", "room": room, "message": "x", "attachments": [mine, mine]}
+        )
+        assert twice["type"] == "error" and twice["code"] == "validation_error", twice
+        orphan_reply = await a.request(
+            {"type": "chat_message", "room": room, "message": "x", "reply_to": 999_999, "attachments": [mine]}
+        )
+        assert orphan_reply["type"] == "error" and orphan_reply["code"] == "message_not_found", orphan_reply
+
+        cmid = str(uuid.uuid4())
+        frame = {
+            "type": "chat_message",
+            "room": room,
+            "message": "files",
+            "client_msg_id": cmid,
+            "attachments": [mine],
+        }
+        first = await a.request(frame)
+        assert first["type"] == "ack", first  # the refused reply did not keep the file
+        retry = await a.request(frame)
+        assert retry["type"] == "ack" and retry["seq"] == first["seq"], (first, retry)
+        page = (await http.get(f"/api/rooms/{room}/messages", headers=bearer(bob))).json()
+        carrying = [m for m in page["messages"] if m.get("attachments")]
+        assert [m["seq"] for m in carrying] == [first["seq"]]
+        assert all("attachments" not in m for m in page["messages"] if m["seq"] != first["seq"])
+
+
+async def test_a_removed_member_loses_the_files_and_a_service_keeps_them(stack: Stack) -> None:
+    """Download is decided now, not when the id was learned: removal from a private room turns a
+    200 into 403; a service token reads any room's files (section 12)."""
+    room = unique_name("gone")
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=30) as http:
+        owner, bob = await register(http), await register(http)
+        created = await http.post("/api/rooms", json={"name": room, "private": True}, headers=bearer(owner))
+        assert created.status_code == 201
+        added = await http.post(
+            f"/api/rooms/{room}/members", json={"username": bob.username}, headers=bearer(owner)
+        )
+        assert added.status_code in (200, 201), added.text
+        attachment_id = (await upload(http, owner, room, b"plans\n")).json()["attachment_id"]
+        url = f"/api/attachments/{attachment_id}"
+        assert (await http.get(url, headers=bearer(bob))).status_code == 200
+        removed = await http.delete(f"/api/rooms/{room}/members/{bob.username}", headers=bearer(owner))
+        assert removed.status_code in (200, 204), removed.text
+        assert (await http.get(url, headers=bearer(bob))).status_code == 403
+        token = await service_token(stack.nats.url)
+        by_service = await http.get(url, headers={"Authorization": f"Bearer {token}"})
+        assert by_service.status_code == 200 and by_service.content == b"plans\n"

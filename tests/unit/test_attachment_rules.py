@@ -1,0 +1,53 @@
+"""Pure rules of attachments (PROTOCOL.md section 11, gateway/attachments.py): the type comes from
+the bytes, names are cleaned, and the disposition keeps non-images out of the page."""
+
+from __future__ import annotations
+
+import io
+
+from hypothesis import given
+from hypothesis import strategies as st
+from PIL import Image
+
+from gateway.attachments import clean_name, content_disposition, sniff, upload_limit
+
+
+def test_the_type_comes_from_the_bytes() -> None:
+    out = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(out, "PNG")
+    assert sniff(out.getvalue()) == "image/png"
+    assert sniff(b"%PDF-1.7\n...") == "application/pdf"
+    assert sniff("plain text, ünïcode\n".encode()) == "text/plain"
+    assert sniff(b"\x7fELF\x02\x01\x01" + bytes(64)) == "application/x-executable"
+    assert sniff(b"text with a \x00 NUL") is None
+    assert sniff(b"\xff\xfe\xfd not utf-8") is None
+
+
+def test_names_are_cleaned() -> None:
+    assert clean_name("../../etc/passwd") == "passwd"
+    assert clean_name("C:\\Users\\me\\report.pdf") == "report.pdf"
+    assert clean_name("bad\x00na\u202eme\n.txt") == "badname.txt"
+    assert clean_name("") == "file" and clean_name(None) == "file" and clean_name("dir/") == "file"
+    assert len(clean_name("a" * 1000)) == 255
+
+
+@given(st.text())
+def test_a_cleaned_name_is_always_safe(name: str) -> None:
+    cleaned = clean_name(name)
+    assert 1 <= len(cleaned) <= 255
+    assert "/" not in cleaned and "\\" not in cleaned
+    assert all(ord(ch) >= 32 and ch != "\x7f" for ch in cleaned)
+
+
+def test_only_images_are_inline_and_the_header_stays_one_token() -> None:
+    assert content_disposition("image/png", "a.png").startswith("inline;")
+    pdf = content_disposition("application/pdf", 'x"; evil=1.pdf')
+    assert pdf.startswith("attachment;") and 'filename="x_; evil=1.pdf"' in pdf
+    assert "filename*=UTF-8''%C3%A9t%C3%A9.txt" in content_disposition("text/plain", "été.txt")
+    assert content_disposition("text/html", "x.html").startswith("attachment;")
+
+
+def test_only_the_upload_route_gets_the_big_body_limit() -> None:
+    assert upload_limit("/api/rooms/general/attachments", 10) == 10 + 64 * 1024
+    assert upload_limit("/api/rooms/general/messages", 10) is None
+    assert upload_limit("/api/rooms/a/b/attachments", 10) is None
