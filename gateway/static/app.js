@@ -89,6 +89,7 @@
 
     notifications: new Map(), // id -> {data, el}
     unread: 0,
+    queued: [], // uploaded files waiting for the next message: {room, info}
   };
 
   // ---- session (tokens in sessionStorage) ---------------------------------------------------
@@ -344,6 +345,7 @@
     state.requests.clear();
     state.notifications.clear();
     state.unread = 0;
+    state.queued = [];
     $("notifications-list").replaceChildren();
     $("messages").replaceChildren();
     $("available-rooms").replaceChildren();
@@ -857,6 +859,9 @@
     const text = el("div", "message-text", data.deleted ? "message deleted" : data.message);
     text.dataset.testid = "message-text";
     row.append(text);
+    if (!data.deleted && Array.isArray(data.attachments) && data.attachments.length) {
+      row.append(messageFiles(data.attachments));
+    }
     if (room && !pending && !data.deleted) row.append(reactionBar(room, data));
     if (room && data.reply_count > 0 && typeof data.seq === "number") {
       const thread = el("button", "link thread-open", `${data.reply_count} ${data.reply_count === 1 ? "reply" : "replies"}`);
@@ -1214,6 +1219,7 @@
     if (!room.joined) return; // sent when the room is (re)joined
     const frame = { type: "chat_message", room: room.name, message: p.text, client_msg_id: cmid };
     if (typeof p.replyTo === "number") frame.reply_to = p.replyTo;
+    if (p.attachments && p.attachments.length) frame.attachments = p.attachments;
     request(frame, { room: room.name, cmid });
   }
 
@@ -1270,11 +1276,113 @@
     }
   }
 
+  // ---- attachments (PROTOCOL.md section 11) ---------------------------------------------------
+  /** Upload one file to the active room; it waits in the bar until the next message is sent. */
+  async function uploadFile(file) {
+    const room = state.active && state.rooms.get(state.active);
+    if (!room || !state.session) return;
+    const form = new FormData();
+    form.append("file", file, file.name || "pasted");
+    let response;
+    try {
+      response = await fetch(`/api/rooms/${encodeURIComponent(room.name)}/attachments`, {
+        method: "POST",
+        headers: { Authorization: `Bearer ${state.session.accessToken}` },
+        body: form,
+        credentials: "same-origin",
+      });
+    } catch (_err) {
+      showError("Cannot reach the server to upload.");
+      return;
+    }
+    let data = null;
+    try {
+      data = await response.json();
+    } catch (_err) {
+      data = null;
+    }
+    if (!response.ok) {
+      showError(`Upload refused: ${detailText(data, response.status)}`);
+      return;
+    }
+    state.queued.push({ room: room.name, info: data });
+    renderQueued();
+  }
+
+  function renderQueued() {
+    const bar = $("attachments-bar");
+    bar.replaceChildren();
+    const mine = state.queued.filter((q) => q.room === state.active);
+    for (const q of mine) {
+      const chip = el("span", "attachment-chip", `📎 ${q.info.name}`);
+      chip.dataset.testid = "queued-attachment";
+      const drop = el("button", "link", "×");
+      drop.type = "button";
+      drop.addEventListener("click", () => {
+        state.queued = state.queued.filter((other) => other !== q);
+        renderQueued();
+      });
+      chip.append(drop);
+      bar.append(chip);
+    }
+    show(bar, mine.length > 0);
+  }
+
+  /** Fetch an attachment with the session's token and hand back an object URL for it. */
+  async function attachmentUrl(id, thumb) {
+    const response = await fetch(`/api/attachments/${id}${thumb ? "?thumb=1" : ""}`, {
+      headers: { Authorization: `Bearer ${state.session.accessToken}` },
+      credentials: "same-origin",
+    });
+    if (!response.ok) throw new HttpError(response.status, "attachment unavailable");
+    return URL.createObjectURL(await response.blob());
+  }
+
+  function fileSize(bytes) {
+    if (bytes < 1024) return `${bytes} B`;
+    if (bytes < 1024 * 1024) return `${Math.round(bytes / 1024)} KB`;
+    return `${(bytes / 1024 / 1024).toFixed(1)} MB`;
+  }
+
+  /** The files of a message: image thumbnails inline (click: the full image), others as links. */
+  function messageFiles(files) {
+    const box = el("div", "message-files");
+    for (const file of files) {
+      if (!file || typeof file.attachment_id !== "string") continue;
+      if (file.width && String(file.content_type).startsWith("image/")) {
+        const img = document.createElement("img");
+        img.alt = String(file.name || "image");
+        img.dataset.testid = "message-image";
+        attachmentUrl(file.attachment_id, true).then((url) => { img.src = url; }).catch(() => { img.alt = "image unavailable"; });
+        img.addEventListener("click", () => {
+          attachmentUrl(file.attachment_id, false).then((url) => window.open(url, "_blank", "noopener")).catch(() => {});
+        });
+        box.append(img);
+      } else {
+        const link = el("button", "link message-file", `📎 ${file.name} (${fileSize(Number(file.size) || 0)})`);
+        link.type = "button";
+        link.dataset.testid = "message-file";
+        link.addEventListener("click", () => {
+          attachmentUrl(file.attachment_id, false).then((url) => {
+            const a = document.createElement("a");
+            a.href = url;
+            a.download = String(file.name || "file");
+            a.click();
+          }).catch(() => showError("Attachment unavailable."));
+        });
+        box.append(link);
+      }
+    }
+    return box;
+  }
+
   function sendChat() {
     const input = $("message-input");
     const room = state.active && state.rooms.get(state.active);
     if (!room) return;
-    const text = input.value.trim();
+    const files = state.queued.filter((q) => q.room === room.name);
+    // a message's text is 1..4000 characters (section 1): a file alone is sent with its name
+    const text = input.value.trim() || files.map((q) => q.info.name).join(", ");
     if (!text) return;
     if (text.length > MAX_MESSAGE_CHARS) {
       showError(`A message is at most ${MAX_MESSAGE_CHARS} characters.`);
@@ -1294,6 +1402,9 @@
     const replyTo = compose && compose.mode === "reply" ? compose.seq : null;
     endCompose();
     const cmid = crypto.randomUUID();
+    const attachments = files.map((q) => q.info.attachment_id);
+    state.queued = state.queued.filter((q) => !files.includes(q));
+    renderQueued();
     const row = buildMessage(
       { username: state.session.username, user_id: state.session.userId, message: text, reply_to: replyTo },
       true,
@@ -1301,7 +1412,7 @@
     );
     row.dataset.clientMsgId = cmid;
     room.list.append(row);
-    const p = { text, el: row, tries: 0, failed: false, replyTo };
+    const p = { text, el: row, tries: 0, failed: false, replyTo, attachments };
     room.pending.set(cmid, p);
     sendPending(room, cmid, p);
     input.value = "";
@@ -1622,6 +1733,7 @@
     const canSend = Boolean(room);
     $("message-input").disabled = !canSend;
     $("send-button").disabled = !canSend;
+    $("attach-button").disabled = !canSend;
     $("message-input").placeholder = room
       ? `Message ${roomLabel(room)} (Enter to send, Shift+Enter for a new line)`
       : "Join a room first";
@@ -1629,6 +1741,7 @@
     renderOnline();
     renderTyping();
     renderHistoryBar();
+    renderQueued();
     updateEmptyState();
   }
 
@@ -1763,6 +1876,17 @@
     $("composer").addEventListener("submit", (event) => {
       event.preventDefault();
       sendChat();
+    });
+    $("attach-button").addEventListener("click", () => $("file-input").click());
+    $("file-input").addEventListener("change", async (event) => {
+      for (const file of Array.from(event.target.files || [])) await uploadFile(file);
+      event.target.value = "";
+    });
+    $("message-input").addEventListener("paste", async (event) => {
+      const files = Array.from((event.clipboardData && event.clipboardData.files) || []);
+      if (!files.length) return;
+      event.preventDefault();
+      for (const file of files) await uploadFile(file);
     });
     const input = $("message-input");
     input.addEventListener("keydown", (event) => {

@@ -390,16 +390,11 @@ async def test_reconnect_rejoins_since_and_resends_unacked(stack: Any, browser: 
     assert problems == {"dialogs": [], "page_errors": []}
 
 
-@pytest.mark.timeout(120)
-async def test_v2_edit_delete_react_reply_dm_unread_and_ban_in_the_browser(
-    stack: Any, browser: Browser
-) -> None:
-    """Issue 11 item 7: two users through edit, delete, react, reply and a thread, a DM with an
-    unread badge, and a ban that takes the room out of the banned user's view; user strings stay
-    text throughout."""
-    base_url = stack.base_url
-    room = unique_name("v2")
-    alice, bob = unique_name("a"), unique_name("b")
+async def two_in_room(
+    browser: Browser, base_url: str, room: str, alice: str, bob: str
+) -> tuple[dict[str, list[str]], Page, Page]:
+    """Two freshly registered users, each in their own browser context, both joined to ``room``:
+    (problems seen by either page, alice's page, bob's page)."""
     problems: dict[str, list[str]] = {"dialogs": [], "page_errors": []}
     page_a = await new_page(browser, problems)
     page_b = await new_page(browser, problems)
@@ -407,6 +402,19 @@ async def test_v2_edit_delete_react_reply_dm_unread_and_ban_in_the_browser(
     await register(page_b, base_url, bob)
     await join(page_a, room)
     await join(page_b, room)
+    return problems, page_a, page_b
+
+
+@pytest.mark.timeout(120)
+async def test_v2_edit_delete_react_reply_dm_unread_and_ban_in_the_browser(
+    stack: Any, browser: Browser
+) -> None:
+    """Issue 11 item 7: two users through edit, delete, react, reply and a thread, a DM with an
+    unread badge, and a ban that takes the room out of the banned user's view; user strings stay
+    text throughout."""
+    room = unique_name("v2")
+    alice, bob = unique_name("a"), unique_name("b")
+    problems, page_a, page_b = await two_in_room(browser, stack.base_url, room, alice, bob)
 
     hostile = '<img src=x onerror="alert(1)"> original'
     await send(page_a, hostile)
@@ -483,5 +491,65 @@ async def test_v2_edit_delete_react_reply_dm_unread_and_ban_in_the_browser(
         0, timeout=WAIT_MS
     )
     await expect(page_b.locator("#error-bar")).to_contain_text("banned", timeout=WAIT_MS)
+
+    assert problems["dialogs"] == [] and problems["page_errors"] == [], problems
+
+
+def png_bytes(width: int, height: int) -> bytes:
+    """A real PNG image of ``width`` x ``height`` pixels (Pillow), for upload tests."""
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 40, 90)).save(out, format="PNG")
+    return out.getvalue()
+
+
+@pytest.mark.timeout(120)
+async def test_attachments_upload_send_and_show_in_the_browser(stack: Any, browser: Browser) -> None:
+    """Issue 13 item 1: a user attaches an image and a text file from the file picker, sends them
+    with a message, and the other member sees the image as a thumbnail (fetched with the token,
+    never as a bare URL) and the text file as a download link; the queued chips clear on send."""
+    room = unique_name("files")
+    alice, bob = unique_name("a"), unique_name("b")
+    problems, page_a, page_b = await two_in_room(browser, stack.base_url, room, alice, bob)
+
+    await page_a.set_input_files(
+        "#file-input",
+        files=[
+            {"name": "sunset.png", "mimeType": "image/png", "buffer": png_bytes(640, 480)},
+            {"name": "notes.txt", "mimeType": "text/plain", "buffer": b"line one\nline two\n"},
+        ],
+    )
+    chips = page_a.locator('[data-testid="queued-attachment"]')
+    await expect(chips).to_have_count(2, timeout=WAIT_MS)
+    await expect(chips.first).to_contain_text("sunset.png")
+    await send(page_a, "the holiday files")
+    await expect(chips).to_have_count(0, timeout=WAIT_MS)
+
+    await expect_delivered(page_a, page_b, "the holiday files")
+    row_b = message_rows(page_b, "the holiday files")
+    image = row_b.locator('[data-testid="message-image"]')
+    await expect(image).to_have_count(1, timeout=WAIT_MS)
+    await expect(image).to_have_attribute("src", re.compile(r"^blob:"), timeout=WAIT_MS)
+    await page_b.wait_for_function(
+        "img => img.complete && img.naturalWidth > 0", arg=await image.element_handle(), timeout=WAIT_MS
+    )
+    width = await image.evaluate("img => img.naturalWidth")
+    assert 0 < width <= 640, width  # the thumbnail, not a broken image
+    link = row_b.locator('[data-testid="message-file"]')
+    await expect(link).to_have_count(1, timeout=WAIT_MS)
+    await expect(link).to_contain_text("notes.txt")
+
+    # a file sent with no text goes out under its name (a message's text is 1..4000 characters)
+    await page_a.set_input_files(
+        "#file-input", files=[{"name": "alone.txt", "mimeType": "text/plain", "buffer": b"hi\n"}]
+    )
+    await expect(chips).to_have_count(1, timeout=WAIT_MS)
+    await page_a.click("#send-button")
+    alone = message_rows(page_b, "alone.txt")
+    await expect(alone).to_have_count(1, timeout=WAIT_MS)
+    await expect(alone.locator('[data-testid="message-file"]')).to_contain_text("alone.txt")
 
     assert problems["dialogs"] == [] and problems["page_errors"] == [], problems
