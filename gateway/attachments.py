@@ -233,8 +233,7 @@ async def upload(room: RoomPath, claims: UserClaims, request: Request) -> Respon
     responses={
         200: {
             "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
-            "description": "The file, with the content type detected at upload (a thumbnail: "
-            "image/jpeg)",
+            "description": "The file, with the content type detected at upload (a thumbnail: image/jpeg)",
         },
         **errors(401, 403, 404),
     },
