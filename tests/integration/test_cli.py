@@ -30,7 +30,7 @@ import pytest
 from natter.credentials import CREDENTIALS_FILE, NatsCredentials
 from natter.launcher import free_port, nats_server_process, service_process, wait_for_port
 from natter.up import port_is_free
-from shared import __version__
+from shared import __version__, subjects
 from shared.nats_auth import OPERATOR
 from shared.room_shards import stream_name
 from tests.conftest import NatsServer as NatsServerFixture
@@ -338,6 +338,10 @@ def test_up_nats_cluster_runs_three_nodes_with_replicated_streams(natter_up: Sta
     # every node accepts clients; the services' streams are replicated on three of them
     for port in (run.nats_port, run.nats_port + 1, run.nats_port + 2):
         assert asyncio.run(_stream_replicas(run.operator_url(port), stream_name(0))) == 3
+    # attachments are replicated like the room logs (issue 13 item 1)
+    assert (
+        asyncio.run(_stream_replicas(run.operator_url(run.nats_port), subjects.OBJ_ATTACHMENTS_STREAM)) == 3
+    )
     # the room log shards are led by different nodes (4 shards on 3 nodes: every node leads one)
     leaders = asyncio.run(_shard_leaders(run.operator_url(run.nats_port)))
     assert len(leaders) == 4 and len(set(leaders)) == 3, leaders
