@@ -207,6 +207,16 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
     async def index() -> Response:
         return FileResponse(STATIC_DIR / "index.html")
 
+    @app.get("/sdk/natter.js", include_in_schema=False)
+    async def sdk() -> Response:
+        """The JavaScript SDK (docs/sdk-js.md), an ES module. Any origin may import it (CORS
+        ``*``: it is public code and is fetched without credentials)."""
+        return FileResponse(
+            STATIC_DIR / "natter.js",
+            media_type="text/javascript",
+            headers={"Access-Control-Allow-Origin": "*", "Cache-Control": "no-cache"},
+        )
+
     if STATIC_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return GatewayApp(app, node)

@@ -35,6 +35,7 @@ from natter.launcher import (
 from natter.launcher import wait_services as launcher_wait_services
 from shared import fastpaths
 from shared.nats_auth import OPERATOR
+from tests.tools import browser, chromium_path, node  # noqa: F401  (fixtures for every test)
 
 SERVICE_NAMES = ("auth", "chat", "notify")
 
