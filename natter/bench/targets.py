@@ -12,7 +12,9 @@
   (``NATTER_AUTH_ACCESS_TTL_SECONDS=3600``) so that long runs do not see them expire, and the
   cap on unauthenticated sockets per client address (50 by default, an edge defence against one
   host holding many idle handshakes) is lifted to the gateway-wide cap, because every load
-  generator socket comes from 127.0.0.1 and ``--connect-concurrency`` opens up to 1000 at once.
+  generator socket comes from 127.0.0.1 and ``--connect-concurrency`` opens up to 1000 at once;
+  for the same reason the registration bucket per address (``NATTER_AUTH_REGISTER_BURST``, 100
+  by default) is raised, so that ``--users 1000`` can register its accounts.
 - the references in ``benchmarks/reference/`` under uvicorn, one process each; they accept any
   token (there is no JWT to check).
 
@@ -57,6 +59,7 @@ NATTER_BENCH_ENV = {
     "NATTER_GATEWAY_RATE_BURST": "100000",
     "NATTER_AUTH_ACCESS_TTL_SECONDS": "3600",
     "NATTER_GATEWAY_MAX_PENDING_PER_ADDRESS": "2000",
+    "NATTER_AUTH_REGISTER_BURST": "100000",
 }
 BENCH_PASSWORD = "bench-password-1"
 #: Room log shard streams of a benchmarked natter (natter's default, NATTER_CHAT_ROOM_SHARDS);
