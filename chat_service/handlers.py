@@ -108,20 +108,26 @@ class ChatHandlers:
         room = await parts.rooms.get_or_create_public(req.room)
         check_access(room, req.user_id)
 
-        async def record_presence() -> None:
+        async def presence_and_online() -> list[frames.OnlineUser]:
+            """The room's online users; a user's first socket here records presence first."""
             if req.first_local:
-                await parts.presence.join(
+                _, online = await parts.presence.join(
                     req.room, user_id=req.user_id, username=req.username, gateway_id=req.gateway_id
                 )
+                return online
+            return await parts.presence.online(req.room)
+
+        # One read of the room's tail serves both the recovery and the unread count.
+        tail_read = asyncio.ensure_future(parts.log.tail(req.room))
 
         async def read_state() -> tuple[int, int]:
             """The user's marker and unread count; the first join makes them a member."""
             membership = await parts.memberships.get(req.user_id, req.room)
             membership = await parts.memberships.ensure(req.user_id, req.room, known=membership)
-            tail = await parts.log.tail(req.room)
+            tail = await tail_read
             return membership.read_seq, await unread_count(parts.log, req.room, membership.read_seq, tail)
 
-        recovery, recorded, online, marker = await asyncio.gather(
+        recovery, online, marker = await asyncio.gather(
             pages.recover(
                 parts.log,
                 req.room,
@@ -130,13 +136,13 @@ class ChatHandlers:
                 latest=self.settings.join_latest,
                 me=req.user_id,
                 seq_floor=room.seq_floor,
+                tail_read=tail_read,
             ),
-            record_presence(),
-            parts.presence.online(req.room),
+            presence_and_online(),
             read_state(),
             return_exceptions=True,
         )
-        failed = next((o for o in (recovery, recorded, online, marker) if isinstance(o, BaseException)), None)
+        failed = next((o for o in (recovery, online, marker) if isinstance(o, BaseException)), None)
         if failed is not None:
             if req.first_local:
                 await self._withdraw_presence(req)

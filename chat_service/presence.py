@@ -85,20 +85,34 @@ class Presence:
                 users.setdefault(parts[0], set()).add(parts[1])
         return {room: len(ids) for room, ids in users.items()}
 
-    async def join(self, room: str, *, user_id: str, username: str, gateway_id: str) -> bool:
+    async def join(
+        self, room: str, *, user_id: str, username: str, gateway_id: str
+    ) -> tuple[bool, list[OnlineUser]]:
         """Record that ``user_id`` has a socket in ``room`` on ``gateway_id``; announce
-        ``user_joined`` if the user was online there nowhere else. Returns True if announced."""
+        ``user_joined`` if the user was online there nowhere else.
+
+        One write and one scan of the room's keys: the scan, read after the write, both decides
+        the announcement (an *older* key of the same user means someone else announced) and is
+        the room's online list, so a join needs no second scan for :meth:`online`.
+
+        Returns:
+            ``(announced, online)``: whether ``user_joined`` was published, and the room's online
+            users (this one included) sorted as :func:`online_users` sorts them.
+        """
         key = subjects.presence_key(room, user_id, gateway_id)
         revision = await self._kv.put(key, dumps({"username": username}).encode())
+        items = await self._scan(f"{subjects.check_room(room)}.>")
+        online = online_users(items)
+        mine = f"{room}.{user_id}."
         older = [
             item
-            for item in await self._user_keys(room, user_id)
-            if item.key != key and item.revision < revision
+            for item in items
+            if item.key.startswith(mine) and item.key != key and item.revision < revision
         ]
         if older:
-            return False
+            return False, online
         await self.announce("user_joined", room, user_id=user_id, username=username)
-        return True
+        return True, online
 
     async def leave(self, room: str, *, user_id: str, username: str, gateway_id: str) -> bool:
         """Remove this gateway's key for the user; announce ``user_left`` if it was the user's

@@ -22,7 +22,7 @@ order, each its stored body; an erased entry (deleted text) is replaced by its t
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from chat_service.roomlog.bodies import decode, seq_of_body
@@ -62,14 +62,17 @@ async def recover(
     latest: int,
     me: str,
     seq_floor: int = 0,
+    tail_read: Awaitable[LogPoint | None] | None = None,
 ) -> Recovery:
     """Entries or messages for a join (module docstring). ``seq_floor`` is the room's last seq
-    when nothing is stored any more (:mod:`chat_service.floors`).
+    when nothing is stored any more (:mod:`chat_service.floors`). ``tail_read``: the room's
+    :meth:`RoomLog.tail` already under way (a future the caller shares with other readers, so
+    that a join reads the tail once); read here when absent.
 
     Raises:
         ProtocolError: ``unavailable`` when storage does not answer.
     """
-    tail = await log.tail(room)
+    tail = await (tail_read if tail_read is not None else log.tail(room))
     if tail is None:
         return Recovery(last_seq=seq_floor, messages=[], recovered=since is not None and since >= seq_floor)
     last_seq = tail.seq
