@@ -19,21 +19,30 @@ Download (``GET /api/attachments/{id}``, ``?thumb=1`` for an image's thumbnail):
 whether the caller may read the file's room now (403) and whether it exists (404); the file
 goes out with its content type, ``X-Content-Type-Options: nosniff``, ``Content-Disposition:
 attachment`` for anything but images (``inline`` for images), ``Cache-Control: private``.
+It is streamed chunk by chunk (:func:`object_chunks`): the gateway holds at most
+:data:`CHUNKS_PER_READ` chunks of one download at a time and reads the next ones only when the
+client has taken the last, so a slow reader or a large file costs no more memory than a small
+one.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
 import logging
 import secrets
 import unicodedata
 import warnings
+from collections.abc import AsyncIterator
 from typing import Annotated, Any, Final
 from urllib.parse import quote
 
 import filetype
 from fastapi import APIRouter, Path, Query, Request, Response
-from nats.js.errors import ObjectNotFoundError
+from fastapi.responses import StreamingResponse
+from nats.aio.client import Client
+from nats.js.errors import ObjectDeletedError, ObjectNotFoundError
 from PIL import Image, UnidentifiedImageError
 from starlette.datastructures import UploadFile
 
@@ -42,6 +51,7 @@ from gateway.http_models import AttachmentInfo, errors
 from shared import subjects
 from shared.errors import ErrorCode, ProtocolError
 from shared.internal import AttachmentGetRequest, AttachmentRecord
+from shared.stream_reader import StoredMsg, direct_batch
 
 logger = logging.getLogger(__name__)
 router = APIRouter()
@@ -56,6 +66,11 @@ MAX_PIXELS: Final = 40_000_000
 #: Bytes of multipart envelope allowed on top of the file.
 ENVELOPE: Final = 64 * 1024
 AttachmentIdPath = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")]
+#: Object Store chunks (128 KiB each, nats-py's default) read per direct get while streaming a
+#: download: at most this many of one download are in the gateway's memory.
+CHUNKS_PER_READ: Final = 4
+#: How an Object Store object's ``digest`` begins (then the URL-safe base64 of its SHA-256).
+OBJ_DIGEST_PREFIX: Final = "SHA-256="
 
 
 def upload_limit(path: str, max_bytes: int) -> int | None:
@@ -252,8 +267,8 @@ async def download(
         raise ProtocolError(ErrorCode.NOT_FOUND, "This attachment has no thumbnail")
     store = await _store(request)
     try:
-        found = await store.get(f"{attachment_id}.thumb" if thumb else attachment_id)
-    except ObjectNotFoundError:
+        info = await store.get_info(f"{attachment_id}.thumb" if thumb else attachment_id)
+    except (ObjectNotFoundError, ObjectDeletedError):  # deleted with its message meanwhile
         raise ProtocolError(ErrorCode.NOT_FOUND, "Attachment not found") from None
     kind = "image/jpeg" if thumb else str(record["content_type"])
     headers = {
@@ -262,8 +277,59 @@ async def download(
         "Cache-Control": "private, max-age=3600",
         # whatever the browser makes of the bytes, they cannot run script in natter's origin
         "Content-Security-Policy": "default-src 'none'; img-src 'self'; sandbox",
+        "Content-Length": str(info.size or 0),
     }
-    return Response(content=found.data or b"", media_type=kind, headers=headers)
+    nc = node.nc
+    assert nc is not None
+    chunks = object_chunks(nc, info)
+    # The first read happens before the status line, so storage that does not answer is a 503,
+    # not a cut-off 200.
+    first = await anext(chunks, b"")
+    return StreamingResponse(_prepend(first, chunks), media_type=kind, headers=headers)
+
+
+async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    if first:
+        yield first
+    async for chunk in rest:
+        yield chunk
+
+
+async def object_chunks(nc: Client, info: Any, *, per_read: int = CHUNKS_PER_READ) -> AsyncIterator[bytes]:
+    """The bytes of Object Store object ``info`` (an ``ObjectInfo`` of ``natter_attachments``),
+    chunk by chunk in order, ``per_read`` chunks per direct get of its chunk subject
+    ``$O.<bucket>.C.<nuid>`` (NATS docs, "Object Store": an object is its chunks on one subject
+    plus a metadata message). Nothing is read ahead of the consumer of this iterator.
+
+    Raises:
+        ProtocolError: ``unavailable`` when the stream does not answer, or when the chunks end
+            before ``info.size`` bytes or do not match ``info.digest`` (SHA-256): a response
+            already under way is then cut short, so the client sees an incomplete body.
+    """
+    size = int(info.size or 0)
+    if size == 0:
+        return
+    subject = f"$O.{subjects.OBJ_ATTACHMENTS}.C.{info.nuid}"
+    digest = hashlib.sha256()
+    sent, next_seq = 0, 1
+    while sent < size:
+        found: list[StoredMsg] = await direct_batch(
+            nc, subjects.OBJ_ATTACHMENTS_STREAM, subject=subject, start_seq=next_seq, batch=per_read
+        )
+        if not found:
+            logger.error("attachment %s: chunks end after %d of %d bytes", info.name, sent, size)
+            raise ProtocolError(ErrorCode.UNAVAILABLE, "attachment incomplete in storage")
+        for chunk in found:
+            digest.update(chunk.data)
+            sent += len(chunk.data)
+            yield chunk.data
+        next_seq = found[-1].stream_seq + 1
+    expected = str(info.digest or "")
+    for prefix in (OBJ_DIGEST_PREFIX, OBJ_DIGEST_PREFIX.upper()):
+        expected = expected.removeprefix(prefix)
+    if base64.urlsafe_b64decode(expected + "=" * (-len(expected) % 4)) != digest.digest():
+        logger.error("attachment %s: digest mismatch", info.name)
+        raise ProtocolError(ErrorCode.UNAVAILABLE, "attachment corrupt in storage")
 
 
 def _caller(claims: Any) -> str:

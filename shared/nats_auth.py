@@ -152,10 +152,11 @@ def _consume(stream: str) -> list[str]:
 
 def _object_store() -> list[str]:
     """Open the attachments' Object Store, read object metadata and chunks (an ordered
-    consumer), write objects (``$O.<bucket>.C.*`` chunks, ``$O.<bucket>.M.*`` metadata)."""
+    consumer, or direct gets of a chunk subject), write objects (``$O.<bucket>.C.*`` chunks,
+    ``$O.<bucket>.M.*`` metadata)."""
     stream = subjects.OBJ_ATTACHMENTS_STREAM
     return [
-        *_info(stream),
+        *_read(stream),  # direct gets: a download streams the chunks (gateway.attachments)
         f"$JS.API.STREAM.MSG.GET.{stream}",
         *_consume(stream),
         f"$O.{subjects.OBJ_ATTACHMENTS}.>",

@@ -15,7 +15,9 @@ import nats
 import pytest
 from PIL import Image
 
+from gateway.attachments import object_chunks
 from shared import subjects
+from shared.errors import ErrorCode, ProtocolError
 from tests.conftest import NatsServer, Stack
 from tests.support import User, WsClient, connect, join, register, service_token, unique_name
 
@@ -242,3 +244,62 @@ async def test_a_removed_member_loses_the_files_and_a_service_keeps_them(stack: 
         token = await service_token(stack.nats.url)
         by_service = await http.get(url, headers={"Authorization": f"Bearer {token}"})
         assert by_service.status_code == 200 and by_service.content == b"plans\n"
+
+
+def text_of(size: int, salt: str) -> bytes:
+    """``size`` bytes of printable text that differ from position to position."""
+    line = f"{salt} attachment line {{:08d}}\n"
+    out = "".join(line.format(n) for n in range(size // len(line.format(0)) + 1))
+    return out.encode()[:size]
+
+
+async def test_downloads_stream_every_size_back_byte_for_byte(stack: Stack) -> None:
+    """Downloads are streamed chunk by chunk (gateway.attachments.object_chunks): sizes at and
+    around the Object Store's 128 KiB chunk and the 4-chunk read come back exact, with their
+    Content-Length."""
+    room = unique_name("files")
+    chunk = 128 * 1024
+    sizes = [1, chunk - 1, chunk, chunk + 1, 4 * chunk, 4 * chunk + 1, 9 * chunk + 4321]
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=60) as http:
+        alice = await register(http)
+        assert (await http.post("/api/rooms", json={"name": room}, headers=bearer(alice))).status_code == 201
+        for size in sizes:
+            data = text_of(size, salt=str(size))
+            answer = await upload(http, alice, room, data)
+            assert answer.status_code == 201, answer.text
+            got = await http.get(f"/api/attachments/{answer.json()['attachment_id']}", headers=bearer(alice))
+            assert got.status_code == 200
+            assert int(got.headers["content-length"]) == size
+            assert got.content == data, f"size {size}: {len(got.content)} bytes back"
+
+
+async def test_a_chunk_stream_that_does_not_match_its_object_is_refused(nats_server: NatsServer) -> None:
+    """object_chunks checks what it streamed against the object's size and SHA-256 digest:
+    a short or altered object ends in ``unavailable`` (the client sees a cut-off body), never
+    in a silently wrong file."""
+    nc = await nats.connect(nats_server.url)
+    try:
+        store = await nc.jetstream().object_store(subjects.OBJ_ATTACHMENTS)
+        name = uuid.uuid4().hex
+        data = text_of(300 * 1024, salt="digest")
+        await store.put(name, data)
+        info = await store.get_info(name)
+        whole = b"".join([piece async for piece in object_chunks(nc, info, per_read=2)])
+        assert whole == data
+
+        info.digest = "SHA-256=" + "A" * 43 + "="
+        streamed = 0
+        with pytest.raises(ProtocolError) as caught:
+            async for piece in object_chunks(nc, info):
+                streamed += len(piece)
+        assert caught.value.code is ErrorCode.UNAVAILABLE and streamed == len(data)
+
+        info = await store.get_info(name)
+        info.size = len(data) + 1  # the stored chunks end before the size says
+        with pytest.raises(ProtocolError) as caught:
+            async for _ in object_chunks(nc, info):
+                pass
+        assert caught.value.code is ErrorCode.UNAVAILABLE
+        await store.delete(name)
+    finally:
+        await nc.close()
