@@ -137,7 +137,12 @@ class Dispatcher:
                         await msg.nak(delay=2.0)
 
     async def dispatch(self, msg: Msg) -> int:
-        """Queue a job per interested webhook; returns how many."""
+        """Queue a job per interested webhook, all at once; returns how many.
+
+        Raises:
+            nats.errors.Error, TimeoutError: a job was not stored (the caller naks the event;
+                the jobs that were stored are dropped as duplicates when it comes back).
+        """
         try:
             event = json.loads(msg.data)
             event_id, event_type = str(event["id"]), str(event["type"])
@@ -153,19 +158,26 @@ class Dispatcher:
         job = json.dumps(
             {"seq": msg.metadata.sequence.stream, "id": event_id, "type": event_type}, separators=(",", ":")
         ).encode()
-        queued = 0
-        for webhook in webhooks:
-            if not webhook.wants(event_type, room, private):
-                continue
-            await self.js.publish(
-                subjects.webhook_subject(webhook.id),
-                job,
-                stream=subjects.WEBHOOKS_STREAM,
-                timeout=self.timeout,
-                headers={"Nats-Msg-Id": f"{webhook.id}:{event_id}"},
-            )
-            queued += 1
-        return queued
+        # One job per webhook, each on its own subject: published together (each webhook's order
+        # holds because the next event is fetched only after all of this one's jobs are stored).
+        wanted = [w for w in webhooks if w.wants(event_type, room, private)]
+        stored = await asyncio.gather(
+            *(
+                self.js.publish(
+                    subjects.webhook_subject(webhook.id),
+                    job,
+                    stream=subjects.WEBHOOKS_STREAM,
+                    timeout=self.timeout,
+                    headers={"Nats-Msg-Id": f"{webhook.id}:{event_id}"},
+                )
+                for webhook in wanted
+            ),
+            return_exceptions=True,
+        )
+        failed = next((outcome for outcome in stored if isinstance(outcome, BaseException)), None)
+        if failed is not None:
+            raise failed  # the event is nakked and comes back; the stored jobs are de-duplicated
+        return len(wanted)
 
     async def _registered(self) -> list[Webhook]:
         """The registrations, read at most once a second (a new webhook gets events from about
