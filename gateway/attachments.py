@@ -301,16 +301,20 @@ async def object_chunks(nc: Client, info: Any, *, per_read: int = CHUNKS_PER_REA
     ``$O.<bucket>.C.<nuid>`` (NATS docs, "Object Store": an object is its chunks on one subject
     plus a metadata message). Nothing is read ahead of the consumer of this iterator.
 
+    The last chunk is held back until the whole object has matched ``info.size`` and
+    ``info.digest`` (SHA-256), so a response carrying a short or altered object always ends
+    short of its ``Content-Length``: a client can never take it for the complete file.
+
     Raises:
         ProtocolError: ``unavailable`` when the stream does not answer, or when the chunks end
-            before ``info.size`` bytes or do not match ``info.digest`` (SHA-256): a response
-            already under way is then cut short, so the client sees an incomplete body.
+            before ``info.size`` bytes or do not match ``info.digest``.
     """
     size = int(info.size or 0)
     if size == 0:
         return
     subject = f"$O.{subjects.OBJ_ATTACHMENTS}.C.{info.nuid}"
     digest = hashlib.sha256()
+    held: bytes | None = None
     sent, next_seq = 0, 1
     while sent < size:
         found: list[StoredMsg] = await direct_batch(
@@ -322,14 +326,18 @@ async def object_chunks(nc: Client, info: Any, *, per_read: int = CHUNKS_PER_REA
         for chunk in found:
             digest.update(chunk.data)
             sent += len(chunk.data)
-            yield chunk.data
+            if held is not None:
+                yield held
+            held = chunk.data
         next_seq = found[-1].stream_seq + 1
     expected = str(info.digest or "")
     for prefix in (OBJ_DIGEST_PREFIX, OBJ_DIGEST_PREFIX.upper()):
         expected = expected.removeprefix(prefix)
-    if base64.urlsafe_b64decode(expected + "=" * (-len(expected) % 4)) != digest.digest():
-        logger.error("attachment %s: digest mismatch", info.name)
+    if sent != size or base64.urlsafe_b64decode(expected + "=" * (-len(expected) % 4)) != digest.digest():
+        logger.error("attachment %s: size or digest mismatch (%d bytes of %d)", info.name, sent, size)
         raise ProtocolError(ErrorCode.UNAVAILABLE, "attachment corrupt in storage")
+    if held is not None:
+        yield held
 
 
 def _caller(claims: Any) -> str:
