@@ -5,9 +5,10 @@ of each service, one gateway whose attachment limit is ``--max-mib``), uploads o
 ``--mib`` MiB of text to ``general`` as a registered user, then ``--rounds`` times lets
 ``--clients`` HTTP clients download it at once. Every download is checked byte for byte.
 Prints one Markdown row: the file, the clients, the median wall time of a round, MiB/s
-delivered, and the gateway's resident memory once the upload is done and its peak during the
-downloads (``VmRSS``, ``VmHWM`` of ``/proc/<pid>/status``, the peak reset after the upload;
-needs permission to write ``/proc/<pid>/clear_refs``, as the process's owner).
+delivered, the gateway's resident memory once the upload is done and its peak during the
+downloads, and how far the upload itself raised its peak above idle (``VmRSS``, ``VmHWM`` of
+``/proc/<pid>/status``, the peak reset before and after the upload; needs permission to write
+``/proc/<pid>/clear_refs``, as the process's owner).
 
     .venv/bin/python benchmarks/attachment_download.py --mib 8 --clients 10 --rounds 3
 
@@ -47,17 +48,20 @@ def reset_peak(pid: int) -> None:
 
 async def run_rounds(
     base: str, token: str, payload: bytes, clients: int, rounds: int, pid: int
-) -> tuple[list[float], int]:
+) -> tuple[list[float], int, int]:
     """Upload ``payload`` as the user of ``token``, reset the gateway's (``pid``) peak RSS, then
     ``rounds`` rounds of ``clients`` parallel downloads: the wall seconds of each round and the
-    gateway's RSS (KiB) once the upload is done."""
+    gateway's RSS (KiB) once the upload is done, and how far the upload raised its peak RSS (KiB)."""
     async with httpx.AsyncClient(base_url=base, timeout=120) as http:
         headers = {"Authorization": f"Bearer {token}"}
+        reset_peak(pid)
+        rss_idle = status_kib(pid, "VmRSS")
         uploaded = await http.post(
             "/api/rooms/general/attachments", files={"file": ("big.txt", payload)}, headers=headers
         )
         uploaded.raise_for_status()
         url = f"/api/attachments/{uploaded.json()['attachment_id']}"
+        upload_peak = status_kib(pid, "VmHWM") - rss_idle
         reset_peak(pid)  # the upload's own buffers are not the downloads' cost
         rss_uploaded = status_kib(pid, "VmRSS")
 
@@ -72,7 +76,7 @@ async def run_rounds(
             started = time.perf_counter()
             await asyncio.gather(*(one() for _ in range(clients)))
             walls.append(time.perf_counter() - started)
-        return walls, rss_uploaded
+        return walls, rss_uploaded, upload_peak
 
 
 def main() -> None:
@@ -93,7 +97,7 @@ def main() -> None:
         )
         try:
             pid = target.pids()["gateway"]
-            walls, rss_before = asyncio.run(
+            walls, rss_before, upload_peak = asyncio.run(
                 run_rounds(target.http_url, target.tokens[0], payload, args.clients, args.rounds, pid)
             )
             peak = status_kib(pid, "VmHWM")
@@ -102,13 +106,13 @@ def main() -> None:
     wall = statistics.median(walls)
     rate = args.mib * args.clients / wall
     columns = ["file", "clients", "round (median)", "rounds", "MiB/s", "gateway RSS after the upload"]
-    columns.append("gateway peak RSS while downloading")
+    columns += ["gateway peak RSS while downloading", "upload: gateway peak RSS above idle"]
     print("| " + " | ".join(columns) + " |")  # noqa: T201 - a command-line report
-    print("|---|---|---|---|---|---|---|")  # noqa: T201
+    print("|" + "---|" * len(columns))  # noqa: T201
     print(  # noqa: T201
         f"| {args.mib:g} MiB | {args.clients} | {wall * 1000:.0f} ms | "
         f"{', '.join(f'{w * 1000:.0f}' for w in walls)} ms | {rate:.0f} | "
-        f"{rss_before / 1024:.1f} MiB | {peak / 1024:.1f} MiB |"
+        f"{rss_before / 1024:.1f} MiB | {peak / 1024:.1f} MiB | {upload_peak / 1024:.1f} MiB |"
     )
 
 

@@ -6,7 +6,9 @@ Upload (``POST /api/rooms/{room}/attachments``, multipart, one field ``file``):
 
 1. chat checks that the user may send in the room (``register`` with ``dry_run``): 403 / 404;
 2. the body is read as it arrives and refused 413 as soon as it passes the limit
-   (:class:`gateway.edge.BodyLimit` ``streamed``), never buffered whole when too big;
+   (:class:`gateway.edge.BodyLimit` ``streamed``), never buffered whole when too big; the file
+   is spooled by Starlette (memory up to 1 MiB, then a temporary file) and read from there in
+   pieces, with the blocking work (scans, Pillow) in a thread rather than on the event loop;
 3. the content type comes from the bytes (``filetype``, signatures of the well-known formats;
    UTF-8 text without NUL bytes is ``text/plain``), never from the name or the client's header;
    a type outside ``NATTER_GATEWAY_ATTACHMENT_TYPES`` is 415;
@@ -28,6 +30,7 @@ one.
 from __future__ import annotations
 
 import base64
+import codecs
 import hashlib
 import io
 import logging
@@ -35,7 +38,7 @@ import secrets
 import unicodedata
 import warnings
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, Final
+from typing import IO, Annotated, Any, Final
 from urllib.parse import quote
 
 import filetype
@@ -44,6 +47,7 @@ from fastapi.responses import StreamingResponse
 from nats.aio.client import Client
 from nats.js.errors import ObjectDeletedError, ObjectNotFoundError
 from PIL import Image, UnidentifiedImageError
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from gateway.http_api import RoomPath, UserClaims, json_bytes, node_of, token_role
@@ -63,6 +67,8 @@ THUMB_WIDTH: Final = 320
 #: Pillow refuses images with more pixels than this (a decompression bomb: a small file that
 #: decodes to gigabytes).
 MAX_PIXELS: Final = 40_000_000
+#: Bytes read at a time when a file is scanned (text check).
+SCAN_BYTES: Final = 1024 * 1024
 #: Bytes of multipart envelope allowed on top of the file.
 ENVELOPE: Final = 64 * 1024
 AttachmentIdPath = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")]
@@ -81,15 +87,27 @@ def upload_limit(path: str, max_bytes: int) -> int | None:
 
 
 def sniff(data: bytes) -> str | None:
-    """The content type of ``data`` from its bytes: a known signature (``filetype``), else
-    ``text/plain`` for UTF-8 without NUL bytes, else None."""
-    kind = filetype.guess(data[:8192])
+    """The content type of ``data`` from its bytes (:func:`sniff_file`)."""
+    return sniff_file(io.BytesIO(data))
+
+
+def sniff_file(file: IO[bytes]) -> str | None:
+    """The content type of a whole binary file from its bytes: a known signature in its first
+    8 KiB (``filetype``), else ``text/plain`` for UTF-8 without NUL bytes, else None. Reads
+    1 MiB at a time, so a large upload is never held whole; blocking (disk reads): run it in a
+    thread from async code."""
+    file.seek(0)
+    kind = filetype.guess(file.read(8192))
     if kind is not None:
         return str(kind.mime)
-    if b"\x00" in data:
-        return None
+    file.seek(0)
+    decoder = codecs.getincrementaldecoder("utf-8")()
     try:
-        data.decode("utf-8")
+        while piece := file.read(SCAN_BYTES):
+            if b"\x00" in piece:
+                return None
+            decoder.decode(piece)
+        decoder.decode(b"", final=True)
     except UnicodeDecodeError:
         return None
     return "text/plain"
@@ -103,8 +121,9 @@ def clean_name(name: str | None) -> str:
     return base[:255] or "file"
 
 
-def image_facts(data: bytes) -> tuple[int, int, bytes]:
-    """``(width, height, JPEG thumbnail)`` of an image.
+def image_facts(source: bytes | IO[bytes]) -> tuple[int, int, bytes]:
+    """``(width, height, JPEG thumbnail)`` of an image, given as bytes or a binary file (read
+    from its start). Blocking (decoding): run it in a thread from async code.
 
     Raises:
         ProtocolError: ``validation_error`` (415 at the route) for an image Pillow cannot read or
@@ -114,7 +133,10 @@ def image_facts(data: bytes) -> tuple[int, int, bytes]:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             Image.MAX_IMAGE_PIXELS = MAX_PIXELS
-            with Image.open(io.BytesIO(data)) as image:
+            if isinstance(source, bytes):
+                source = io.BytesIO(source)
+            source.seek(0)
+            with Image.open(source) as image:
                 width, height = image.size
                 if width * height > MAX_PIXELS:
                     raise ProtocolError(ErrorCode.VALIDATION_ERROR, "image too large")
@@ -193,35 +215,40 @@ async def upload(room: RoomPath, claims: UserClaims, request: Request) -> Respon
         upload_file = form.get("file")
         if not isinstance(upload_file, UploadFile):
             raise ProtocolError(ErrorCode.VALIDATION_ERROR, "file: a multipart field named file is required")
-        data = await upload_file.read(settings.attachment_max_bytes + 1)
         name = clean_name(upload_file.filename)
+        # Starlette spooled the file (memory up to 1 MiB, then a temporary file): it is read from
+        # there in pieces, never whole, and the blocking parts run in a thread, not on the loop
+        # that serves every socket of this gateway.
+        file = upload_file.file
+        size = await run_in_threadpool(file.seek, 0, io.SEEK_END)
+        if size > settings.attachment_max_bytes:
+            raise ProtocolError(
+                ErrorCode.PAYLOAD_TOO_LARGE, f"file larger than {settings.attachment_max_bytes} bytes"
+            )
+        kind = await run_in_threadpool(sniff_file, file)
+        if kind is None or kind not in settings.attachment_types:
+            raise ProtocolError(
+                ErrorCode.UNSUPPORTED_MEDIA_TYPE, f"content type {kind or 'unknown'} is not allowed"
+            )
+        width = height = None
+        thumb = None
+        if kind in IMAGE_TYPES:
+            try:
+                width, height, thumb = await run_in_threadpool(image_facts, file)
+            except ProtocolError as refused:
+                raise ProtocolError(ErrorCode.UNSUPPORTED_MEDIA_TYPE, refused.message) from None
+        attachment_id = secrets.token_hex(16)
+        store = await _store(request)
+        await run_in_threadpool(file.seek, 0)
+        await store.put(attachment_id, file)  # nats-py reads it chunk by chunk
+        if thumb is not None:
+            await store.put(f"{attachment_id}.thumb", thumb)
     finally:
         await form.close()
-    if len(data) > settings.attachment_max_bytes:
-        raise ProtocolError(
-            ErrorCode.PAYLOAD_TOO_LARGE, f"file larger than {settings.attachment_max_bytes} bytes"
-        )
-    kind = sniff(data)
-    if kind is None or kind not in settings.attachment_types:
-        raise ProtocolError(
-            ErrorCode.UNSUPPORTED_MEDIA_TYPE, f"content type {kind or 'unknown'} is not allowed"
-        )
-    width = height = None
-    thumb = None
-    if kind in IMAGE_TYPES:
-        try:
-            width, height, thumb = image_facts(data)
-        except ProtocolError as refused:
-            raise ProtocolError(ErrorCode.UNSUPPORTED_MEDIA_TYPE, refused.message) from None
-    attachment_id = secrets.token_hex(16)
-    store = await _store(request)
-    await store.put(attachment_id, data)
-    if thumb is not None:
-        await store.put(f"{attachment_id}.thumb", thumb)
     record = AttachmentRecord(
         attachment_id=attachment_id,
         name=name,
-        size=len(data),
+        size=size,
         content_type=kind,
         width=width,
         height=height,

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import io
 
+import filetype
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from gateway.attachments import clean_name, content_disposition, sniff, upload_limit
+from gateway.attachments import SCAN_BYTES, clean_name, content_disposition, sniff, sniff_file, upload_limit
 
 
 def test_the_type_comes_from_the_bytes() -> None:
@@ -21,6 +22,35 @@ def test_the_type_comes_from_the_bytes() -> None:
     assert sniff(b"\x7fELF\x02\x01\x01" + bytes(64)) == "application/x-executable"
     assert sniff(b"text with a \x00 NUL") is None
     assert sniff(b"\xff\xfe\xfd not utf-8") is None
+
+
+def whole_file_verdict(data: bytes) -> str | None:
+    """What sniff decided when it held the whole upload (the rule, stated once over the bytes)."""
+    if b"\x00" in data:
+        return None
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return "text/plain"
+
+
+def test_a_large_file_is_scanned_in_pieces_with_the_same_verdict() -> None:
+    """sniff_file reads SCAN_BYTES at a time: a character split across two pieces is still
+    UTF-8, and a NUL or a bad byte far into the file still counts."""
+    split = "é".encode()  # two bytes: the first ends one piece, the second starts the next
+    straddling = b"a" * (SCAN_BYTES - 1) + split + b"b" * 100
+    assert sniff_file(io.BytesIO(straddling)) == "text/plain"
+    assert sniff_file(io.BytesIO(b"a" * (3 * SCAN_BYTES) + b"\x00")) is None
+    assert sniff_file(io.BytesIO(b"a" * (2 * SCAN_BYTES + 7) + b"\xff")) is None
+    assert sniff_file(io.BytesIO(b"a" * (SCAN_BYTES - 1) + split[:1])) is None  # truncated at the end
+
+
+@given(st.binary(max_size=64) | st.text(max_size=64).map(str.encode))
+def test_without_a_signature_the_verdict_is_the_text_rule_over_all_bytes(data: bytes) -> None:
+    signature = filetype.guess(data)
+    expected = str(signature.mime) if signature is not None else whole_file_verdict(data)
+    assert sniff_file(io.BytesIO(data)) == expected == sniff(data)
 
 
 def test_names_are_cleaned() -> None:
