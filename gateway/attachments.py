@@ -4,6 +4,9 @@
 
 Upload (``POST /api/rooms/{room}/attachments``, multipart, one field ``file``):
 
+0. the caller's upload bucket (``NATTER_GATEWAY_ATTACHMENT_UPLOAD_RATE`` / ``_BURST``, per user
+   per gateway) has a token, else 429 with ``Retry-After``: one member cannot fill the bucket
+   with files no message claims;
 1. chat checks that the user may send in the room (``register`` with ``dry_run``): 403 / 404;
 2. the body is read as it arrives and refused 413 as soon as it passes the limit
    (:class:`gateway.edge.BodyLimit` ``streamed``), never buffered whole when too big; the file
@@ -52,6 +55,7 @@ from starlette.datastructures import UploadFile
 
 from gateway.http_api import RoomPath, UserClaims, json_bytes, node_of, token_role
 from gateway.http_models import AttachmentInfo, errors
+from gateway.ratelimit import retry_after_seconds
 from shared import subjects
 from shared.errors import ErrorCode, ProtocolError
 from shared.internal import AttachmentGetRequest, AttachmentRecord
@@ -173,7 +177,7 @@ async def _store(request: Request) -> Any:
     tags=["attachments"],
     status_code=201,
     response_model=AttachmentInfo,
-    responses=errors(400, 401, 403, 404, 413, 415),
+    responses=errors(400, 401, 403, 404, 413, 415, 429),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -191,10 +195,14 @@ async def _store(request: Request) -> Any:
     },
 )
 async def upload(room: RoomPath, claims: UserClaims, request: Request) -> Response:
-    """Upload one file for a message of ``room`` (module docstring); 201 with its facts."""
+    """Upload one file for a message of ``room`` (module docstring); 201 with its facts; 429
+    with ``Retry-After`` past the caller's upload rate (``NATTER_GATEWAY_ATTACHMENT_UPLOAD_*``)."""
     subjects.check_room(room)
     node = node_of(request)
     settings = node.settings
+    wait = node.upload_buckets.take(claims.user_id)
+    if wait > 0:
+        raise ProtocolError(ErrorCode.RATE_LIMITED, retry_after=retry_after_seconds(wait))
     probe = {
         "attachment_id": "0" * 32,
         "name": "probe",

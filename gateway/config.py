@@ -75,6 +75,15 @@ class Settings(CommonSettings):
         description="Largest attachment (PROTOCOL.md section 11), bytes: a bigger upload is refused "
         "413 as soon as the bytes received pass it (plus 64 KiB for the multipart envelope).",
     )
+    attachment_upload_rate: float = Field(
+        default=0.5,
+        gt=0,
+        description="Attachment uploads per second one user (or service) may make through one gateway, "
+        "sustained; beyond the burst: 429 with Retry-After.",
+    )
+    attachment_upload_burst: int = Field(
+        default=20, ge=1, description="Attachment uploads one user may make at once before the rate applies."
+    )
     attachment_types: list[str] = Field(
         default=[
             "image/jpeg",

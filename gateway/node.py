@@ -23,6 +23,7 @@ from gateway.config import Settings
 from gateway.edge import PendingSockets
 from gateway.hub import Hub
 from gateway.metrics import Metrics
+from gateway.ratelimit import KeyedBuckets
 from gateway.revocations import Revocations
 from gateway.tokens import TokenVerifier
 from shared import __version__, fastpaths, subjects
@@ -59,6 +60,8 @@ class Node:
         self.pending = PendingSockets(
             per_address=settings.max_pending_per_address, total=settings.max_pending
         )
+        #: attachment uploads per user (gateway.attachments): a member cannot fill the bucket.
+        self.upload_buckets = KeyedBuckets(settings.attachment_upload_rate, settings.attachment_upload_burst)
         self.nc: Client | None = None
         self.bus: Bus | None = None
         self.verifier: TokenVerifier | None = None

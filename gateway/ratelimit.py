@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections import deque
+from collections import OrderedDict, deque
 
 
 class TokenBucket:
@@ -32,6 +32,28 @@ class TokenBucket:
             self.tokens -= 1.0
             return 0.0
         return (1.0 - self.tokens) / self.rate
+
+
+class KeyedBuckets:
+    """One :class:`TokenBucket` per key (a user id): ``rate`` per second, ``burst`` stored, for
+    at most ``capacity`` keys (the least recently used dropped first; a dropped key starts again
+    with a full bucket, so the bound costs at most one burst per eviction).
+
+    ``take(key)`` returns 0.0 when a token was taken, else the seconds until one is available.
+    """
+
+    def __init__(self, rate: float, burst: int, *, capacity: int = 100_000) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.capacity = capacity
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+
+    def take(self, key: str, now: float | None = None) -> float:
+        bucket = self._buckets.pop(key, None) or TokenBucket(self.rate, self.burst)
+        self._buckets[key] = bucket
+        if len(self._buckets) > self.capacity:
+            self._buckets.popitem(last=False)
+        return bucket.take(now)
 
 
 def retry_after_seconds(wait: float) -> float:

@@ -305,3 +305,18 @@ async def test_a_chunk_stream_that_does_not_match_its_object_is_refused(nats_ser
         await store.delete(name)
     finally:
         await nc.close()
+
+
+async def test_uploads_are_rate_limited_per_user(stack: Stack) -> None:
+    """NATTER_GATEWAY_ATTACHMENT_UPLOAD_BURST (20) uploads at once, then 429 with Retry-After
+    for that user only: another member of the room still uploads."""
+    room = unique_name("files")
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=60) as http:
+        alice, bob = await register(http), await register(http)
+        assert (await http.post("/api/rooms", json={"name": room}, headers=bearer(alice))).status_code == 201
+        statuses = [(await upload(http, alice, room, b"file %d" % n)).status_code for n in range(20)]
+        assert statuses == [201] * 20
+        refused = await upload(http, alice, room, b"one too many")
+        assert refused.status_code == 429 and refused.json()["code"] == "rate_limited"
+        assert 1 <= int(refused.headers["retry-after"]) <= 3
+        assert (await upload(http, bob, room, b"bob's file")).status_code == 201

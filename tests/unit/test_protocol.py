@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.ratelimit import AbuseCounter, TokenBucket, retry_after_seconds
+from gateway.ratelimit import AbuseCounter, KeyedBuckets, TokenBucket, retry_after_seconds
 from shared import subjects
 from shared.errors import ErrorCode, ProtocolError, decode_service_error, encode_service_error
 from shared.internal import with_request_id
@@ -81,6 +81,17 @@ def test_token_bucket_burst_then_rate() -> None:
     wait = bucket.take(now)
     assert 0.04 < wait <= 0.05 + 1e-9
     assert bucket.take(now + 0.051) == 0.0
+
+
+def test_keyed_buckets_are_per_key_and_bounded() -> None:
+    buckets = KeyedBuckets(rate=1, burst=2, capacity=2)
+    now = 1_000_000.0
+    assert buckets.take("alice", now) == 0.0 and buckets.take("alice", now) == 0.0
+    assert buckets.take("alice", now) > 0  # alice's burst is spent
+    assert buckets.take("bob", now) == 0.0  # bob has his own
+    assert buckets.take("alice", now + 1.0) == 0.0  # one token a second
+    buckets.take("carol", now + 1.0)  # a third key drops the least recently used (bob)
+    assert set(buckets._buckets) == {"alice", "carol"}
 
 
 def test_abuse_counter_window() -> None:
