@@ -167,9 +167,13 @@ def content_disposition(kind: str, name: str) -> str:
 
 
 async def _store(request: Request) -> Any:
-    nc = node_of(request).nc
-    assert nc is not None
-    return await nc.jetstream().object_store(subjects.OBJ_ATTACHMENTS)
+    """The node's handle on the attachments bucket, opened once: opening it is a
+    ``STREAM.INFO`` round trip that every upload and download would otherwise repeat."""
+    node = node_of(request)
+    if node.attachment_store is None:
+        assert node.nc is not None
+        node.attachment_store = await node.nc.jetstream().object_store(subjects.OBJ_ATTACHMENTS)
+    return node.attachment_store
 
 
 @router.post(

@@ -63,6 +63,8 @@ class Node:
         #: attachment uploads per user (gateway.attachments): a member cannot fill the bucket.
         self.upload_buckets = KeyedBuckets(settings.attachment_upload_rate, settings.attachment_upload_burst)
         self.nc: Client | None = None
+        #: the attachments' Object Store handle (gateway.attachments opens it on first use).
+        self.attachment_store: Any = None
         self.bus: Bus | None = None
         self.verifier: TokenVerifier | None = None
         self._tasks: list[asyncio.Task[Any]] = []
