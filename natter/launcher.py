@@ -296,6 +296,7 @@ def nats_server_process(
     log_path: Path | None = None,
     sync_always: bool = False,
     authorization: str | None = None,
+    monitor_port: int | None = None,
 ) -> ManagedProcess:
     """A JetStream-enabled nats-server with file storage under ``store_dir``.
 
@@ -303,7 +304,9 @@ def nats_server_process(
     production setting for the chat stream, DESIGN.md rule 11). ``authorization`` is an
     ``authorization { users = [...] }`` block (:meth:`natter.credentials.NatsCredentials.authorization`):
     clients must then log in, each with its tier's permissions. The config file holds passwords,
-    so it is written readable by its owner only (0600).
+    so it is written readable by its owner only (0600). ``monitor_port`` serves nats-server's HTTP
+    monitoring (``/varz``, ``/jsz``; NATS docs "Monitoring") on ``host``: the benchmarks count
+    NATS messages with it; ``natter up`` leaves it off.
     """
     store_dir.mkdir(parents=True, exist_ok=True)
     argv = [
@@ -318,6 +321,8 @@ def nats_server_process(
         "--server_name",
         name,
     ]
+    if monitor_port is not None:
+        argv += ["--http_port", str(monitor_port)]
     if sync_always or authorization:
         conf = store_dir / "natter-nats.conf"
         text = "jetstream {\n  sync_interval: always\n}\n" if sync_always else ""

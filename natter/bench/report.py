@@ -35,6 +35,7 @@ _MESSAGING = [
     Metric("duplicated", "duplicated", False),
     Metric("server CPU %", "server_cpu.total_pct", False),
     Metric("server CPU ms / 1k deliveries", "server_cpu_ms_per_1k_deliveries", False),
+    Metric("NATS msgs in / stored message", "nats_msgs_per_message.in", False),
     Metric("load generator CPU %", "loadgen_cpu.total_pct", False),
     Metric("other CPU % on the machine", "other_cpu_pct", False),
 ]
@@ -60,6 +61,7 @@ METRICS: dict[str, list[Metric]] = {
         Metric("connect latency p50 ms", "latency_ms.p50", False),
         Metric("connect latency p99 ms", "latency_ms.p99", False),
         Metric("server CPU ms / connect", "server_cpu_ms_per_connect", False),
+        Metric("NATS msgs in / connect", "nats_msgs_per_connect.in", False),
         Metric("server CPU %", "server_cpu.total_pct", False),
         Metric("other CPU % on the machine", "other_cpu_pct", False),
     ],

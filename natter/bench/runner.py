@@ -28,6 +28,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from natter.bench.natstraffic import NatsTrafficMeter, per_unit
 from natter.bench.procstat import CpuMeter, MachineCpuMeter, read_rss, wait_for_quiet
 from natter.bench.spec import Layout, RunParams, Scenario, build_layout, room_name, saturation_rates
 from natter.bench.spec import split_round_robin as split
@@ -192,19 +193,25 @@ class Meters:
     """CPU of the target's processes, of the load generator and of the whole machine over one
     measured window; ``other_cpu_pct`` is what neither used (other work on the machine)."""
 
-    def __init__(self, target: dict[str, int], loadgen: dict[str, int]) -> None:
+    def __init__(
+        self, target: dict[str, int], loadgen: dict[str, int], *, nats_monitor_url: str = ""
+    ) -> None:
         self.server = CpuMeter(target)
         self.loadgen = CpuMeter(loadgen)
         self.machine = MachineCpuMeter()
+        self.nats = NatsTrafficMeter(nats_monitor_url)
 
     def start(self) -> None:
+        self.nats.start()
         self.machine.start()
         self.server.start()
         self.loadgen.start()
 
     def stop(self) -> dict[str, Any]:
-        """``{"server_cpu", "loadgen_cpu", "machine_cpu_pct", "other_cpu_pct"}``."""
+        """``{"server_cpu", "loadgen_cpu", "machine_cpu_pct", "other_cpu_pct", "nats_traffic"}``
+        (``nats_traffic``: :meth:`NatsTrafficMeter.stop`, None for the references)."""
         server, loadgen, machine = self.server.stop(), self.loadgen.stop(), self.machine.stop()
+        traffic = self.nats.stop()
         other = None
         if machine is not None:
             other = round(max(0.0, machine - server["total_pct"] - loadgen["total_pct"]), 1)
@@ -213,6 +220,7 @@ class Meters:
             "loadgen_cpu": loadgen,
             "machine_cpu_pct": machine,
             "other_cpu_pct": other,
+            "nats_traffic": traffic,
         }
 
 
@@ -232,6 +240,11 @@ class Run:
         self.workers: Workers | None = None
         self.members: dict[str, int] = {}
         self.local_members: list[dict[str, int]] = []
+
+    def _meters(self) -> Meters:
+        """Meters of the target's and the load generator's processes (and NATS traffic)."""
+        assert self.target is not None and self.workers is not None
+        return Meters(self.target.pids(), self.workers.pids(), nats_monitor_url=self.target.nats_monitor_url)
 
     def execute(self) -> dict[str, Any]:
         """Run everything and stop everything (also on errors).
@@ -396,7 +409,7 @@ class Run:
             "spread": params.scenario is Scenario.rooms,
             "reactions": params.reactions,
         }
-        meters = Meters(self.target.pids(), self.workers.pids())
+        meters = self._meters()
         self.workers.send_all(("phase", spec))
         time.sleep(max(0.0, start_at - time.time()))
         meters.start()
@@ -462,6 +475,7 @@ class Run:
             "closed_sockets": closed,
             **cpu,
             "server_cpu_ms_per_1k_deliveries": round(1e6 * server["cpu_s"] / unique, 2) if unique else None,
+            "nats_msgs_per_message": per_unit(cpu["nats_traffic"], len(acked)),
         }
         verdict = _verdict(step, params.p99_limit_ms)
         step["ok"] = verdict == "ok"
@@ -474,7 +488,7 @@ class Run:
         params = self.params
         time.sleep(2.0)
         rss_after = read_rss(self.target.pids())
-        meters = Meters(self.target.pids(), self.workers.pids())
+        meters = self._meters()
         meters.start()
         end = time.monotonic() + params.duration
         while time.monotonic() < end:
@@ -525,7 +539,7 @@ class Run:
                 else []
             ),
         }
-        meters = Meters(self.target.pids(), self.workers.pids())
+        meters = self._meters()
         self.workers.send_all(("churn", spec))
         time.sleep(max(0.0, start_at - time.time()))
         meters.start()
@@ -556,6 +570,7 @@ class Run:
             "joined": params.connect_join,
             **cpu,
             "server_cpu_ms_per_connect": round(1e3 * server["cpu_s"] / connects, 3) if connects else None,
+            "nats_msgs_per_connect": per_unit(cpu["nats_traffic"], connects),
         }
 
 

@@ -91,6 +91,8 @@ class RunningTarget:
     tokens: list[str] = field(default_factory=list)
     http_url: str = ""
     urls: list[str] = field(default_factory=list)
+    #: nats-server's monitoring endpoint (natter only): ``http://127.0.0.1:<port>``
+    nats_monitor_url: str = ""
 
     def url_for(self, worker: int) -> str:
         """The URL load-generator worker ``worker`` connects to: gateway ``worker mod N``."""
@@ -189,6 +191,7 @@ def _start_natter(*, workdir: Path, users: int, run_id: str, nats_sync: bool, ga
     logs = workdir / "logs"
     nats_port = free_port()
     nats_url = f"nats://127.0.0.1:{nats_port}"
+    monitor_port = free_port()
     credentials = NatsCredentials.generate()  # as natter up runs it: one login per tier
     nats = nats_server_process(
         port=nats_port,
@@ -196,6 +199,7 @@ def _start_natter(*, workdir: Path, users: int, run_id: str, nats_sync: bool, ga
         log_path=logs / "nats.log",
         sync_always=nats_sync,
         authorization=credentials.authorization(),
+        monitor_port=monitor_port,
     )
     services = [
         service_process(
@@ -236,6 +240,7 @@ def _start_natter(*, workdir: Path, users: int, run_id: str, nats_sync: bool, ga
             [("nats", nats)],
         ],
         http_url=f"http://127.0.0.1:{front[0][2]}",
+        nats_monitor_url=f"http://127.0.0.1:{monitor_port}",
     )
     try:
         nats.start()

@@ -77,6 +77,9 @@ def test_fanout_smoke_run_writes_well_formed_json(tmp_path: Path) -> None:
     assert latency["count"] == summary["deliveries"]
     assert 0 <= latency["p50"] <= latency["p90"] <= latency["p99"] <= latency["max"]
     assert set(summary["server_cpu"]["processes"]) <= set(result["target_processes"])
+    # NATS messages per stored message, from nats-server's /varz: at least the send request,
+    # the stored entry and the room delivery
+    assert summary["nats_msgs_per_message"]["in"] >= 3
     for metric in METRICS["fanout"]:
         assert metric.label in completed.stdout
 

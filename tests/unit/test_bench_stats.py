@@ -132,3 +132,16 @@ def test_reading_this_process() -> None:
     usage = meter.stop()
     assert set(usage["processes"]) == {"me"}  # type: ignore[arg-type]
     assert usage["total_pct"] >= 0  # type: ignore[operator]
+
+
+def test_nats_traffic_per_unit_and_without_a_server() -> None:
+    from natter.bench.natstraffic import NatsTrafficMeter, per_unit
+
+    assert per_unit({"in_msgs": 835, "out_msgs": 1045}, 100) == {"in": 8.35, "out": 10.45}
+    assert per_unit(None, 100) is None and per_unit({"in_msgs": 1, "out_msgs": 1}, 0) is None
+    references = NatsTrafficMeter("")  # the in-process references have no NATS
+    references.start()
+    assert references.stop() is None
+    unreachable = NatsTrafficMeter("http://127.0.0.1:9")  # discard port: nothing listens
+    unreachable.start()
+    assert unreachable.stop() is None
