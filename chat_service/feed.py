@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import secrets
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -41,7 +40,6 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
-from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from chat_service.roomlog.feedrecords import RECORD_TTL, encode_record, record_subject
@@ -49,6 +47,7 @@ from chat_service.roomlog.log import RoomLog
 from chat_service.roomlog.state import MessageState
 from shared import room_shards, subjects
 from shared.events import envelope, feed_subject, room_event_id, room_event_type
+from shared.leases import RENEW_EVERY, RETRY_EVERY, Lease, holder_id
 from shared.stream_reader import direct_get
 from shared.streams import publish_acked
 
@@ -58,10 +57,9 @@ logger = logging.getLogger(__name__)
 BATCH: Final = 200
 #: Seconds a batch waits for more entries once it has one.
 GATHER: Final = 0.005
-#: Seconds between lease renewals (the bucket's TTL, 10 s, is what expires an abandoned lease).
-RENEW_EVERY: Final = 3.0
-#: Seconds between attempts to take a lease held by another replica.
-RETRY_LEASE: Final = 2.0
+#: Seconds between attempts to take a lease held by another replica (renewals: every
+#: :data:`shared.leases.RENEW_EVERY`; the bucket's TTL, 10 s, is what expires an abandoned lease).
+RETRY_LEASE: Final = RETRY_EVERY
 #: Seconds between checkpoint writes while relaying (a new holder re-relays at most this much;
 #: the repeats are dropped by ``Nats-Msg-Id``).
 CHECKPOINT_EVERY: Final = 1.0
@@ -132,48 +130,24 @@ class FeedRelay:
         self.log = log
         self.leases = leases
         self.timeout = timeout
-        self.holder = secrets.token_hex(8)
+        self.holder = holder_id()
 
     async def run(self) -> None:
         """Try to hold and relay every shard, forever."""
         await asyncio.gather(*(self._shard_loop(shard) for shard in range(self.log.shards)))
 
     async def _shard_loop(self, shard: int) -> None:
-        key = f"feed-{shard}"
+        lease = Lease(self.leases, f"feed-{shard}", holder=self.holder)
         while True:
-            revision = await self._take(key)
-            if revision is not None:
+            if await lease.take():
                 try:
-                    await self._relay(shard, key, revision)
+                    await self._relay(shard, lease)
                 except asyncio.CancelledError:
-                    await self._release(key)
+                    await lease.release()
                     raise
                 except Exception:
                     logger.exception("feed: shard %d relay stopped; retrying", shard)
             await asyncio.sleep(RETRY_LEASE)
-
-    async def _take(self, key: str) -> int | None:
-        """The lease's revision if this replica now holds it, else None."""
-        try:
-            return int(await self.leases.create(key, self.holder.encode()))
-        except KeyWrongLastSequenceError:
-            return None  # held (or just released and not yet expired)
-        except nats.errors.Error as error:
-            logger.debug("feed: lease %s not taken: %r", key, error)
-            return None
-
-    async def _renew(self, key: str, revision: int) -> int | None:
-        try:
-            return int(await self.leases.update(key, self.holder.encode(), last=revision))
-        except nats.errors.Error as error:
-            logger.warning("feed: lease %s lost: %r", key, error)
-            return None
-
-    async def _release(self, key: str) -> None:
-        try:
-            await asyncio.wait_for(self.leases.delete(key), 1.0)
-        except Exception:  # it expires by itself
-            pass
 
     async def _checkpoint(self, shard: int) -> int:
         """The last relayed stream sequence of the shard; a shard never relayed starts at its
@@ -196,7 +170,7 @@ class FeedRelay:
             headers={"Nats-Rollup": "sub"},
         )
 
-    async def _relay(self, shard: int, key: str, revision: int) -> None:
+    async def _relay(self, shard: int, lease: Lease) -> None:
         """Relay ``shard`` from its checkpoint while holding the lease."""
         start = await self._checkpoint(shard)
         logger.info("feed: relaying shard %d from stream seq %d", shard, start + 1)
@@ -221,10 +195,9 @@ class FeedRelay:
                 elif relayed == saved:
                     save_at = loop.time() + CHECKPOINT_EVERY
                 if loop.time() >= renew_at:
-                    renewed = await self._renew(key, revision)
-                    if renewed is None:
+                    if not await lease.renew():
                         return
-                    revision, renew_at = renewed, loop.time() + RENEW_EVERY
+                    renew_at = loop.time() + RENEW_EVERY
         finally:
             try:
                 await sub.unsubscribe()

@@ -31,7 +31,7 @@ from shared import __version__, subjects
 from shared.logs import configure_logging
 from shared.nats_auth import INTERNAL_EVENT_CONSUMERS
 from shared.service_runner import ServiceApp
-from shared.streams import NotProvisioned
+from shared.streams import NotProvisioned, open_bucket
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +82,8 @@ async def serve(settings: Settings | None = None, stop: asyncio.Event | None = N
 
     async def webhook_fanout() -> None:
         rt = runtime[0]
-        await Dispatcher(rt.nc, rt.webhooks, timeout=settings.request_timeout).run()
+        leases = await open_bucket(rt.js, subjects.KV_LEASES)
+        await Dispatcher(rt.nc, rt.webhooks, leases, timeout=settings.request_timeout).run()
 
     async def webhook_delivery() -> None:
         rt = runtime[0]

@@ -20,6 +20,7 @@ chat       serve ``chat.*`` and ``api.rooms.post``; ``roomlog.>`` and ``roomview
            deleted message's copies there), ``deliver.room.*``; ask ``auth.lookup``.
 notify     serve ``notify.*``; ``notif.>`` (and erasing a deleted message's mention text), its
            read-state bucket, the ``EVENTS`` consumers, ``deliver.user.*`` and ``deliver.all``;
+           the webhook streams and bucket, one key of the leases bucket (the dispatcher's);
            ask ``auth.lookup`` and ``chat.access``.
 gateway    ask exactly the service subjects the HTTP API and the WebSocket protocol use (never
            ``auth.service_token``, ``auth.lookup`` or ``chat.access``); receive ``deliver.>``;
@@ -264,6 +265,9 @@ def permissions(tier: str) -> dict[str, object]:
             *_consume(_kv(subjects.KV_WEBHOOKS)),
             subjects.WEBHOOKS_SUBJECTS,
             subjects.WEBHOOK_LOG_SUBJECTS,
+            # the dispatcher's lease (one key of the leases bucket, shared.leases)
+            *_info(_kv(subjects.KV_LEASES)),
+            f"$KV.{subjects.KV_LEASES}.{subjects.LEASE_WEBHOOK_DISPATCH}",
             *_info(subjects.WEBHOOKS_STREAM),
             *_consume(subjects.WEBHOOKS_STREAM),
             *_read(subjects.WEBHOOK_LOG_STREAM),

@@ -77,6 +77,9 @@ WEBHOOKS_SUBJECTS: Final = "hook.>"
 #: The latest attempts per webhook: ``hooklog.<webhook id>``.
 WEBHOOK_LOG_STREAM: Final = "WEBHOOK_LOG"
 WEBHOOK_LOG_SUBJECTS: Final = "hooklog.>"
+#: The webhook dispatcher's checkpoint: the last ``EVENTS`` sequence it fanned out (a webhook id
+#: is 16 hex digits, so it never meets a webhook's log).
+WEBHOOK_CHECKPOINT: Final = "hooklog._dispatch"
 
 # --- delivery (core pub/sub, final client frames as bytes) -----------------------------------
 DELIVER_ALL: Final = "deliver.all"
@@ -129,9 +132,11 @@ OBJ_ATTACHMENTS: Final = "natter_attachments"
 OBJ_ATTACHMENTS_STREAM: Final = f"OBJ_{OBJ_ATTACHMENTS}"
 #: ``<user_id>.<room>`` -> ``{"read_seq","since"}``: memberships and read markers (v2).
 KV_MEMBERSHIPS: Final = "natter_memberships"
-#: Leases: which replica does a singleton job now (chat's feed relay per shard); entries
-#: expire 10 s after their holder stops renewing them.
+#: Leases: which replica does a singleton job now (chat's feed relay per shard, notify's webhook
+#: dispatcher; :mod:`shared.leases`); entries expire 10 s after their holder stops renewing them.
 KV_LEASES: Final = "natter_leases"
+#: The webhook dispatcher's lease (notify may write this key of ``natter_leases`` only).
+LEASE_WEBHOOK_DISPATCH: Final = "webhooks-dispatch"
 
 # --- headers ---------------------------------------------------------------------------------
 HDR_ROOM: Final = "Natter-Room"

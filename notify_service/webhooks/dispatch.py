@@ -3,14 +3,20 @@ section 12): at least once, in order, retried with backoff for 24 h.
 
 Two stages, so that a slow or failing receiver holds up only itself:
 
-1. **Fan-out** (:class:`Dispatcher`): the durable consumer ``notify-webhooks`` on ``EVENTS``
-   (the feed's eight subjects) takes one event at a time (``max_ack_pending`` 1, so replicas
-   share it and order holds), finds the webhooks that want it (:meth:`Webhook.wants`; a room's
-   privacy is asked of chat, ``chat.access``, and cached briefly) and queues a job
-   ``{"seq","id","type"}`` on ``hook.<webhook id>`` in the ``WEBHOOKS`` stream,
-   ``Nats-Msg-Id`` ``<webhook id>:<event id>``, before it acks the event. A replica killed in
-   between leaves the event unacked; it comes back after ``ack_wait`` and the repeated jobs are
-   dropped by their ids.
+1. **Fan-out** (:class:`Dispatcher`): one replica at a time, the holder of the lease
+   ``webhooks-dispatch`` (:mod:`shared.leases`), follows the feed's eight subjects of ``EVENTS``
+   with an ordered consumer from its checkpoint, finds the webhooks that want each event
+   (:meth:`Webhook.wants`; a room's privacy is asked of chat, ``chat.access``, and cached
+   briefly) and queues a job ``{"seq","id","type"}`` on ``hook.<webhook id>`` in the
+   ``WEBHOOKS`` stream, ``Nats-Msg-Id`` ``<webhook id>:<event id>``, before it looks at the next
+   event. The checkpoint (the last stream sequence fanned out, on ``hooklog._dispatch`` in
+   ``WEBHOOK_LOG``) is written at most once a second. A replica killed in between leaves the
+   checkpoint behind: the next holder (within the lease's 10 s) fans out again from there and
+   the repeated jobs are dropped by their ids (``WEBHOOKS``' 10-minute duplicate window). Events
+   cost no request and no ack each: with no webhook registered an event costs one pushed
+   message and a dictionary lookup (it used to be a pull request and an ack per event on a
+   durable consumer, ``notify-webhooks``, which a replica of this version replaces, starting
+   after its ack floor).
 2. **Delivery** (:class:`Sender`): each webhook has its durable consumer ``hook-<id>`` on its
    subject, ``max_ack_pending`` 1: one delivery in flight per webhook across every replica, so a
    webhook receives its events in the order they were fanned out (room events in ``seq`` order
@@ -42,20 +48,29 @@ import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.kv import KeyValue
 
 from notify_service.webhooks.registry import Webhook, WebhookStore
 from notify_service.webhooks.targets import check, parse_allowed
 from shared import __version__, subjects
 from shared.errors import ProtocolError
 from shared.events import EVENT_TYPES, feed_subject
+from shared.leases import RENEW_EVERY, RETRY_EVERY, Lease
 from shared.nats_client import request_json
 from shared.protocol import utc_timestamp
 from shared.stream_reader import direct_get
+from shared.streams import publish_acked
 from shared.webhook_signing import signed_headers
 
 logger = logging.getLogger(__name__)
 
+#: The durable consumer that fanned events out before the lease (its ack floor is where a first
+#: lease holder starts; it is then deleted).
 DISPATCH_DURABLE: Final = "notify-webhooks"
+#: Seconds between checkpoint writes while fanning out (a new holder repeats at most this much).
+CHECKPOINT_EVERY: Final = 1.0
+#: Seconds between checkpoint writes with nothing new (``WEBHOOK_LOG`` keeps messages 7 days).
+CHECKPOINT_REFRESH: Final = 6 * 3600.0
 #: Seconds the dispatcher reuses its read of the registrations.
 REGISTRY_TTL: Final = 1.0
 #: Seconds a room's privacy answer is reused.
@@ -85,64 +100,132 @@ def event_age(event: dict[str, Any], now: float) -> float:
 
 
 class Dispatcher:
-    """Stage 1 (module docstring). ``webhooks`` returns the current registrations."""
+    """Stage 1 (module docstring): run by every replica, active in the lease holder only.
 
-    def __init__(self, nc: Any, store: WebhookStore, *, timeout: float) -> None:
+    Args:
+        nc: the replica's connection.
+        store: the registrations.
+        lease_bucket: the ``natter_leases`` bucket.
+        timeout: seconds to wait for each NATS answer.
+    """
+
+    def __init__(self, nc: Any, store: WebhookStore, lease_bucket: KeyValue, *, timeout: float) -> None:
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream(timeout=timeout)
         self.store = store
+        self.lease = Lease(lease_bucket, subjects.LEASE_WEBHOOK_DISPATCH)
         self.timeout = timeout
         self._privacy: dict[str, tuple[float, bool]] = {}
         self._webhooks: tuple[float, list[Webhook]] = (0.0, [])
 
     async def run(self) -> None:
-        """Fan events out to webhooks forever."""
-        config = ConsumerConfig(
-            durable_name=DISPATCH_DURABLE,
-            filter_subjects=[feed_subject(t) for t in EVENT_TYPES],
-            ack_policy=AckPolicy.EXPLICIT,
-            deliver_policy=DeliverPolicy.NEW,
-            max_ack_pending=1,
-            ack_wait=ACK_WAIT,
-        )
+        """Take the lease when free and fan events out while holding it, forever."""
         while True:
-            try:  # creating a consumer that exists with this config changes nothing
-                await self.js.add_consumer(subjects.EVENTS_STREAM, config)
-                sub = await self.js.pull_subscribe_bind(DISPATCH_DURABLE, stream=subjects.EVENTS_STREAM)
-            except (nats.errors.Error, TimeoutError) as error:
-                logger.warning("webhooks: dispatcher bind failed: %r", error)
-                await asyncio.sleep(1.0)
-                continue
-            await self._loop(sub)
+            if await self.lease.take():
+                try:
+                    await self._follow()
+                except asyncio.CancelledError:
+                    await self.lease.release()
+                    raise
+                except Exception:
+                    logger.exception("webhooks: dispatcher stopped; retrying")
+            await asyncio.sleep(RETRY_EVERY)
 
-    async def _loop(self, sub: Any) -> None:
+    async def _follow(self) -> None:
+        """Fan out from the checkpoint while the lease holds."""
+        start = await self._checkpoint()
+        logger.info("webhooks: dispatching from EVENTS seq %d", start + 1)
+        sub = await self.js.subscribe(
+            "",
+            stream=subjects.EVENTS_STREAM,
+            ordered_consumer=True,
+            config=ConsumerConfig(
+                filter_subjects=[feed_subject(t) for t in EVENT_TYPES],
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                opt_start_seq=start + 1,
+            ),
+        )
+        loop = asyncio.get_running_loop()
+        renew_at = loop.time() + RENEW_EVERY
+        saved = done = start
+        save_at = loop.time() + CHECKPOINT_EVERY
+        refresh_at = loop.time() + CHECKPOINT_REFRESH
+        try:
+            while True:
+                try:
+                    msg = await sub.next_msg(timeout=max(0.01, min(renew_at, save_at) - loop.time()))
+                except nats.errors.TimeoutError:
+                    msg = None
+                if msg is not None:
+                    await self._dispatch_until_stored(msg)
+                    done = msg.metadata.sequence.stream
+                now = loop.time()
+                if now >= save_at:
+                    if done != saved or now >= refresh_at:
+                        await self._save_checkpoint(done)
+                        saved, refresh_at = done, now + CHECKPOINT_REFRESH
+                    save_at = now + CHECKPOINT_EVERY
+                if now >= renew_at:
+                    if not await self.lease.renew():
+                        return
+                    renew_at = now + RENEW_EVERY
+        finally:
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
+
+    async def _dispatch_until_stored(self, msg: Msg) -> None:
+        """:meth:`dispatch` ``msg``, retrying while storage refuses (the next event waits: each
+        webhook's jobs stay in event order). Gives up only with the lease."""
+        delay = 0.5
         while True:
             try:
-                msgs = await sub.fetch(1, timeout=5)
-            except TimeoutError:
-                continue
-            except nats.js.errors.APIError:
-                return  # consumer gone: bind again
-            except nats.errors.Error as error:
-                logger.warning("webhooks: dispatcher fetch failed: %r", error)
-                await asyncio.sleep(1.0)
-                continue
-            for msg in msgs:
-                try:
-                    await self.dispatch(msg)
-                    await msg.ack()
-                except (ProtocolError, nats.errors.Error, TimeoutError) as error:
-                    logger.warning("webhooks: event %s not dispatched yet: %r", msg.subject, error)
-                    with contextlib.suppress(Exception):
-                        await msg.nak(delay=2.0)
+                await self.dispatch(msg)
+                return
+            except (ProtocolError, nats.errors.Error, TimeoutError) as error:
+                logger.warning("webhooks: event %s not dispatched yet: %r", msg.subject, error)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RENEW_EVERY)
+            if not await self.lease.renew():
+                raise RuntimeError("lease lost while an event waited to be dispatched")
+
+    async def _checkpoint(self) -> int:
+        """The last fanned-out ``EVENTS`` sequence. With none stored: after the ack floor of the
+        durable consumer earlier versions used (which is then deleted), else the stream's end
+        (webhooks get events from their registration on, not history)."""
+        found = await direct_get(
+            self.nc, subjects.WEBHOOK_LOG_STREAM, last_by_subject=subjects.WEBHOOK_CHECKPOINT
+        )
+        if found is not None and found.data.isdigit():
+            return int(found.data)
+        try:
+            info = await self.js.consumer_info(subjects.EVENTS_STREAM, DISPATCH_DURABLE)
+            start = int(info.ack_floor.stream_seq if info.ack_floor else 0)
+        except nats.js.errors.NotFoundError:
+            info = None
+            start = int((await self.js.stream_info(subjects.EVENTS_STREAM)).state.last_seq)
+        await self._save_checkpoint(start)
+        if info is not None:
+            with contextlib.suppress(nats.errors.Error):
+                await self.js.delete_consumer(subjects.EVENTS_STREAM, DISPATCH_DURABLE)
+            logger.info("webhooks: replaced consumer %s (ack floor %d)", DISPATCH_DURABLE, start)
+        return start
+
+    async def _save_checkpoint(self, stream_seq: int) -> None:
+        await publish_acked(
+            self.nc, subjects.WEBHOOK_CHECKPOINT, str(stream_seq).encode(), timeout=self.timeout
+        )
 
     async def dispatch(self, msg: Msg) -> int:
         """Queue a job per interested webhook, all at once; returns how many.
 
         Raises:
-            nats.errors.Error, TimeoutError: a job was not stored (the caller naks the event;
-                the jobs that were stored are dropped as duplicates when it comes back).
+            nats.errors.Error, TimeoutError, ProtocolError: a job was not stored, or the room's
+                privacy could not be asked (the caller tries the event again; the jobs that were
+                stored are dropped as duplicates then).
         """
+        registered = await self._registered()
+        if not registered:  # the usual case: nothing to parse
+            return 0
         try:
             event = json.loads(msg.data)
             event_id, event_type = str(event["id"]), str(event["type"])
@@ -151,7 +234,7 @@ class Dispatcher:
             logger.warning("webhooks: unreadable event at %s skipped", msg.subject)
             return 0
         room = data.get("room") if isinstance(data.get("room"), str) else None
-        webhooks = [w for w in await self._registered() if event_type in w.events]
+        webhooks = [w for w in registered if event_type in w.events]
         if not webhooks:
             return 0
         private = await self._is_private(room) if room else False

@@ -219,6 +219,10 @@ async def test_tiers_cannot_forge_each_others_data(stack: Stack) -> None:
         await notify.denied(
             lambda: notify.nc.publish(subjects.deliver_room("general"), b"{}"), "deliver.room"
         )
+        # of the leases, notify holds only its dispatcher's: not the feed relay's of chat
+        await notify.denied(
+            lambda: notify.nc.request(f"$KV.{subjects.KV_LEASES}.feed-0", b"x", timeout=0.3), "feed-0"
+        )
     async with login(stack.nats, CHAT) as chat:  # chat may not store notifications or revoke sessions
         await chat.denied(
             lambda: chat.nc.request(subjects.notifications_subject("someone"), b"{}", timeout=0.3), "notif."

@@ -14,8 +14,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
+import nats
+import nats.js.errors
 import pytest
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from notify_service.webhooks.dispatch import DISPATCH_DURABLE
+from notify_service.webhooks.registry import new_webhook
+from shared import subjects
+from shared.events import EVENT_TYPES, feed_subject
 from shared.webhook_signing import HDR_SIGNATURE, HDR_TIMESTAMP, HDR_WEBHOOK_ID, verify
 from tests.conftest import Stack
 from tests.support import User, WsClient, connect, join, register, service_token, unique_name
@@ -123,6 +130,15 @@ async def chatter(stack: Stack, http: httpx.AsyncClient, room: str) -> tuple[Use
     return user, ws
 
 
+async def say(stack: Stack, room: str, count: int) -> None:
+    """A new user joins ``room`` and sends ``m0`` .. ``m<count-1>``, each acked."""
+    async with httpx.AsyncClient(base_url=stack.base_url) as http:
+        _, ws = await chatter(stack, http, room)
+        for n in range(count):
+            await ws.request({"type": "chat_message", "room": room, "message": f"m{n}"})
+        await ws.close()
+
+
 def assert_signed(received: list[Received], webhook: dict[str, Any], secret: str) -> None:
     for item in received:
         assert item.headers[HDR_WEBHOOK_ID] == webhook["id"]
@@ -164,11 +180,7 @@ async def test_a_failing_receiver_gets_retries_with_backoff_and_keeps_the_order(
     webhook = await register_webhook(admin, receiver.url, events=["message.created"])
     await asyncio.sleep(1.2)
     room = unique_name("hook")
-    async with httpx.AsyncClient(base_url=stack.base_url) as http:
-        _, ws = await chatter(stack, http, room)
-        for n in range(3):
-            await ws.request({"type": "chat_message", "room": room, "message": f"m{n}"})
-        await ws.close()
+    await say(stack, room, 3)
     await wait_for(lambda: len(receiver.events(room)) >= 3)  # after 1 s and 2 s of backoff
     assert [e["data"]["message"] for e in receiver.events(room)] == ["m0", "m1", "m2"]
     log = (await admin.get(f"/api/webhooks/{webhook['id']}/deliveries")).json()["deliveries"]
@@ -233,15 +245,7 @@ async def test_only_admin_tokens_manage_webhooks(stack: Stack) -> None:
 async def test_killing_the_delivering_replica_loses_and_reorders_nothing(
     stack_factory: Any, receiver: Receiver
 ) -> None:
-    hooks_stack: Stack = stack_factory({"NATTER_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1"})
-    hooks_stack.start_service("notify", index=1)
-    hooks_stack.wait_ready()
-    token = await service_token(hooks_stack.nats.url, name="ops", role="admin")
-    async with httpx.AsyncClient(
-        base_url=hooks_stack.base_url, headers={"Authorization": f"Bearer {token}"}
-    ) as admin_http:
-        webhook = await register_webhook(admin_http, receiver.url, events=["message.created"])
-    await asyncio.sleep(1.5)
+    hooks_stack, webhook = await two_notify_replicas_and_a_webhook(stack_factory, receiver)
     room = unique_name("hook")
     total = 60
     receiver.hold_seq = 10
@@ -256,13 +260,37 @@ async def test_killing_the_delivering_replica_loses_and_reorders_nothing(
             await asyncio.sleep(0.02)
         await ws.close()
     # the dead replica's unacked delivery returns to the other one after ack_wait (30 s)
+    await all_arrive_in_order(receiver, room, total, webhook, timeout=90)
+    assert not killed.alive()
+
+
+async def two_notify_replicas_and_a_webhook(
+    stack_factory: Any, receiver: Receiver
+) -> tuple[Stack, dict[str, Any]]:
+    """An isolated stack with a second notify replica and a webhook for ``message.created``."""
+    hooks_stack: Stack = stack_factory({"NATTER_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1"})
+    hooks_stack.start_service("notify", index=1)
+    hooks_stack.wait_ready()
+    token = await service_token(hooks_stack.nats.url, name="ops", role="admin")
+    async with httpx.AsyncClient(
+        base_url=hooks_stack.base_url, headers={"Authorization": f"Bearer {token}"}
+    ) as admin_http:
+        webhook = await register_webhook(admin_http, receiver.url, events=["message.created"])
+    await asyncio.sleep(1.5)  # the dispatcher reads the registrations at most once a second
+    return hooks_stack, webhook
+
+
+async def all_arrive_in_order(
+    receiver: Receiver, room: str, total: int, webhook: dict[str, Any], *, timeout: float
+) -> None:
+    """Room seqs 1..total of ``room`` each arrive, signed; a repeat is allowed, going back is not."""
     await wait_for(
-        lambda: {e["data"]["seq"] for e in receiver.events(room)} >= set(range(1, total + 1)), timeout=90
+        lambda: {e["data"]["seq"] for e in receiver.events(room)} >= set(range(1, total + 1)), timeout=timeout
     )
     events = receiver.events(room)
     seqs = [e["data"]["seq"] for e in events]
     unique: list[int] = []
-    for seq in seqs:  # at least once: a repeat is allowed, going back is not
+    for seq in seqs:
         if not unique or seq > unique[-1]:
             unique.append(seq)
         else:
@@ -270,12 +298,15 @@ async def test_killing_the_delivering_replica_loses_and_reorders_nothing(
     assert unique == list(range(1, total + 1)), seqs
     assert len({e["id"] for e in events}) == total
     assert_signed(receiver.got, webhook, "a-secret-of-enough-length")
-    assert not killed.alive()
 
 
 def kill_the_delivering_replica(stack: Stack, user_agent: str) -> Any:
     """kill -9 the notify replica whose pid the delivery's User-Agent names."""
-    pid = int(user_agent.rstrip(")").rsplit(":", 1)[1])
+    return kill_notify_replica(stack, int(user_agent.rstrip(")").rsplit(":", 1)[1]))
+
+
+def kill_notify_replica(stack: Stack, pid: int) -> Any:
+    """kill -9 the notify replica with this pid."""
     process = next(p for key, p in stack.services.items() if key.startswith("notify") and p.pid == pid)
     process.kill()
     return process
@@ -313,3 +344,100 @@ async def test_the_example_receiver_verifies_and_deduplicates(stack: Stack, admi
     finally:
         server.shutdown()
         server.server_close()
+
+
+async def test_killing_the_dispatching_replica_loses_and_reorders_nothing(
+    stack_factory: Any, receiver: Receiver
+) -> None:
+    """The replica that fans events out (the holder of the ``webhooks-dispatch`` lease) is killed
+    mid-stream; the other takes the lease within its 10 s TTL and goes on from the checkpoint:
+    every event arrives, in order (a repeat is allowed, going back is not)."""
+    hooks_stack, webhook = await two_notify_replicas_and_a_webhook(stack_factory, receiver)
+    room = unique_name("hookd")
+    total = 60
+    operator = await nats.connect(hooks_stack.nats.url)
+    try:
+        leases = await operator.jetstream().key_value(subjects.KV_LEASES)
+        async with httpx.AsyncClient(base_url=hooks_stack.base_url) as http:
+            _, ws = await chatter(hooks_stack, http, room)
+            for n in range(total):
+                await ws.request({"type": "chat_message", "room": room, "message": f"m{n}"})
+                if n == total // 3:
+                    holder = (await leases.get(subjects.LEASE_WEBHOOK_DISPATCH)).value or b""
+                    pid = int(holder.decode().split(":")[1])
+                    killed = kill_notify_replica(hooks_stack, pid)
+                await asyncio.sleep(0.02)
+            await ws.close()
+    finally:
+        await operator.close()
+    await all_arrive_in_order(receiver, room, total, webhook, timeout=60)
+    assert not killed.alive()
+
+
+async def test_an_upgrade_starts_where_the_old_dispatch_consumer_stopped(
+    stack_factory: Any, receiver: Receiver
+) -> None:
+    """Earlier versions fanned events out through the durable consumer ``notify-webhooks``. A
+    replica of this version with no checkpoint starts after that consumer's ack floor (the events
+    it had fanned out are not sent again, the rest are) and deletes it."""
+    hooks_stack: Stack = stack_factory({"NATTER_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1"})
+    room = unique_name("upgrade")
+    await say(hooks_stack, room, 5)
+    hooks_stack.services["notify-0"].stop()
+    operator = await nats.connect(hooks_stack.nats.url)
+    try:
+        js = operator.jetstream()
+        created = await stream_seqs_of(js, room, want=5)  # the feed's copies of the 5 messages
+        # The state an earlier version left: no checkpoint; its consumer acked up to message 3.
+        await js.purge_stream(subjects.WEBHOOK_LOG_STREAM, subject=subjects.WEBHOOK_CHECKPOINT)
+        await js.add_consumer(
+            subjects.EVENTS_STREAM,
+            ConsumerConfig(
+                durable_name=DISPATCH_DURABLE,
+                filter_subjects=[feed_subject(t) for t in EVENT_TYPES],
+                ack_policy=AckPolicy.EXPLICIT,
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                opt_start_seq=created[0],
+                max_ack_pending=1,
+            ),
+        )
+        old = await js.pull_subscribe_bind(DISPATCH_DURABLE, stream=subjects.EVENTS_STREAM)
+        while True:
+            msg = (await old.fetch(1, timeout=5))[0]
+            await msg.ack_sync()
+            if msg.metadata.sequence.stream == created[2]:
+                break
+        await old.unsubscribe()
+        hook = new_webhook(
+            url=receiver.url,
+            events=["message.created"],
+            secret="a-secret-of-enough-length",
+            rooms=[room],
+            created_by="test",
+        )
+        kv = await js.key_value(subjects.KV_WEBHOOKS)
+        await kv.put(hook.id, hook.model_dump_json().encode())
+        hooks_stack.start_service("notify")
+        await wait_for(lambda: {e["data"]["seq"] for e in receiver.events(room)} >= {4, 5})
+        assert sorted(e["data"]["seq"] for e in receiver.events(room)) == [4, 5]
+        with pytest.raises(nats.js.errors.NotFoundError):
+            await js.consumer_info(subjects.EVENTS_STREAM, DISPATCH_DURABLE)
+    finally:
+        await operator.close()
+
+
+async def stream_seqs_of(js: Any, room: str, *, want: int) -> list[int]:
+    """``EVENTS`` sequences of the first ``want`` ``message.created`` events of ``room``."""
+    sub = await js.subscribe(
+        feed_subject("message.created"), stream=subjects.EVENTS_STREAM, ordered_consumer=True
+    )
+    found: list[int] = []
+    try:
+        async with asyncio.timeout(30):
+            while len(found) < want:
+                msg = await sub.next_msg(timeout=10)
+                if json.loads(msg.data)["data"].get("room") == room:
+                    found.append(msg.metadata.sequence.stream)
+    finally:
+        await sub.unsubscribe()
+    return found
