@@ -8,14 +8,18 @@ created on the user's first join and removed by ``POST /api/rooms/{room}/leave``
 room's (and a direct message's) follows its member list.
 
 Read markers only move forward: :meth:`Memberships.mark_read` is a compare-and-set that keeps
-the higher ``seq``.
+the higher ``seq``. Each replica remembers the last revision it read or wrote per key (a bounded
+LRU) and tries the compare-and-set on it first: a sender's marker move after each message is
+then one KV write, not a read and a write. A stale revision (another replica wrote, the user
+left) only fails the compare-and-set, which then reads the entry as before.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, replace
 from typing import Final
 
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
@@ -31,6 +35,8 @@ from shared.stream_reader import kv_entry
 logger = logging.getLogger(__name__)
 
 UPDATE_ATTEMPTS: Final = 20
+#: Memberships whose last known revision a replica remembers (least recently used forgotten).
+KNOWN_REVISIONS: Final = 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,32 +77,50 @@ def key_of(user_id: str, room: str) -> str:
 class Memberships:
     """The ``natter_memberships`` bucket of one replica."""
 
-    def __init__(self, reader: DirectReader, kv: KeyValue) -> None:
+    def __init__(self, reader: DirectReader, kv: KeyValue, *, known_revisions: int = KNOWN_REVISIONS) -> None:
         self._reader = reader
         self._kv = kv
+        self._max_known = known_revisions
+        #: key -> the membership as this replica last read or wrote it (module docstring)
+        self._known: OrderedDict[str, Membership] = OrderedDict()
+
+    def _remember(self, key: str, membership: Membership | None) -> None:
+        if membership is None:
+            self._known.pop(key, None)
+            return
+        self._known[key] = membership
+        self._known.move_to_end(key)
+        while len(self._known) > self._max_known:
+            self._known.popitem(last=False)
 
     async def get(self, user_id: str, room: str) -> Membership | None:
         """The membership, ``None`` when the user is no member (one direct get)."""
-        entry = await kv_entry(self._reader.nc, subjects.KV_MEMBERSHIPS, key_of(user_id, room))
-        if entry is None:
-            return None
-        return Membership.decode(room, entry.data, revision=entry.stream_seq)
+        key = key_of(user_id, room)
+        entry = await kv_entry(self._reader.nc, subjects.KV_MEMBERSHIPS, key)
+        membership = None if entry is None else Membership.decode(room, entry.data, revision=entry.stream_seq)
+        self._remember(key, membership)
+        return membership
 
     async def ensure(self, user_id: str, room: str, *, known: Membership | None = None) -> Membership:
         """The membership, created (nothing read) if missing; ``known``: just read by the caller."""
         if known is not None:
             return known
         fresh = Membership(room=room, since=utc_timestamp())
+        key = key_of(user_id, room)
         try:
-            revision = await self._kv.create(key_of(user_id, room), fresh.encode())
+            revision = await self._kv.create(key, fresh.encode())
         except (KeyWrongLastSequenceError, KeyNotFoundError):
             found = await self.get(user_id, room)
             return found or fresh
-        return Membership(room=room, since=fresh.since, revision=revision)
+        created = replace(fresh, revision=revision)
+        self._remember(key, created)
+        return created
 
     async def remove(self, user_id: str, room: str) -> None:
         """End the membership (no-op when there is none)."""
-        await self._kv.delete(key_of(user_id, room))
+        key = key_of(user_id, room)
+        self._remember(key, None)
+        await self._kv.delete(key)
 
     async def mark_read(self, user_id: str, room: str, seq: int) -> tuple[int, bool]:
         """Move the user's marker to ``seq`` unless it is already there or further; creates the
@@ -106,18 +130,25 @@ class Memberships:
             ProtocolError: ``unavailable`` after :data:`UPDATE_ATTEMPTS` lost races.
         """
         key = key_of(user_id, room)
+        known = self._known.get(key)
+        # A remembered revision below ``seq`` is tried as is (a stale one fails the compare-and-set
+        # and is read again); one at or past ``seq`` is read, so that the answer is the marker now.
+        current = known if known is not None and known.read_seq < seq else None
         for _ in range(UPDATE_ATTEMPTS):
-            current = await self.get(user_id, room)
-            if current is not None and current.read_seq >= seq:
-                return current.read_seq, False
+            if current is None:
+                current = await self.get(user_id, room)
+                if current is not None and current.read_seq >= seq:
+                    return current.read_seq, False
             updated = Membership(room=room, read_seq=seq, since=current.since if current else utc_timestamp())
             try:
                 if current is None:
-                    await self._kv.create(key, updated.encode())
+                    revision = await self._kv.create(key, updated.encode())
                 else:
-                    await self._kv.update(key, updated.encode(), last=current.revision)
+                    revision = await self._kv.update(key, updated.encode(), last=current.revision)
             except (KeyWrongLastSequenceError, KeyNotFoundError):
+                current = None
                 continue
+            self._remember(key, replace(updated, revision=revision))
             return seq, True
         raise ProtocolError(ErrorCode.UNAVAILABLE)
 

@@ -36,12 +36,16 @@ EXACT_SPAN: Final = 2000
 PREVIEW_CHARS: Final = 200
 
 
-async def unread_count(log: RoomLog, room: str, read_seq: int, tail: LogPoint | None) -> int:
-    """Messages after ``read_seq`` that are not deleted, at most 999 (module docstring)."""
+async def unread_count(
+    log: RoomLog, room: str, read_seq: int, tail: LogPoint | None, *, count_at_marker: int = 0
+) -> int:
+    """Messages after ``read_seq`` that are not deleted, at most 999 (module docstring).
+    ``count_at_marker``: the room's message count at ``read_seq`` when the caller knows it (a
+    sender's own message, just stored), which saves reading that entry."""
     if tail is None or read_seq >= tail.seq:
         return 0
-    at_marker = 0
-    if read_seq > 0:
+    at_marker = count_at_marker
+    if read_seq > 0 and at_marker <= 0:
         entry = await log.log_entry(room, read_seq, tail=tail)
         at_marker = int(entry.headers.get("Natter-Count", "0")) if entry is not None else 0
     raw = tail.count - at_marker
@@ -71,8 +75,9 @@ class ReadState:
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        #: (room, user id) -> the highest seq the user sent there whose marker move is pending
-        self._to_move: dict[tuple[str, str], int] = {}
+        #: (room, user id) -> (the highest seq the user sent there whose marker move is pending,
+        #: the room's message count at it)
+        self._to_move: dict[tuple[str, str], tuple[int, int]] = {}
         #: (room, user id) -> the task moving that marker (at most one per pair)
         self._movers: dict[tuple[str, str], asyncio.Task[None]] = {}
 
@@ -109,38 +114,39 @@ class ReadState:
         except nats.errors.Error as error:  # the marker is stored; other sockets see it on join
             logger.warning("user=%s read marker not pushed: %r", user_id, error)
 
-    def sent_soon(self, room: str, user_id: str, seq: int) -> None:
+    def sent_soon(self, room: str, user_id: str, seq: int, count: int = 0) -> None:
         """After a send, without waiting: move the sender's marker to ``seq`` (PROTOCOL.md
         section 9) in the background. Moves of one user in one room are coalesced: while one is
         in flight, later sends only raise the seq the next move goes to, and a user who keeps
         sending has their marker moved at most every :data:`MARKER_MOVE_INTERVAL` seconds: 100
-        messages a second cost 4 marker moves, not 100 (each is a KV read and a
-        compare-and-set, a tail read and a push)."""
+        messages a second cost 4 marker moves, not 100 (each is a compare-and-set on the
+        remembered revision, a tail read and a push). ``count``: the room's message count at
+        ``seq`` (:attr:`Appended.count`), 0 when unknown."""
         key = (room, user_id)
-        if seq > self._to_move.get(key, 0):
-            self._to_move[key] = seq
+        if seq > self._to_move.get(key, (0, 0))[0]:
+            self._to_move[key] = (seq, count)
         if key not in self._movers:
             self._movers[key] = asyncio.ensure_future(self._move(key))
 
     async def _move(self, key: tuple[str, str]) -> None:
         room, user_id = key
         try:
-            while (seq := self._to_move.pop(key, None)) is not None:
-                await self.sent(room, user_id, seq)
+            while (pending := self._to_move.pop(key, None)) is not None:
+                await self.sent(room, user_id, *pending)
                 if key in self._to_move:  # still sending: the next move waits a little
                     await asyncio.sleep(MARKER_MOVE_INTERVAL)
         finally:
             del self._movers[key]
 
-    async def sent(self, room: str, user_id: str, seq: int) -> None:
+    async def sent(self, room: str, user_id: str, seq: int, count: int = 0) -> None:
         """After a send: move the sender's marker to their message (best effort, logged), and
-        tell their sockets."""
+        tell their sockets. ``count``: the room's message count at ``seq`` (0: read it)."""
         parts = self.runtime.parts
         try:
             marker, moved = await parts.memberships.mark_read(user_id, room, seq)
             if moved:
                 tail = await parts.log.tail(room)
-                unread = await unread_count(parts.log, room, marker, tail)
+                unread = await unread_count(parts.log, room, marker, tail, count_at_marker=count)
                 await self._push(user_id, read_marker_frame(room, marker, unread), skip=None)
         except (ProtocolError, nats.errors.Error) as error:
             logger.warning("room=%s user=%s marker not moved to %d: %r", room, user_id, seq, error)

@@ -107,6 +107,8 @@ class Appended:
     duplicate: bool = False
     record: dict[str, Any] | None = None
     note: Any = None
+    #: the room's message count up to and including this entry (0 when not known: duplicates)
+    count: int = 0
 
 
 #: ``prepare(seq, count)``: the draft for storing at room ``seq`` when the room holds ``count``
@@ -574,7 +576,9 @@ class RoomLog:
                 result = Appended(seq=point.seq, stream_seq=stream_seq, data=original.data, duplicate=True)
             else:
                 self._stored(room, state, LogPoint(seq, new_count, stream_seq), message=write.message)
-                result = Appended(seq=seq, stream_seq=stream_seq, data=draft.body, note=draft.note)
+                result = Appended(
+                    seq=seq, stream_seq=stream_seq, data=draft.body, note=draft.note, count=new_count
+                )
             await write.after_store(result)
             return result
         state.tail_known = False
@@ -640,7 +644,12 @@ class RoomLog:
             last = len(group) - 1
             self._stored(room, state, LogPoint(seq0 + last, count0 + last + 1, first + last), message=True)
             for index, (write, draft) in enumerate(zip(group, drafts, strict=True)):
-                write.outcome = (Appended(seq=seq0 + index, stream_seq=first + index, data=draft.body), None)
+                write.outcome = (
+                    Appended(
+                        seq=seq0 + index, stream_seq=first + index, data=draft.body, count=count0 + index + 1
+                    ),
+                    None,
+                )
             for write in group:  # deliveries in seq order; each caller answers after the lock is free
                 stored = write.result()
                 assert stored is not None

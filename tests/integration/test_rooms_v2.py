@@ -5,11 +5,15 @@ sections 9 and 10), through real sockets and the HTTP API.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
 import httpx
+from nats.aio.client import Client
 
+from chat_service.read_state import MARKER_MOVE_INTERVAL
+from shared import subjects
 from tests.conftest import Stack
 from tests.support import User, WsClient, connect, join, register, service_token, unique_name
 
@@ -72,6 +76,35 @@ async def test_read_markers_move_forward_and_reach_the_users_other_sockets(stack
         again = await join(await connect(stack.ws_url, alice.access_token), room)
         assert (again["last_seq"], again["read_seq"], again["unread"]) == (5, 3, 0)
         for client in (a, b1, b2):
+            await client.close()
+
+
+async def test_a_senders_marker_moves_after_another_replica_wrote_the_membership(
+    stack: Stack, nc: Client
+) -> None:
+    """A chat replica tries the compare-and-set of a sender's marker on the revision it wrote
+    last; when another writer changed the entry meanwhile (here the operator, standing in for
+    another replica) that set fails, and the replica reads the entry and moves the marker anyway."""
+    async with httpx.AsyncClient(base_url=stack.base_url) as http:
+        bob = await register(http)
+        room = unique_name("r")
+        b1 = await connect(stack.ws_url, bob.access_token)
+        b2 = await connect(stack.ws_url, bob.access_token)
+        for client in (b1, b2):
+            await join(client, room)
+        await b1.request({"type": "chat_message", "room": room, "message": "one"})
+        assert (await room_frames(b2, room, "read_marker"))[0]["seq"] == 1
+        kv = await nc.jetstream().key_value(subjects.KV_MEMBERSHIPS)
+        key = f"{bob.user_id}.{room}"
+        entry = await kv.get(key)
+        assert entry.value is not None and json.loads(entry.value)["read_seq"] == 1
+        await kv.put(key, entry.value)  # the same marker under a newer revision
+        await asyncio.sleep(MARKER_MOVE_INTERVAL * 2)  # not coalesced with the first move
+        await b1.request({"type": "chat_message", "room": room, "message": "two"})
+        assert (await room_frames(b2, room, "read_marker"))[0]["seq"] == 2
+        stored = (await kv.get(key)).value
+        assert stored is not None and json.loads(stored)["read_seq"] == 2
+        for client in (b1, b2):
             await client.close()
 
 
