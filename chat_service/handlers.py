@@ -105,7 +105,7 @@ class ChatHandlers:
         """
         req = JoinRequest.model_validate(body)
         parts = self.parts
-        room = await parts.rooms.get_or_create_public(req.room)
+        room = await parts.room_cache.get_or_create_public(req.room)
         check_access(room, req.user_id)
 
         async def presence_and_online() -> list[frames.OnlineUser]:

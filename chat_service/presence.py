@@ -9,12 +9,18 @@ janitor (:mod:`chat_service.janitor`).
 Exactly one ``user_joined`` per arrival among concurrent joins: the joiner writes its key first,
 then announces only if no *older* key (lower KV revision) exists for the user in the room.
 ``user_left`` is announced by whoever removed the user's last key.
+
+Each replica remembers the revision of the keys it wrote (a bounded LRU), so the leave that
+follows a join on the same replica deletes the key by that revision without reading it first;
+a stale revision (the key was rewritten or swept meanwhile) only fails that delete, and the
+leave then reads the user's keys as before.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from collections import OrderedDict
+from typing import Final, Literal
 
 from nats.aio.client import Client
 from nats.js.errors import APIError
@@ -31,6 +37,8 @@ logger = logging.getLogger(__name__)
 WRONG_LAST_SEQUENCE = frozenset({10071, 10164})  # single server / clustered stream
 #: What :meth:`Presence.remove` did.
 RemoveOutcome = Literal["lost", "removed", "announced"]
+#: Presence keys whose last written revision a replica remembers (least recently used forgotten).
+KNOWN_REVISIONS: Final = 50_000
 
 
 def split_key(key: str) -> tuple[str, str, str] | None:
@@ -57,10 +65,21 @@ def online_users(items: list[KvItem]) -> list[OnlineUser]:
 class Presence:
     """Presence records and announcements for every room."""
 
-    def __init__(self, nc: Client, reader: DirectReader, kv: KeyValue) -> None:
+    def __init__(
+        self, nc: Client, reader: DirectReader, kv: KeyValue, *, known_revisions: int = KNOWN_REVISIONS
+    ) -> None:
         self._nc = nc
         self._reader = reader
         self._kv = kv
+        self._max_known = known_revisions
+        #: key -> (value, revision) this replica wrote last (module docstring)
+        self._written: OrderedDict[str, KvItem] = OrderedDict()
+
+    def _remember(self, item: KvItem) -> None:
+        self._written[item.key] = item
+        self._written.move_to_end(item.key)
+        while len(self._written) > self._max_known:
+            self._written.popitem(last=False)
 
     async def _scan(self, pattern: str) -> list[KvItem]:
         return await scan(self._reader, self._kv, bucket=subjects.KV_PRESENCE, pattern=pattern)
@@ -100,7 +119,9 @@ class Presence:
             users (this one included) sorted as :func:`online_users` sorts them.
         """
         key = subjects.presence_key(room, user_id, gateway_id)
-        revision = await self._kv.put(key, dumps({"username": username}).encode())
+        value = dumps({"username": username}).encode()
+        revision = await self._kv.put(key, value)
+        self._remember(KvItem(key=key, value=value, revision=revision))
         items = await self._scan(f"{subjects.check_room(room)}.>")
         online = online_users(items)
         mine = f"{room}.{user_id}."
@@ -119,6 +140,11 @@ class Presence:
         last key in the room. Returns True if announced. A key that is already gone (e.g. swept
         by the janitor, which announced) changes nothing."""
         key = subjects.presence_key(room, user_id, gateway_id)
+        written = self._written.pop(key, None)
+        if written is not None:
+            outcome = await self.remove(written, user_id=user_id, username=username, room=room)
+            if outcome != "lost":
+                return outcome == "announced"
         mine = [item for item in await self._user_keys(room, user_id) if item.key == key]
         if not mine:
             return False

@@ -12,8 +12,10 @@ a send that access control would refuse. Private rooms (membership changes must 
 once: a removed member's next send is ``forbidden``) are read from KV every time. What a public
 room's entry can have stale is its ``seq_floor``, for milliseconds (the watch), at most
 ``max_age`` seconds if the watch is broken (a reconnect its ordered consumer has not recovered
-yet). A read that raced a bucket write is not cached. Joins, history and room administration
-keep reading KV directly.
+yet). A read that raced a bucket write is not cached. Joins take public rooms from the cache
+too (:meth:`RoomCache.get_or_create_public`); a ban, like a mute, is a write to the room's entry,
+so the watch drops the cached room within milliseconds. History and room administration keep
+reading KV directly.
 """
 
 from __future__ import annotations
@@ -85,6 +87,21 @@ class RoomCache:
             if self._updates == seen and not room.private:
                 self._store(room)
         check_access(room, user_id)
+        return room
+
+    async def get_or_create_public(self, name: str) -> Room:
+        """The room for a join: a cached public room, else :meth:`RoomRegistry.get_or_create_public`
+        (which creates a missing public room); the caller checks access.
+
+        Raises:
+            ProtocolError: as :meth:`RoomRegistry.get_or_create_public`.
+        """
+        room = self._fresh(name)
+        if room is None:
+            seen = self._updates
+            room = await self._registry.get_or_create_public(name)
+            if self._updates == seen and not room.private:
+                self._store(room)
         return room
 
     def _fresh(self, name: str) -> Room | None:

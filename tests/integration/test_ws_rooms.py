@@ -6,7 +6,9 @@ import asyncio
 import uuid
 
 import httpx
+from nats.aio.client import Client
 
+from shared import subjects
 from tests.conftest import Stack
 from tests.support import WsClient, connect, join, register, unique_name
 
@@ -203,6 +205,33 @@ async def test_presence_typing_and_multi_socket_user(stack: Stack) -> None:
     await a2.close()
     gone = await b.recv_type("user_left", timeout=5)
     assert gone["user_id"] == alice.user_id
+    await b.close()
+
+
+async def test_a_leave_removes_presence_rewritten_since_the_join(stack: Stack, nc: Client) -> None:
+    """chat deletes a leaving user's presence key by the revision it wrote at the join; when the
+    key was rewritten meanwhile (here by the operator, standing in for another replica), that
+    delete fails and chat reads the key and removes it anyway: ``user_left`` still comes, and no
+    presence is left behind."""
+    room = unique_name("r")
+    async with httpx.AsyncClient(base_url=stack.base_url) as http:
+        alice = await register(http)
+        bob = await register(http)
+    a = await connect(stack.ws_url, alice.access_token)
+    b = await connect(stack.ws_url, bob.access_token)
+    await join(b, room)
+    await join(a, room)
+    assert (await b.recv_type("user_joined"))["user_id"] == alice.user_id
+    kv = await nc.jetstream().key_value(subjects.KV_PRESENCE)
+    keys = [k for k in await kv.keys() if k.startswith(f"{room}.{alice.user_id}.")]
+    assert len(keys) == 1
+    entry = await kv.get(keys[0])
+    await kv.put(keys[0], entry.value or b"{}")  # the same value under a newer revision
+    await a.close()
+    gone = await b.recv_type("user_left", timeout=5)
+    assert gone["user_id"] == alice.user_id
+    presence = await b.request({"type": "presence", "room": room})
+    assert [u["user_id"] for u in presence["online"]] == [bob.user_id]
     await b.close()
 
 
