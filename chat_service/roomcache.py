@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from nats.js import JetStreamContext, api
@@ -80,12 +81,7 @@ class RoomCache:
         Raises:
             ProtocolError: ``room_not_found``; ``forbidden`` for a private room the user is not in.
         """
-        room = self._fresh(name)
-        if room is None:
-            seen = self._updates
-            room = await self._registry.require(name)
-            if self._updates == seen and not room.private:
-                self._store(room)
+        room = await self._read_through(name, self._registry.require)
         check_access(room, user_id)
         return room
 
@@ -96,10 +92,14 @@ class RoomCache:
         Raises:
             ProtocolError: as :meth:`RoomRegistry.get_or_create_public`.
         """
+        return await self._read_through(name, self._registry.get_or_create_public)
+
+    async def _read_through(self, name: str, read: Callable[[str], Awaitable[Room]]) -> Room:
+        """The cached room, else ``read(name)``, kept when public and no write raced the read."""
         room = self._fresh(name)
         if room is None:
             seen = self._updates
-            room = await self._registry.get_or_create_public(name)
+            room = await read(name)
             if self._updates == seen and not room.private:
                 self._store(room)
         return room

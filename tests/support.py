@@ -148,6 +148,18 @@ async def join(client: WsClient, room: str, **extra: Any) -> dict[str, Any]:
     return answer
 
 
+async def members(base_url: str, ws_url: str, room: str, count: int) -> list[tuple[User, WsClient]]:
+    """``count`` new users, each with one socket that joined ``room``, in that order."""
+    async with httpx.AsyncClient(base_url=base_url) as http:
+        users = [await register(http) for _ in range(count)]
+    joined: list[tuple[User, WsClient]] = []
+    for user in users:
+        client = await connect(ws_url, user.access_token)
+        await join(client, room)
+        joined.append((user, client))
+    return joined
+
+
 async def service_instances(
     nats_url: str, service: str, verb: str = "PING", wait: float = 0.5
 ) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ from nats.aio.client import Client
 
 from shared import subjects
 from tests.conftest import Stack
-from tests.support import WsClient, connect, join, register, unique_name
+from tests.support import WsClient, connect, join, members, register, unique_name
 
 
 async def users_and_sockets(stack: Stack, count: int) -> tuple[list, list[WsClient]]:  # type: ignore[type-arg]
@@ -214,13 +214,7 @@ async def test_a_leave_removes_presence_rewritten_since_the_join(stack: Stack, n
     delete fails and chat reads the key and removes it anyway: ``user_left`` still comes, and no
     presence is left behind."""
     room = unique_name("r")
-    async with httpx.AsyncClient(base_url=stack.base_url) as http:
-        alice = await register(http)
-        bob = await register(http)
-    a = await connect(stack.ws_url, alice.access_token)
-    b = await connect(stack.ws_url, bob.access_token)
-    await join(b, room)
-    await join(a, room)
+    (bob, b), (alice, a) = await members(stack.base_url, stack.ws_url, room, 2)
     assert (await b.recv_type("user_joined"))["user_id"] == alice.user_id
     kv = await nc.jetstream().key_value(subjects.KV_PRESENCE)
     keys = [k for k in await kv.keys() if k.startswith(f"{room}.{alice.user_id}.")]
