@@ -416,7 +416,7 @@ class ChatHandlers:
                 timeout=self.settings.publish_timeout_seconds,
             )
         if not stored.duplicate and not req.bot:
-            self.read_state.sent_soon(room.name, req.user_id, stored.seq, stored.count)
+            self.read_state.sent_soon(room.name, req.user_id, stored.seq, stored.count, conn_id=req.conn_id)
         answered = timestamp
         if original is not None:
             answered = str(original["timestamp"])

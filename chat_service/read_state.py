@@ -6,7 +6,8 @@ minus the purged messages in between (their tombstones ``roomview.<k>.<room>.n.<
 ``multi_last``). Exact up to 999; 999 means "999 or more".
 
 Endpoints: ``chat.read`` (the ``read`` frame) and ``chat.rooms.mine`` (``GET /api/me/rooms``).
-Sending a message moves the sender's marker to it (:meth:`ReadState.sent`, after the ack).
+Sending a message moves the sender's marker to it (:meth:`ReadState.sent`, after the ack), and
+the new marker goes to the sender's other sockets (the sending one knows).
 """
 
 from __future__ import annotations
@@ -76,8 +77,9 @@ class ReadState:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         #: (room, user id) -> (the highest seq the user sent there whose marker move is pending,
-        #: the room's message count at it)
-        self._to_move: dict[tuple[str, str], tuple[int, int]] = {}
+        #: the room's message count at it, the sending socket: None when sends of several
+        #: sockets are pending together)
+        self._to_move: dict[tuple[str, str], tuple[int, int, str | None]] = {}
         #: (room, user id) -> the task moving that marker (at most one per pair)
         self._movers: dict[tuple[str, str], asyncio.Task[None]] = {}
 
@@ -114,17 +116,24 @@ class ReadState:
         except nats.errors.Error as error:  # the marker is stored; other sockets see it on join
             logger.warning("user=%s read marker not pushed: %r", user_id, error)
 
-    def sent_soon(self, room: str, user_id: str, seq: int, count: int = 0) -> None:
+    def sent_soon(
+        self, room: str, user_id: str, seq: int, count: int = 0, *, conn_id: str | None = None
+    ) -> None:
         """After a send, without waiting: move the sender's marker to ``seq`` (PROTOCOL.md
         section 9) in the background. Moves of one user in one room are coalesced: while one is
         in flight, later sends only raise the seq the next move goes to, and a user who keeps
         sending has their marker moved at most every :data:`MARKER_MOVE_INTERVAL` seconds: 100
         messages a second cost 4 marker moves, not 100 (each is a compare-and-set on the
         remembered revision, a tail read and a push). ``count``: the room's message count at
-        ``seq`` (:attr:`Appended.count`), 0 when unknown."""
+        ``seq`` (:attr:`Appended.count`), 0 when unknown. ``conn_id``: the sending socket, which
+        gets no copy of the pushed marker."""
         key = (room, user_id)
-        if seq > self._to_move.get(key, (0, 0))[0]:
-            self._to_move[key] = (seq, count)
+        pending = self._to_move.get(key)
+        if pending is None:
+            self._to_move[key] = (seq, count, conn_id)
+        else:
+            sender = pending[2] if pending[2] == conn_id else None
+            self._to_move[key] = (seq, count, sender) if seq > pending[0] else (*pending[:2], sender)
         if key not in self._movers:
             self._movers[key] = asyncio.ensure_future(self._move(key))
 
@@ -138,16 +147,25 @@ class ReadState:
         finally:
             del self._movers[key]
 
-    async def sent(self, room: str, user_id: str, seq: int, count: int = 0) -> None:
+    async def sent(
+        self, room: str, user_id: str, seq: int, count: int = 0, conn_id: str | None = None
+    ) -> None:
         """After a send: move the sender's marker to their message (best effort, logged), and
-        tell their sockets. ``count``: the room's message count at ``seq`` (0: read it)."""
+        tell their sockets but ``conn_id`` (the sending one). ``count``: the room's message count
+        at ``seq`` (0: read it)."""
         parts = self.runtime.parts
         try:
             marker, moved = await parts.memberships.mark_read(user_id, room, seq)
             if moved:
-                tail = await parts.log.tail(room)
-                unread = await unread_count(parts.log, room, marker, tail, count_at_marker=count)
-                await self._push(user_id, read_marker_frame(room, marker, unread), skip=None)
+                known = parts.log.known_tail(room)
+                if known is not None and known.seq == marker:
+                    # The sender's message was the room's last entry when this replica stored
+                    # (or last read) it: nothing was unread then, and no read is needed now.
+                    unread = 0
+                else:
+                    tail = await parts.log.tail(room)
+                    unread = await unread_count(parts.log, room, marker, tail, count_at_marker=count)
+                await self._push(user_id, read_marker_frame(room, marker, unread), skip=conn_id)
         except (ProtocolError, nats.errors.Error) as error:
             logger.warning("room=%s user=%s marker not moved to %d: %r", room, user_id, seq, error)
 

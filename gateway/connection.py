@@ -613,6 +613,7 @@ class Connection:
             "user_id": self.user_id,
             "username": self.username,
             "message": frame.message,
+            "conn_id": self.conn_id,
         }
         if frame.client_msg_id is not None:
             body["client_msg_id"] = frame.client_msg_id

@@ -197,6 +197,9 @@ class SendRequest(Actor):
     bot: StrictBool = False
     #: uploaded by this user to this room, each used once (PROTOCOL.md section 11)
     attachments: Annotated[list[AttachmentId], Field(max_length=MAX_ATTACHMENTS)] | None = None
+    #: the sending socket: it knows its message moved the sender's read marker, so the
+    #: ``read_marker`` pushed after the send goes to the user's other sockets only
+    conn_id: Annotated[StrictStr, Field(max_length=64)] | None = None
 
     @model_validator(mode="after")
     def _bot_ids(self) -> SendRequest:

@@ -239,6 +239,13 @@ class RoomLog:
             self.keyed.learn(self.log_index(room), Point(point.seq, point.stream_seq))
         return point
 
+    def known_tail(self, room: str) -> LogPoint | None:
+        """The room's last entry as this replica last stored or read it, without a read (None:
+        not known). It was the room's last entry at that moment; another replica may have
+        written after it."""
+        state = self._rooms.get(room)
+        return state.tail if state is not None and state.tail_known else None
+
     async def tails(self, rooms: list[str], *, concurrency: int = 16) -> dict[str, LogPoint | None]:
         """:meth:`tail` of each room (``concurrency`` direct gets at a time)."""
         limiter = asyncio.Semaphore(concurrency)

@@ -65,10 +65,11 @@ async def test_read_markers_move_forward_and_reach_the_users_other_sockets(stack
         beyond = await b1.request({"type": "read", "room": room, "seq": 99})
         assert beyond["seq"] == 3 and beyond["unread"] == 0  # clamped to the room's last seq
 
-        # sending moves the sender's marker (and tells the sender's sockets)
+        # sending moves the sender's marker (and tells the sender's other sockets)
         await b1.request({"type": "chat_message", "room": room, "message": "bob speaks"})  # 4
         moved = await room_frames(b2, room, "read_marker", 2)  # 3 (the clamped read), then 4
         assert moved[-1]["seq"] == 4 and moved[-1]["unread"] == 0
+        await no_frame(b1, "read_marker")  # the sending socket knows
         rejoined = await join(await connect(stack.ws_url, alice.access_token), room)
         assert (rejoined["read_seq"], rejoined["unread"]) == (3, 1)
         # a deleted message no longer counts as unread
