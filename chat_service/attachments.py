@@ -12,13 +12,15 @@ streams them in and out; DESIGN.md rule 16).
   ``not_found``), so that the gateway can stream the file.
 - Deleting the message deletes its attachments (:meth:`Attachments.delete`, from the purge): the
   objects are removed from the store and the records with them.
+- An upload no message took within ``unclaimed_upload_hours`` is removed the same way
+  (:mod:`chat_service.upload_sweep`); the sweep marks the record :data:`SWEPT` first.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import Any, Final
 
 import nats.errors
 from nats.aio.client import Client
@@ -32,6 +34,9 @@ from shared.internal import AttachmentGetRequest, AttachmentRecord
 from shared.protocol import utc_timestamp
 
 logger = logging.getLogger(__name__)
+
+#: The ``claim`` of a record the upload sweep took (its files are being removed).
+SWEPT: Final = "_swept"
 
 
 class Attachments:
@@ -68,7 +73,10 @@ class Attachments:
             return None
         if not entry.value:
             return None
-        return AttachmentRecord.model_validate_json(entry.value), int(entry.revision or 0)
+        record = AttachmentRecord.model_validate_json(entry.value)
+        if record.claim == SWEPT:
+            return None  # being removed by the upload sweep: gone for everyone
+        return record, int(entry.revision or 0)
 
     async def get(self, body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
         """``chat.attachments.get`` (module docstring).

@@ -23,6 +23,7 @@ from chat_service.roomcache import RoomCache
 from chat_service.roomlog.log import RoomLog
 from chat_service.roomlog.purge import Purger
 from chat_service.rooms import RoomRegistry
+from chat_service.upload_sweep import UploadSweeper
 from shared import room_shards, subjects
 from shared.provisioning import require_stream, room_shard_count
 from shared.streams import NotProvisioned, open_bucket
@@ -47,6 +48,8 @@ class Components:
     feed: FeedRelay
     #: attachment records (chat_service.attachments)
     attachments: Attachments
+    #: removes uploads no message took (chat_service.upload_sweep)
+    upload_sweep: UploadSweeper
 
 
 async def build_components(nc: Client, settings: Settings) -> Components:
@@ -102,6 +105,13 @@ async def build_components(nc: Client, settings: Settings) -> Components:
         floors=floors,
         feed=FeedRelay(nc, log, leases_kv, timeout=settings.publish_timeout_seconds),
         attachments=attachments,
+        upload_sweep=UploadSweeper(
+            attachments,
+            reader,
+            leases_kv,
+            max_age=settings.unclaimed_upload_hours * 3600,
+            interval=settings.upload_sweep_interval_seconds,
+        ),
     )
 
 
@@ -130,6 +140,10 @@ class Runtime:
     async def run_janitor(self) -> None:
         """Background task: the presence janitor."""
         await self.parts.janitor.run()
+
+    async def run_upload_sweep(self) -> None:
+        """Background task: remove uploads no message took (chat_service.upload_sweep)."""
+        await self.parts.upload_sweep.run()
 
     async def run_purges(self) -> None:
         """Background task: finish purges a dead replica left pending."""

@@ -17,7 +17,8 @@ class Settings(ServiceSettings):
     ``NATTER_CHAT_RETENTION_DAYS``, ``NATTER_CHAT_JANITOR_INTERVAL_SECONDS``,
     ``NATTER_CHAT_JANITOR_GRACE_SECONDS``, ``NATTER_CHAT_RECOVERY_LIMIT``,
     ``NATTER_CHAT_JOIN_LATEST``, ``NATTER_CHAT_PUBLISH_TIMEOUT_SECONDS``,
-    ``NATTER_CHAT_SEND_ATTEMPTS``, ``NATTER_CHAT_FLOOR_INTERVAL_SECONDS``.
+    ``NATTER_CHAT_SEND_ATTEMPTS``, ``NATTER_CHAT_FLOOR_INTERVAL_SECONDS``,
+    ``NATTER_CHAT_UNCLAIMED_UPLOAD_HOURS``, ``NATTER_CHAT_UPLOAD_SWEEP_INTERVAL_SECONDS``.
     """
 
     model_config = SettingsConfigDict(extra="ignore", env_prefix="NATTER_CHAT_")
@@ -59,6 +60,15 @@ class Settings(ServiceSettings):
     )
     publish_timeout_seconds: float = Field(
         default=2.0, gt=0, description="Seconds to wait for one JetStream PubAck before retrying."
+    )
+    unclaimed_upload_hours: float = Field(
+        default=24.0,
+        gt=0,
+        description="Hours an uploaded attachment may wait for the message that uses it; after that "
+        "the file, its thumbnail and its record are removed (PROTOCOL.md section 11).",
+    )
+    upload_sweep_interval_seconds: float = Field(
+        default=3600.0, gt=0, description="Seconds between two sweeps of unclaimed uploads."
     )
     send_attempts: int = Field(
         default=50, ge=1, description="Attempts to store one message (wrong-last-sequence races, timeouts)."

@@ -47,5 +47,6 @@ async def serve(settings: Settings | None = None, stop: asyncio.Event | None = N
     app.background(runtime.run_floors)
     app.background(runtime.run_purges)
     app.background(runtime.run_feed)
+    app.background(runtime.run_upload_sweep)
     app.watch(runtime.owned_streams)
     await app.run(runtime.setup, stop=stop)

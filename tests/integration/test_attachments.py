@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import io
 import uuid
+from typing import Any
 
 import httpx
 import nats
@@ -320,3 +321,40 @@ async def test_uploads_are_rate_limited_per_user(stack: Stack) -> None:
         assert refused.status_code == 429 and refused.json()["code"] == "rate_limited"
         assert 1 <= int(refused.headers["retry-after"]) <= 3
         assert (await upload(http, bob, room, b"bob's file")).status_code == 201
+
+
+async def test_uploads_no_message_took_are_swept_and_sent_ones_stay(stack_factory: Any) -> None:
+    """An upload still unclaimed ``NATTER_CHAT_UNCLAIMED_UPLOAD_HOURS`` after it arrived is removed
+    (file, thumbnail, record): its download is 404 and a message can no longer take it. A file a
+    message took before that stays, with its thumbnail."""
+    swept_stack: Stack = stack_factory(
+        {"NATTER_CHAT_UNCLAIMED_UPLOAD_HOURS": "0.0005", "NATTER_CHAT_UPLOAD_SWEEP_INTERVAL_SECONDS": "0.5"}
+    )  # 1.8 s
+    room = unique_name("sweep")
+    async with httpx.AsyncClient(base_url=swept_stack.base_url, timeout=30) as http:
+        alice = await register(http)
+        ws = await connect(swept_stack.ws_url, alice.access_token)
+        await join(ws, room)
+        kept = (await upload(http, alice, room, png(40, 30), "kept.png")).json()["attachment_id"]
+        sent = await ws.request({"type": "chat_message", "room": room, "message": "a", "attachments": [kept]})
+        assert sent["type"] == "ack", sent
+        left = (await upload(http, alice, room, png(40, 30), "left.png")).json()["attachment_id"]
+        assert (await http.get(f"/api/attachments/{left}", headers=bearer(alice))).status_code == 200
+        async with asyncio.timeout(20):
+            while (await http.get(f"/api/attachments/{left}", headers=bearer(alice))).status_code != 404:  # noqa: ASYNC110 - polling HTTP
+                await asyncio.sleep(0.25)
+        late = await ws.request({"type": "chat_message", "room": room, "message": "b", "attachments": [left]})
+        assert late["type"] == "error" and late["code"] == "validation_error", late
+        assert (await http.get(f"/api/attachments/{kept}", headers=bearer(alice))).status_code == 200
+        thumb = await http.get(f"/api/attachments/{kept}?thumb=1", headers=bearer(alice))
+        assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+        await ws.close()
+    operator = await nats.connect(swept_stack.nats.url)
+    try:
+        store = await operator.jetstream().object_store(subjects.OBJ_ATTACHMENTS)
+        names = {info.name for info in await store.list(ignore_deletes=True)}
+        assert {kept, f"{kept}.thumb"} <= names and not {left, f"{left}.thumb"} & names
+        kv = await operator.jetstream().key_value(subjects.KV_ATTACHMENTS)
+        assert set(await kv.keys()) == {kept}
+    finally:
+        await operator.close()

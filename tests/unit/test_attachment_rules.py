@@ -81,3 +81,27 @@ def test_only_the_upload_route_gets_the_big_body_limit() -> None:
     assert upload_limit("/api/rooms/general/attachments", 10) == 10 + 64 * 1024
     assert upload_limit("/api/rooms/general/messages", 10) is None
     assert upload_limit("/api/rooms/a/b/attachments", 10) is None
+
+
+def test_only_unclaimed_uploads_past_their_age_expire() -> None:
+    from chat_service.upload_sweep import expired
+    from shared.internal import AttachmentRecord
+
+    def record(created_at: str, claim: str | None = None) -> AttachmentRecord:
+        return AttachmentRecord(
+            attachment_id="0" * 32,
+            name="a.txt",
+            size=1,
+            content_type="text/plain",
+            room="general",
+            user_id="u1",
+            created_at=created_at,
+            claim=claim,
+        )
+
+    uploaded = 1_800_000_000.0  # 2027-01-15T08:00:00Z
+    stamp = "2027-01-15T08:00:00.000Z"
+    assert expired(record(stamp), now=uploaded + 86_400, max_age=86_400)
+    assert not expired(record(stamp), now=uploaded + 86_399, max_age=86_400)
+    assert not expired(record(stamp, claim="u1:room:cmid"), now=uploaded + 10**7, max_age=86_400)
+    assert not expired(record(""), now=uploaded + 10**7, max_age=86_400)  # undated: kept
