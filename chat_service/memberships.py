@@ -31,10 +31,13 @@ from shared import subjects
 from shared.errors import ErrorCode, ProtocolError
 from shared.protocol import dumps, utc_timestamp
 from shared.stream_reader import kv_entry
+from shared.streams import kv_update
 
 logger = logging.getLogger(__name__)
 
 UPDATE_ATTEMPTS: Final = 20
+#: Seconds to wait for the PubAck of a marker move.
+KV_TIMEOUT: Final = 5.0
 #: Memberships whose last known revision a replica remembers (least recently used forgotten).
 KNOWN_REVISIONS: Final = 20_000
 
@@ -144,7 +147,14 @@ class Memberships:
                 if current is None:
                     revision = await self._kv.create(key, updated.encode())
                 else:
-                    revision = await self._kv.update(key, updated.encode(), last=current.revision)
+                    revision = await kv_update(
+                        self._reader.nc,
+                        subjects.KV_MEMBERSHIPS,
+                        key,
+                        updated.encode(),
+                        last=current.revision,
+                        timeout=KV_TIMEOUT,
+                    )
             except (KeyWrongLastSequenceError, KeyNotFoundError):
                 current = None
                 continue

@@ -31,10 +31,10 @@ from chat_service.frames import OnlineUser, presence_change_frame
 from chat_service.kvscan import KvItem, parse_json_value, scan
 from shared import subjects
 from shared.protocol import dumps
+from shared.streams import WRONG_LAST_SEQUENCE
 
 logger = logging.getLogger(__name__)
 
-WRONG_LAST_SEQUENCE = frozenset({10071, 10164})  # single server / clustered stream
 #: What :meth:`Presence.remove` did.
 RemoveOutcome = Literal["lost", "removed", "announced"]
 #: Presence keys whose last written revision a replica remembers (least recently used forgotten).

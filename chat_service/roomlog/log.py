@@ -57,12 +57,10 @@ from shared.request_mux import mux_for
 from shared.room_entries import HDR_COUNT, HDR_THREAD_COUNT, LogPoint, entry_point, thread_count
 from shared.room_shards import RoomLayout
 from shared.stream_reader import StoredMsg, direct_get
-from shared.streams import publish_acked
+from shared.streams import WRONG_LAST_SEQUENCE, publish_acked
 
 logger = logging.getLogger(__name__)
 
-#: JetStream "wrong last sequence": 10071 single server, 10164 clustered stream.
-WRONG_LAST_SEQUENCE: Final = frozenset({10071, 10164})
 #: An atomic batch holding a ``Nats-Msg-Id`` already stored (a repeated request).
 BATCH_DUPLICATE: Final = 10201
 MAX_UNKNOWN_OUTCOMES: Final = 3
