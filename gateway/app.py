@@ -35,6 +35,7 @@ from gateway.node import Node
 from gateway.wire import RAW_SEND_KEY
 from shared import __version__, asyncapi
 from shared.errors import ErrorCode, ProtocolError
+from shared.gc_control import GcPauses, freeze_startup_objects
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -118,10 +119,13 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pauses = GcPauses(node.metrics.registry)
         await node.start()
+        freeze_startup_objects()  # shared.gc_control: full collections skip what startup made
         try:
             yield
         finally:
+            pauses.close()
             await node.stop()
 
     app = FastAPI(

@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from shared import fastpaths
 from shared.config import CommonSettings
 from shared.errors import ErrorCode, ProtocolError, encode_error_body, encode_service_error
+from shared.gc_control import GcPauses, freeze_startup_objects
 from shared.nats_client import connect
 from shared.service_metrics import ServiceMetrics
 
@@ -193,10 +194,12 @@ class ServiceApp:
         nc = await connect(self.settings.nats_servers, name=self.name, login=self.settings.nats_login)
         self.nc = nc
         tasks: list[asyncio.Task[None]] = []
+        pauses = GcPauses(self.metrics.registry)
         try:
             await _retry_setup(self.name, setup, nc, stop)
             if stop.is_set():
                 return
+            freeze_startup_objects()  # shared.gc_control: full collections skip what startup made
             service = await add_service(
                 nc,
                 config=ServiceConfig(
@@ -234,6 +237,7 @@ class ServiceApp:
             if self._inflight:
                 await asyncio.wait(set(self._inflight), timeout=shutdown_grace)
         finally:
+            pauses.close()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

@@ -104,3 +104,6 @@ async def test_every_tier_exposes_its_metrics(stack_factory: Any) -> None:
     assert value(gateway, "natter_gateway_send_queue_frames") == 0
     assert value(gateway, "natter_gateway_send_queue_frames_max") == 0
     assert (value(gateway, "process_cpu_seconds_total") or 0) > 0
+    # every collection is timed (shared.gc_control); young ones happen within seconds of serving
+    assert (value(gateway, "natter_gc_pause_seconds_count", generation="0") or 0) > 0
+    assert (value(chat, "natter_gc_pause_seconds_count", generation="0") or 0) > 0
