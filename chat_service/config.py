@@ -61,6 +61,13 @@ class Settings(ServiceSettings):
     publish_timeout_seconds: float = Field(
         default=2.0, gt=0, description="Seconds to wait for one JetStream PubAck before retrying."
     )
+    attachments_max_bytes: int = Field(
+        default=0,
+        ge=0,
+        description="Bytes the attachments' Object Store may hold in all (0: no limit of its own, "
+        "only JetStream's); set by `natter provision`. A full store refuses uploads with 507 and "
+        "leaves the room logs, which share JetStream's storage, their room.",
+    )
     unclaimed_upload_hours: float = Field(
         default=24.0,
         gt=0,

@@ -45,10 +45,11 @@ from typing import IO, Annotated, Any, Final
 from urllib.parse import quote
 
 import filetype
+import nats.errors
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from nats.aio.client import Client
-from nats.js.errors import ObjectDeletedError, ObjectNotFoundError
+from nats.js.errors import APIError, ObjectDeletedError, ObjectNotFoundError
 from PIL import Image, UnidentifiedImageError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -181,7 +182,7 @@ async def _store(request: Request) -> Any:
     tags=["attachments"],
     status_code=201,
     response_model=AttachmentInfo,
-    responses=errors(400, 401, 403, 404, 413, 415, 429),
+    responses=errors(400, 401, 403, 404, 413, 415, 429, 507),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -252,9 +253,15 @@ async def upload(room: RoomPath, claims: UserClaims, request: Request) -> Respon
         attachment_id = secrets.token_hex(16)
         store = await _store(request)
         await run_in_threadpool(file.seek, 0)
-        await store.put(attachment_id, file)  # nats-py reads it chunk by chunk
-        if thumb is not None:
-            await store.put(f"{attachment_id}.thumb", thumb)
+        try:
+            await store.put(attachment_id, file)  # nats-py reads it chunk by chunk
+            if thumb is not None:
+                await store.put(f"{attachment_id}.thumb", thumb)
+        except APIError as error:  # nats-py has purged the chunks of the object it was writing
+            await _delete_objects(store, attachment_id)
+            if "maximum bytes" in (error.description or ""):  # err 10077, the bucket's max_bytes
+                raise ProtocolError(ErrorCode.INSUFFICIENT_STORAGE) from None
+            raise ProtocolError(ErrorCode.UNAVAILABLE) from error
     finally:
         await form.close()
     record = AttachmentRecord(
@@ -271,13 +278,21 @@ async def upload(room: RoomPath, claims: UserClaims, request: Request) -> Respon
     try:
         reply = await node.request(subjects.CHAT_ATTACHMENTS_REGISTER, record.model_dump_json().encode())
     except ProtocolError:
-        for object_name in (attachment_id, f"{attachment_id}.thumb"):
-            try:
-                await store.delete(object_name)
-            except ObjectNotFoundError:
-                pass
+        await _delete_objects(store, attachment_id)
         raise
     return json_bytes(reply, 201)
+
+
+async def _delete_objects(store: Any, attachment_id: str) -> None:
+    """Remove an upload's file and thumbnail, whichever exist (best effort: storage trouble is
+    logged, the upload's answer is the error that brought us here)."""
+    for object_name in (attachment_id, f"{attachment_id}.thumb"):
+        try:
+            await store.delete(object_name)
+        except ObjectNotFoundError:
+            pass
+        except nats.errors.Error as error:
+            logger.warning("attachment %s not removed: %r", object_name, error)
 
 
 @router.get(

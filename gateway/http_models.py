@@ -398,6 +398,7 @@ _DESCRIPTIONS = {
     422: "Validation failed",
     429: "Rate limited; `Retry-After` says when to come back",
     503: "A service did not answer in time; safe to retry",
+    507: "Attachment storage is full (the operator's NATTER_CHAT_ATTACHMENTS_MAX_BYTES)",
 }
 
 

@@ -288,7 +288,8 @@ def provision(data_dir: Path | None = DATA_DIR_OPTION) -> None:
 
     Services may not create streams (docs/security.md), so this runs before them: `natter up`
     does it itself; compose runs it once per `up`. Reads NATS_URL, NATTER_STREAM_REPLICAS and
-    NATTER_CHAT_RETENTION_DAYS and NATTER_CHAT_ROOM_SHARDS; the login as for `natter service-token`.
+    NATTER_CHAT_RETENTION_DAYS, NATTER_CHAT_ROOM_SHARDS and NATTER_CHAT_ATTACHMENTS_MAX_BYTES; the
+    login as for `natter service-token`.
     """
     from chat_service.config import Settings as ChatSettings
     from natter.launcher import provision as run_provision
@@ -302,6 +303,7 @@ def provision(data_dir: Path | None = DATA_DIR_OPTION) -> None:
             replicas=settings.stream_replicas,
             retention_days=settings.retention_days,
             room_shards=settings.room_shards,
+            attachments_max_bytes=settings.attachments_max_bytes,
         )
     except CredentialsError as error:
         typer.echo(f"natter provision: {error}", err=True)

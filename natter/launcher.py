@@ -111,6 +111,7 @@ def provision(
     replicas: int = 1,
     retention_days: float = 0.0,
     room_shards: int = 4,
+    attachments_max_bytes: int = 0,
 ) -> list[str]:
     """Create or update every stream and bucket (:func:`shared.provisioning.provision`) as
     ``login`` (the operator), from synchronous code; returns their names.
@@ -128,6 +129,7 @@ def provision(
         replicas=replicas,
         retention_days=retention_days,
         room_shards_wanted=room_shards,
+        attachments_max_bytes=attachments_max_bytes,
     )
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         return pool.submit(asyncio.run, work).result()

@@ -556,6 +556,7 @@ class Runner:
                 replicas=replicas,
                 retention_days=chat.retention_days,
                 room_shards=chat.room_shards,
+                attachments_max_bytes=chat.attachments_max_bytes,
             )
         except Exception as error:  # refused login, JetStream not answering
             raise UpError(f"provisioning streams failed: {error!r}") from error

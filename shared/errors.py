@@ -50,6 +50,8 @@ class ErrorCode(StrEnum):
     INVALID_URL = "invalid_url"
     #: an attachment whose content type (from its bytes) is not allowed
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    #: the attachments' Object Store is full (``NATTER_CHAT_ATTACHMENTS_MAX_BYTES``)
+    INSUFFICIENT_STORAGE = "insufficient_storage"
 
 
 class CloseCode(IntEnum):
@@ -89,6 +91,7 @@ DEFAULT_MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.REQUEST_TIMEOUT: "Request body too slow",
     ErrorCode.INVALID_URL: "URL refused",
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: "Content type not allowed",
+    ErrorCode.INSUFFICIENT_STORAGE: "Attachment storage is full",
 }
 
 #: HTTP status for each code (used for the HTTP API and for Nats-Service-Error-Code).
@@ -112,6 +115,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.REQUEST_TIMEOUT: 408,
     ErrorCode.INVALID_URL: 400,
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
+    ErrorCode.INSUFFICIENT_STORAGE: 507,
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.MESSAGE_NOT_FOUND: 404,
     ErrorCode.MUTED: 403,

@@ -154,11 +154,13 @@ def _consume(stream: str) -> list[str]:
 def _object_store() -> list[str]:
     """Open the attachments' Object Store, read object metadata and chunks (an ordered
     consumer, or direct gets of a chunk subject), write objects (``$O.<bucket>.C.*`` chunks,
-    ``$O.<bucket>.M.*`` metadata)."""
+    ``$O.<bucket>.M.*`` metadata) and purge an object's chunks (nats-py does when a write fails
+    midway, e.g. on a full bucket; deleting files with their message)."""
     stream = subjects.OBJ_ATTACHMENTS_STREAM
     return [
         *_read(stream),  # direct gets: a download streams the chunks (gateway.attachments)
         f"$JS.API.STREAM.MSG.GET.{stream}",
+        f"$JS.API.STREAM.PURGE.{stream}",
         *_consume(stream),
         f"$O.{subjects.OBJ_ATTACHMENTS}.>",
         # nats-py finds the stream of an object's chunks by subject (a list of stream names)
@@ -237,7 +239,6 @@ def permissions(tier: str) -> dict[str, object]:
         publish += [
             *_read(_kv(subjects.KV_ATTACHMENTS)),
             *_object_store(),
-            f"$JS.API.STREAM.PURGE.{subjects.OBJ_ATTACHMENTS_STREAM}",
         ]
         # read markers go to the user's other sockets (PROTOCOL.md section 9)
         publish.append(subjects.DELIVER_USER_WILDCARD)

@@ -53,7 +53,12 @@ async def room_shard_count(js: JetStreamContext) -> int | None:
 
 
 async def provision(
-    nc: Client, *, replicas: int, retention_days: float, room_shards_wanted: int = 4
+    nc: Client,
+    *,
+    replicas: int,
+    retention_days: float,
+    room_shards_wanted: int = 4,
+    attachments_max_bytes: int = 0,
 ) -> list[str]:
     """Create or update every stream and KV bucket natter uses, then move a v1
     ``CHAT_MESSAGES`` stream's messages into the room logs (:mod:`shared.room_migration`).
@@ -65,6 +70,9 @@ async def provision(
         room_shards_wanted: shard streams for a new deployment (``NATTER_CHAT_ROOM_SHARDS``);
             an existing deployment keeps the count it was provisioned with (changing it moves
             rooms between streams, docs/scaling.md), and a different wish is logged.
+        attachments_max_bytes: bytes the attachments' Object Store may hold
+            (``NATTER_CHAT_ATTACHMENTS_MAX_BYTES``; 0: no limit of its own), applied to an
+            existing bucket too.
 
     Returns:
         The names of the streams (buckets as ``KV_<bucket>``) that now exist.
@@ -90,7 +98,9 @@ async def provision(
     await ensure_events_stream(js, replicas=replicas)
     await ensure_room_access_stream(js, replicas=replicas)
     await ensure_webhook_streams(js, replicas=replicas)
-    await ensure_object_store(js, subjects.OBJ_ATTACHMENTS, replicas=replicas)
+    await ensure_object_store(
+        js, subjects.OBJ_ATTACHMENTS, replicas=replicas, max_bytes=attachments_max_bytes
+    )
     names += [
         subjects.NOTIFICATIONS_STREAM,
         subjects.EVENTS_STREAM,
@@ -168,6 +178,7 @@ async def provision_servers(
     replicas: int,
     retention_days: float,
     room_shards_wanted: int = 4,
+    attachments_max_bytes: int = 0,
     timeout: float = 60.0,
 ) -> list[str]:
     """Connect as ``login`` (the operator), :func:`provision`, disconnect; retries while
@@ -190,6 +201,7 @@ async def provision_servers(
                     replicas=replicas,
                     retention_days=retention_days,
                     room_shards_wanted=room_shards_wanted,
+                    attachments_max_bytes=attachments_max_bytes,
                 )
             except (nats.errors.Error, TimeoutError) as error:
                 if asyncio.get_running_loop().time() > deadline:

@@ -199,20 +199,32 @@ async def ensure_bucket(js: JetStreamContext, bucket: str, *, replicas: int) -> 
         return await js.key_value(bucket)
 
 
-async def ensure_object_store(js: JetStreamContext, bucket: str, *, replicas: int) -> None:
-    """Create Object Store ``bucket`` (file storage, ``replicas`` like the room logs) if it does
-    not exist (operator only: :mod:`shared.provisioning`)."""
+async def ensure_object_store(
+    js: JetStreamContext, bucket: str, *, replicas: int, max_bytes: int = 0
+) -> None:
+    """Create Object Store ``bucket`` (file storage, ``replicas`` like the room logs, at most
+    ``max_bytes`` in all, 0 for no limit of its own) or set an existing one's limit (operator only:
+    :mod:`shared.provisioning`). nats-py makes the stream discard *new* writes when full, so a
+    full store refuses uploads and never drops stored files."""
+    limit = max_bytes if max_bytes > 0 else -1
     try:
         await js.object_store(bucket)
-        return
     except (NotFoundError, BadRequestError, BucketNotFoundError):
-        pass
-    try:
-        await js.create_object_store(
-            bucket, config=ObjectStoreConfig(bucket=bucket, storage=StorageType.FILE, replicas=replicas)
-        )
-    except BadRequestError:  # created meanwhile
-        pass
+        try:
+            await js.create_object_store(
+                bucket,
+                config=ObjectStoreConfig(
+                    bucket=bucket, storage=StorageType.FILE, replicas=replicas, max_bytes=max_bytes
+                ),
+            )
+            return
+        except BadRequestError:  # created meanwhile
+            pass
+    stream = f"OBJ_{bucket}"
+    config = (await js.stream_info(stream)).config
+    if config.max_bytes != limit:
+        config.max_bytes = limit
+        await js.update_stream(config)
 
 
 #: JetStream "wrong last sequence" error codes: 10071 on a single server, 10164 on a clustered

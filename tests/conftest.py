@@ -70,6 +70,7 @@ class NatsServer:
             replicas=int(env.get("NATTER_STREAM_REPLICAS", "1")),
             retention_days=float(env.get("NATTER_CHAT_RETENTION_DAYS", "0")),
             room_shards=int(env.get("NATTER_CHAT_ROOM_SHARDS", "4")),
+            attachments_max_bytes=int(env.get("NATTER_CHAT_ATTACHMENTS_MAX_BYTES", "0")),
         )
 
     def start(self) -> None:

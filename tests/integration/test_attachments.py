@@ -358,3 +358,40 @@ async def test_uploads_no_message_took_are_swept_and_sent_ones_stay(stack_factor
         assert set(await kv.keys()) == {kept}
     finally:
         await operator.close()
+
+
+async def test_a_full_attachment_store_refuses_uploads_and_nothing_else(stack_factory: Any) -> None:
+    """With ``NATTER_CHAT_ATTACHMENTS_MAX_BYTES`` the Object Store holds at most that much: an
+    upload past it is 507 ``insufficient_storage``, leaves no chunks behind, and files already
+    stored, messages and other uploads that fit are untouched."""
+    capped: Stack = stack_factory({"NATTER_CHAT_ATTACHMENTS_MAX_BYTES": str(3 * 1024 * 1024)})
+    room = unique_name("full")
+    first = text_of(1024 * 1024, "first")
+    async with httpx.AsyncClient(base_url=capped.base_url, timeout=30) as http:
+        alice = await register(http)
+        ws = await connect(capped.ws_url, alice.access_token)
+        await join(ws, room)
+        stored = await upload(http, alice, room, first)
+        assert stored.status_code == 201, stored.text
+        refused = await upload(http, alice, room, text_of(2560 * 1024, "second"))
+        assert refused.status_code == 507, refused.text
+        assert refused.json()["code"] == "insufficient_storage"
+        fits = await upload(http, alice, room, text_of(64 * 1024, "third"))
+        assert fits.status_code == 201, fits.text
+        again = await http.get(f"/api/attachments/{stored.json()['attachment_id']}", headers=bearer(alice))
+        assert again.status_code == 200 and again.content == first
+        sent = await ws.request({"type": "chat_message", "room": room, "message": "still talking"})
+        assert sent["type"] == "ack", sent
+        await ws.close()
+    operator = await nats.connect(capped.nats.url)
+    try:
+        js = operator.jetstream()
+        info = await js.stream_info(subjects.OBJ_ATTACHMENTS_STREAM)
+        assert info.config.max_bytes == 3 * 1024 * 1024
+        assert info.state.bytes < (1024 + 64 + 64) * 1024  # the two files and their metadata only
+        store = await js.object_store(subjects.OBJ_ATTACHMENTS)
+        assert len(await store.list(ignore_deletes=True)) == 2
+        capped.nats.provision({})  # provisioning again without the setting lifts the limit
+        assert (await js.stream_info(subjects.OBJ_ATTACHMENTS_STREAM)).config.max_bytes == -1
+    finally:
+        await operator.close()
