@@ -28,7 +28,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from natter.bench.natstraffic import NatsTrafficMeter, per_unit
+from natter.bench.natstraffic import GcPauseMeter, NatsTrafficMeter, per_unit
 from natter.bench.procstat import CpuMeter, MachineCpuMeter, read_rss, wait_for_quiet
 from natter.bench.spec import Layout, RunParams, Scenario, build_layout, room_name, saturation_rates
 from natter.bench.spec import split_round_robin as split
@@ -194,24 +194,33 @@ class Meters:
     measured window; ``other_cpu_pct`` is what neither used (other work on the machine)."""
 
     def __init__(
-        self, target: dict[str, int], loadgen: dict[str, int], *, nats_monitor_url: str = ""
+        self,
+        target: dict[str, int],
+        loadgen: dict[str, int],
+        *,
+        nats_monitor_url: str = "",
+        metrics_urls: dict[str, str] | None = None,
     ) -> None:
         self.server = CpuMeter(target)
         self.loadgen = CpuMeter(loadgen)
         self.machine = MachineCpuMeter()
         self.nats = NatsTrafficMeter(nats_monitor_url)
+        self.gc = GcPauseMeter(metrics_urls or {})
 
     def start(self) -> None:
+        self.gc.start()
         self.nats.start()
         self.machine.start()
         self.server.start()
         self.loadgen.start()
 
     def stop(self) -> dict[str, Any]:
-        """``{"server_cpu", "loadgen_cpu", "machine_cpu_pct", "other_cpu_pct", "nats_traffic"}``
-        (``nats_traffic``: :meth:`NatsTrafficMeter.stop`, None for the references)."""
+        """``{"server_cpu", "loadgen_cpu", "machine_cpu_pct", "other_cpu_pct", "nats_traffic",
+        "gc_pauses"}`` (the last two: :class:`NatsTrafficMeter`, :class:`GcPauseMeter`; None for
+        the references)."""
         server, loadgen, machine = self.server.stop(), self.loadgen.stop(), self.machine.stop()
         traffic = self.nats.stop()
+        pauses = self.gc.stop()
         other = None
         if machine is not None:
             other = round(max(0.0, machine - server["total_pct"] - loadgen["total_pct"]), 1)
@@ -221,6 +230,7 @@ class Meters:
             "machine_cpu_pct": machine,
             "other_cpu_pct": other,
             "nats_traffic": traffic,
+            "gc_pauses": pauses,
         }
 
 
@@ -244,7 +254,12 @@ class Run:
     def _meters(self) -> Meters:
         """Meters of the target's and the load generator's processes (and NATS traffic)."""
         assert self.target is not None and self.workers is not None
-        return Meters(self.target.pids(), self.workers.pids(), nats_monitor_url=self.target.nats_monitor_url)
+        return Meters(
+            self.target.pids(),
+            self.workers.pids(),
+            nats_monitor_url=self.target.nats_monitor_url,
+            metrics_urls=self.target.metrics_urls,
+        )
 
     def execute(self) -> dict[str, Any]:
         """Run everything and stop everything (also on errors).

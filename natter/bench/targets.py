@@ -93,6 +93,8 @@ class RunningTarget:
     urls: list[str] = field(default_factory=list)
     #: nats-server's monitoring endpoint (natter only): ``http://127.0.0.1:<port>``
     nats_monitor_url: str = ""
+    #: each natter process's Prometheus endpoint (gc pauses): ``{label: url}``
+    metrics_urls: dict[str, str] = field(default_factory=dict)
 
     def url_for(self, worker: int) -> str:
         """The URL load-generator worker ``worker`` connects to: gateway ``worker mod N``."""
@@ -201,11 +203,12 @@ def _start_natter(*, workdir: Path, users: int, run_id: str, nats_sync: bool, ga
         authorization=credentials.authorization(),
         monitor_port=monitor_port,
     )
+    metrics_ports = {name: free_port() for name in ("auth", "chat", "notify")}
     services = [
         service_process(
             name,
             nats_url=nats_url,
-            env=NATTER_BENCH_ENV,
+            env={**NATTER_BENCH_ENV, f"NATTER_{name.upper()}_METRICS_PORT": str(metrics_ports[name])},
             log_path=logs / f"{name}.log",
             credentials=credentials,
         )
@@ -241,6 +244,10 @@ def _start_natter(*, workdir: Path, users: int, run_id: str, nats_sync: bool, ga
         ],
         http_url=f"http://127.0.0.1:{front[0][2]}",
         nats_monitor_url=f"http://127.0.0.1:{monitor_port}",
+        metrics_urls={
+            **{label: f"http://127.0.0.1:{port}/metrics" for label, _, port in front},
+            **{name: f"http://127.0.0.1:{port}/metrics" for name, port in metrics_ports.items()},
+        },
     )
     try:
         nats.start()

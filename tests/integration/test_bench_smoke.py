@@ -80,6 +80,8 @@ def test_fanout_smoke_run_writes_well_formed_json(tmp_path: Path) -> None:
     # NATS messages per stored message, from nats-server's /varz: at least the send request,
     # the stored entry and the room delivery
     assert summary["nats_msgs_per_message"]["in"] >= 3
+    # every natter process's garbage collections over the phase, from its own /metrics
+    assert set(summary["gc_pauses"]) == {"gateway", "auth", "chat", "notify"}
     for metric in METRICS["fanout"]:
         assert metric.label in completed.stdout
 

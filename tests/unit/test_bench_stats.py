@@ -145,3 +145,21 @@ def test_nats_traffic_per_unit_and_without_a_server() -> None:
     unreachable = NatsTrafficMeter("http://127.0.0.1:9")  # discard port: nothing listens
     unreachable.start()
     assert unreachable.stop() is None
+
+
+def test_gc_pauses_are_read_from_prometheus_text() -> None:
+    from natter.bench.natstraffic import GcPauseMeter, parse_gc_pauses
+
+    text = (
+        "# HELP natter_gc_pause_seconds Pause.\n# TYPE natter_gc_pause_seconds histogram\n"
+        'natter_gc_pause_seconds_bucket{generation="0",le="+Inf"} 12.0\n'
+        'natter_gc_pause_seconds_count{generation="0"} 12.0\n'
+        'natter_gc_pause_seconds_sum{generation="0"} 0.0024\n'
+        'natter_gc_pause_seconds_count{generation="2"} 1.0\n'
+        'natter_gc_pause_seconds_sum{generation="2"} 0.031\n'
+    )
+    assert parse_gc_pauses(text) == {"0": (12.0, 0.0024), "2": (1.0, 0.031)}
+    assert parse_gc_pauses("# nothing here\n") is None
+    nobody = GcPauseMeter({"gateway": "http://127.0.0.1:9/metrics"})  # nothing listens
+    nobody.start()
+    assert nobody.stop() is None
