@@ -147,6 +147,7 @@ class FeedRelay:
                     raise
                 except Exception:
                     logger.exception("feed: shard %d relay stopped; retrying", shard)
+                    await lease.release()  # another replica may take over at once
             await asyncio.sleep(RETRY_LEASE)
 
     async def _checkpoint(self, shard: int) -> int:

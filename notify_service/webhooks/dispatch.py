@@ -129,6 +129,7 @@ class Dispatcher:
                     raise
                 except Exception:
                     logger.exception("webhooks: dispatcher stopped; retrying")
+                    await self.lease.release()  # another replica may take over at once
             await asyncio.sleep(RETRY_EVERY)
 
     async def _follow(self) -> None:
