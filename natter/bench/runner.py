@@ -28,7 +28,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from natter.bench.natstraffic import GcPauseMeter, NatsTrafficMeter, per_unit
+from natter.bench.gcpauses import GcPauseMeter
+from natter.bench.natstraffic import NatsTrafficMeter, per_unit
 from natter.bench.procstat import CpuMeter, MachineCpuMeter, read_rss, wait_for_quiet
 from natter.bench.spec import Layout, RunParams, Scenario, build_layout, room_name, saturation_rates
 from natter.bench.spec import split_round_robin as split

@@ -148,7 +148,7 @@ def test_nats_traffic_per_unit_and_without_a_server() -> None:
 
 
 def test_gc_pauses_are_read_from_prometheus_text() -> None:
-    from natter.bench.natstraffic import GcPauseMeter, parse_gc_pauses
+    from natter.bench.gcpauses import GcPauseMeter, parse_gc_pauses
 
     text = (
         "# HELP natter_gc_pause_seconds Pause.\n# TYPE natter_gc_pause_seconds histogram\n"
