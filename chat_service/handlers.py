@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import nats.errors
+from pydantic import ValidationError
 
 from chat_service import frames
 from chat_service.access import readers
@@ -27,7 +29,7 @@ from chat_service.room_events import deliver_entry, state_write
 from chat_service.roomlog import bodies, pages
 from chat_service.roomlog.log import Appended, Draft
 from chat_service.roomlog.state import MessageState
-from chat_service.rooms import check_access
+from chat_service.rooms import Room, check_access
 from shared import room_shards, subjects
 from shared.errors import ErrorCode, ProtocolError
 from shared.internal import (
@@ -37,11 +39,12 @@ from shared.internal import (
     JoinRequest,
     LeaveRequest,
     PresenceRequest,
+    SendBatchRequest,
     SendRequest,
 )
-from shared.protocol import utc_timestamp
+from shared.protocol import error_frame, utc_timestamp
 from shared.room_entries import HDR_THREAD_COUNT
-from shared.service_runner import HeaderedReply, ServiceApp
+from shared.service_runner import HeaderedReply, ServiceApp, validation_error
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +57,38 @@ def _more_before(messages: list[bytes], fitted: list[bytes]) -> dict[str, str]:
         subjects.HDR_MORE_BEFORE: str(oldest_kept),
         subjects.HDR_MORE_COUNT: str(len(messages) - len(fitted)),
     }
+
+
+@dataclass(frozen=True, slots=True)
+class AdmittedMessage:
+    """A message that passed :meth:`ChatHandlers.admit_message`: the request, its room, the
+    trimmed text, the claimed attachments (``None``: none) and their claim key."""
+
+    req: SendRequest
+    room: Room
+    text: str
+    files: list[dict[str, Any]] | None
+    key: str
+
+
+def _error_line(error: Exception) -> bytes:
+    """The ``error`` frame of one batch item (no ``id``): its ProtocolError, ``validation_error``
+    for a malformed item, ``internal`` (logged) for anything unexpected, as the service runner
+    answers a single request."""
+    if isinstance(error, ValidationError):
+        error = validation_error(error)
+    elif not isinstance(error, ProtocolError):
+        logger.error("chat.send.batch item failed", exc_info=error)
+        error = ProtocolError(ErrorCode.INTERNAL)
+    return error_frame(error).encode()
+
+
+async def _frame_of(task: asyncio.Task[HeaderedReply]) -> bytes:
+    """The line a started batch item answers: its ack frame or its error frame."""
+    try:
+        return (await task).body
+    except Exception as error:
+        return _error_line(error)
 
 
 class ChatHandlers:
@@ -78,6 +113,7 @@ class ChatHandlers:
         app.add_endpoint(subjects.CHAT_JOIN, self.join)
         app.add_endpoint(subjects.CHAT_LEAVE, self.leave)
         app.add_endpoint(subjects.CHAT_SEND, self.send)
+        app.add_endpoint(subjects.CHAT_SEND_BATCH, self.send_batch)
         app.add_endpoint(subjects.CHAT_HISTORY, self.history)
         app.add_endpoint(subjects.CHAT_PRESENCE, self.presence)
         app.add_endpoint(subjects.CHAT_ACCESS, self.access)
@@ -322,9 +358,58 @@ class ChatHandlers:
             )
         )
 
+    async def send_batch(self, body: dict[str, Any], headers: dict[str, str]) -> bytes:
+        """``chat.send.batch``: one socket's pipelined sends (:class:`~shared.internal.SendBatchRequest`),
+        stored in list order; one line per item, the ``ack`` or ``error`` frame it would have got
+        from ``chat.send``.
+
+        Order: each item is admitted (validated, access checked, attachments claimed) in turn and
+        its append is started before the next item's; the room log queues plain messages in the
+        order their appends start (:meth:`RoomLog.append <chat_service.roomlog.log.RoomLog.append>`),
+        so one socket's messages keep their order while being stored as one group. A reply is
+        written alone under the room lock, so it waits for every item before it and the next
+        item waits for it.
+
+        Raises:
+            ProtocolError: ``validation_error`` when the batch itself is malformed (an item's own
+                error is that item's line).
+        """
+        batch = SendBatchRequest.model_validate(body)
+        lines: list[bytes | None] = [None] * len(batch.sends)
+        started: list[tuple[int, asyncio.Task[HeaderedReply]]] = []
+
+        async def settle() -> None:
+            for index, task in started:
+                lines[index] = await _frame_of(task)
+            started.clear()
+
+        for index, item in enumerate(batch.sends):
+            try:
+                admitted = await self.admit_message(SendRequest.model_validate(item))
+            except Exception as error:
+                lines[index] = _error_line(error)
+                continue
+            alone = admitted.req.reply_to is not None
+            if alone:
+                await settle()
+            started.append((index, asyncio.ensure_future(self.commit_message(admitted))))
+            if alone:
+                await settle()
+        await settle()
+        return b"\n".join(line or b"" for line in lines)
+
     async def store_message(self, req: SendRequest) -> HeaderedReply:
         """Store ``req``'s message (:meth:`send`); the ack frame, with ``Natter-Duplicate: 1``
         when a retry found the original.
+
+        Raises:
+            ProtocolError: as :meth:`send`.
+        """
+        return await self.commit_message(await self.admit_message(req))
+
+    async def admit_message(self, req: SendRequest) -> AdmittedMessage:
+        """The checks before a message is stored: text, room, access, mute; its attachments
+        claimed (PROTOCOL.md section 11).
 
         Raises:
             ProtocolError: as :meth:`send`.
@@ -346,6 +431,17 @@ class ChatHandlers:
             files = await parts.attachments.claim(
                 list(req.attachments), room=room.name, user_id=req.user_id, key=key
             )
+        return AdmittedMessage(req=req, room=room, text=text, files=files, key=key)
+
+    async def commit_message(self, admitted: AdmittedMessage) -> HeaderedReply:
+        """Store an admitted message and answer its ack frame (:meth:`send`). Its append starts
+        before this coroutine first waits, so appends keep the order of the calls.
+
+        Raises:
+            ProtocolError: as :meth:`send`.
+        """
+        parts = self.parts
+        req, room, text, files, key = admitted.req, admitted.room, admitted.text, admitted.files, admitted.key
         where = parts.log.where(room.name)
         timestamp = utc_timestamp()
         parent = req.reply_to

@@ -1,9 +1,11 @@
 """One client socket: its protocol state machine (PROTOCOL.md sections 1-5 and 7).
 
-States: connected -> authenticated -> closed. Frames are handled one at a time in arrival order
-(a client's sends are stored in the order it sent them); everything the socket receives goes
-through its :class:`~gateway.writer.SendQueue`. Teardown follows centrifuge ``Client.close``:
-leave the hub and close first, the slow work (presence leaves) after.
+States: connected -> authenticated -> closed. Frames are answered in arrival order and a
+client's sends are stored in the order it sent them; ``chat_message`` frames are pipelined
+(:mod:`gateway.send_pipeline`), every other frame is handled once the sends before it are
+answered. Everything the socket receives goes through its :class:`~gateway.writer.SendQueue`.
+Teardown follows centrifuge ``Client.close``: leave the hub and close first, the slow work
+(presence leaves) after.
 """
 
 from __future__ import annotations
@@ -13,20 +15,24 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qsl
 
+from nats.errors import NoRespondersError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from gateway import frame_handlers
 from gateway.pages import complete
 from gateway.ratelimit import AbuseCounter, TokenBucket
+from gateway.send_pipeline import SendPipeline
 from gateway.tokens import Claims
 from gateway.wire import Outbound, direct_sink
 from gateway.writer import SendQueue
 from shared import subjects
 from shared.errors import CloseCode, ErrorCode, ProtocolError
 from shared.internal import (
+    SEND_BATCH_MAX,
     JoinRequest,
     LeaveRequest,
     NotifyListRequest,
@@ -70,6 +76,7 @@ class Connection:
         "_expiry",
         "_held",
         "_revoked",
+        "_sends",
         "abuse",
         "authenticated",
         "bucket",
@@ -112,6 +119,8 @@ class Connection:
         self._expiry: asyncio.TimerHandle | None = None
         #: pushed frames held back during the first authentication (None: not holding).
         self._held: list[Outbound] | None = None
+        #: chat_message frames waiting for the send in flight (made at the first send)
+        self._sends: SendPipeline[ChatMessageFrame] | None = None
 
     def __hash__(self) -> int:
         return id(self)
@@ -208,7 +217,11 @@ class Connection:
         finally:
             if pending:
                 self.node.pending.release(address)
-            await self._teardown()
+            try:
+                if self._sends is not None:  # sends read before the disconnect are still stored
+                    await self._sends.settled()
+            finally:
+                await self._teardown()
 
     async def _refuse(self, code: int, reason: str) -> None:
         """Close an accepted socket at once with ``code`` / ``reason`` (nothing else is sent)."""
@@ -331,8 +344,11 @@ class Connection:
             if message["type"] == "websocket.disconnect":
                 raise WebSocketDisconnect(message.get("code", 1000))
             text = message.get("text")
-            if text is not None and not self._admit(text):
-                continue
+            if text is not None:
+                wait = self.bucket.take()
+                if wait != 0.0:
+                    await self._reject(wait, text)  # nothing is pipelined before auth
+                    continue
             try:
                 frame = parse_frame(text)[1] if text is not None else None
             except ProtocolError as error:
@@ -453,23 +469,21 @@ class Connection:
         self.send_reply("notifications", reply, None)
 
     # --- frames ---------------------------------------------------------------------------
-    def _admit(self, text: str | None = None) -> bool:
-        """Rate limit (PROTOCOL.md section 1); persistent abuse closes 1008.
+    async def _reject(self, wait: float, text: str | None) -> None:
+        """A frame over the rate limit (PROTOCOL.md section 1): ``rate_limited`` with
+        ``retry_after``, answered after the sends before it; persistent abuse closes 1008.
 
         The rejected frame's ``id`` is echoed (decoding it only on this rejection path). Only
         frames that arrive before the announced ``retry_after`` count as abuse
         (:class:`~gateway.ratelimit.AbuseCounter`).
         """
-        wait = self.bucket.take()
-        if wait == 0.0:
-            return True
         abusive, retry_after = self.abuse.reject(wait)
         if abusive:
             self.close(CloseCode.POLICY_VIOLATION, "rate limit abuse")
-            return False
+            return
+        await self._settle_sends()
         error = ProtocolError(ErrorCode.RATE_LIMITED, retry_after=retry_after)
         self.send_error(error, _id_of_text(text) if text is not None else None)
-        return False
 
     async def _receive_loop(self) -> None:
         while True:
@@ -479,13 +493,20 @@ class Connection:
             if self.closing:
                 continue
             text = message.get("text")
-            if text is None:
-                if self._admit():
-                    self.send_error(ProtocolError(ErrorCode.UNSUPPORTED_FRAME))
-                continue
-            if not self._admit(text):
-                continue
-            await self._handle_text(text)
+            wait = self.bucket.take()
+            if wait != 0.0:
+                await self._reject(wait, text)
+            elif text is None:
+                await self._settle_sends()
+                self.send_error(ProtocolError(ErrorCode.UNSUPPORTED_FRAME))
+            else:
+                await self._handle_text(text)
+
+    async def _settle_sends(self) -> None:
+        """Wait for the pipelined sends (:mod:`gateway.send_pipeline`): the barrier that keeps
+        answers in arrival order."""
+        if self._sends is not None and self._sends.busy:
+            await self._sends.settled()
 
     async def _handle_text(self, text: str) -> None:
         request_id: RequestId = None
@@ -493,8 +514,18 @@ class Connection:
             raw, frame = parse_frame(text)
             request_id = request_id_of(raw)
             self.node.metrics.frame_in(frame.type)
+            if type(frame) is ChatMessageFrame:
+                sends = self._sends
+                if sends is None:
+                    sends = self._sends = SendPipeline(
+                        self._flush_sends, limit=SEND_BATCH_MAX, max_batch=SEND_BATCH_MAX
+                    )
+                await sends.put(frame)
+                return
+            await self._settle_sends()
             await HANDLERS[frame.type](self, frame)
         except ProtocolError as error:
+            await self._settle_sends()
             self.send_error(error, request_id if request_id is not None else _id_of_text(text))
         except Exception:
             logger.exception("conn=%s user=%s frame handling failed", self.conn_id, self.user_id)
@@ -604,6 +635,75 @@ class Connection:
 
     async def on_chat_message(self, frame: ChatMessageFrame) -> None:
         """``chat_message`` (v2: with ``reply_to``): ``chat.send``, answer ``ack``."""
+        reply = await self.node.request(subjects.CHAT_SEND, self._send_body(frame))
+        self.send_reply("ack", reply, frame.id)
+
+    async def _flush_sends(self, frames: list[ChatMessageFrame]) -> None:
+        """Answer pipelined ``chat_message`` frames in order (:mod:`gateway.send_pipeline`): one
+        alone is ``chat.send``, several are one ``chat.send.batch`` whose lines are their
+        answers. Frames queued when the socket began closing (revoked, removed) are dropped,
+        as the reader drops frames read after that."""
+        if self.closing:
+            return
+        if len(frames) == 1:
+            await self._answer(frames[0], self.on_chat_message)
+            return
+        answers: list[bytes | ProtocolError] = []
+        sent: list[int] = []
+        bodies: list[bytes] = []
+        for index, frame in enumerate(frames):
+            try:
+                bodies.append(self._send_body(frame))
+            except ProtocolError as error:
+                answers.append(error)
+                continue
+            answers.append(b"")
+            sent.append(index)
+        if bodies:
+            try:
+                reply = await self.node.request(
+                    subjects.CHAT_SEND_BATCH, b'{"sends":[' + b",".join(bodies) + b"]}"
+                )
+                lines = reply.split(b"\n")
+                if len(lines) != len(sent):
+                    logger.error("chat.send.batch answered %d lines for %d sends", len(lines), len(sent))
+                    raise ProtocolError(ErrorCode.INTERNAL)
+                for index, line in zip(sent, lines, strict=True):
+                    answers[index] = line
+            except ProtocolError as error:  # the whole request failed (unavailable): every send
+                if isinstance(error.__cause__, NoRespondersError):
+                    # only chat replicas older than chat.send.batch are up (a rolling upgrade)
+                    for frame in frames:
+                        await self._answer(frame, self.on_chat_message)
+                    return
+                for index in sent:
+                    answers[index] = error
+        for frame, answer in zip(frames, answers, strict=True):
+            if isinstance(answer, ProtocolError):
+                self.send_error(answer, frame.id)
+            elif answer.startswith(b'{"type":"error"'):
+                self.node.metrics.error(str(json.loads(answer).get("code")))
+                self.node.metrics.frame_out("error")
+                self._put(Outbound(with_request_id(answer, frame.id)))
+            else:
+                self.send_reply("ack", answer, frame.id)
+
+    async def _answer(self, frame: Any, handler: Callable[[Any], Awaitable[None]]) -> None:
+        """Run one frame's handler, answering its failure with an ``error`` frame."""
+        try:
+            await handler(frame)
+        except ProtocolError as error:
+            self.send_error(error, frame.id)
+        except Exception:
+            logger.exception("conn=%s user=%s frame handling failed", self.conn_id, self.user_id)
+            self.send_error(ProtocolError(ErrorCode.INTERNAL), frame.id)
+
+    def _send_body(self, frame: ChatMessageFrame) -> bytes:
+        """The ``chat.send`` body of ``frame`` (a :class:`~shared.internal.SendRequest`).
+
+        Raises:
+            ProtocolError: ``invalid_room``, ``not_joined``.
+        """
         room = subjects.check_room(frame.room)
         self.require_joined(room)
         # The SendRequest shape, dumped from a dict: the frame was validated a moment ago and
@@ -621,8 +721,7 @@ class Connection:
             body["reply_to"] = frame.reply_to
         if frame.attachments:
             body["attachments"] = frame.attachments
-        reply = await self.node.request(subjects.CHAT_SEND, dumps(body).encode())
-        self.send_reply("ack", reply, frame.id)
+        return dumps(body).encode()
 
     async def on_typing(self, frame: TypingFrame) -> None:
         """``typing``: relayed to the room's other sockets, not stored."""

@@ -208,6 +208,21 @@ class SendRequest(Actor):
         return self
 
 
+#: Most sends in one ``chat.send.batch`` (the room log's group commit takes up to 100 at once).
+SEND_BATCH_MAX = 100
+
+
+class SendBatchRequest(_Body):
+    """``chat.send.batch``: one socket's consecutive ``chat_message`` frames, sent while its
+    previous send was in flight (docs/protocol.md, "Pipelined sends"). Each item is a
+    :class:`SendRequest` body, validated on its own: a bad item is that item's error only.
+    They are stored in list order (plain messages of one room in one group commit). Answers
+    one line per item, in order: the ``ack`` frame, or the ``error`` frame of that item
+    (compact JSON, no ``id``; the gateway splices it in)."""
+
+    sends: Annotated[list[Any], Field(min_length=1, max_length=SEND_BATCH_MAX)]
+
+
 class WebhookCreateRequest(_Body):
     """``notify.webhooks.create`` (``POST /api/webhooks``, admin): ``url``, the ``events`` to
     send (types of :mod:`shared.events`), the signing ``secret`` (16..256 characters; one is

@@ -79,6 +79,7 @@ GATEWAY_REQUESTS: Final = (
     subjects.CHAT_JOIN,
     subjects.CHAT_LEAVE,
     subjects.CHAT_SEND,
+    subjects.CHAT_SEND_BATCH,
     subjects.CHAT_HISTORY,
     subjects.CHAT_EDIT,
     subjects.CHAT_DELETE,

@@ -61,6 +61,15 @@ def validation_details(error: ValidationError) -> list[dict[str, Any]]:
     ]
 
 
+def validation_error(error: ValidationError) -> ProtocolError:
+    """A request body's pydantic error as ``validation_error`` naming its first problem
+    (``"<loc>: <msg>"``), as every endpoint answers it (PROTOCOL.md section 7)."""
+    details = validation_details(error)
+    first = details[0] if details else {"loc": [], "msg": "invalid"}
+    message = f"{'.'.join(first['loc']) or 'body'}: {first['msg']}"
+    return ProtocolError(ErrorCode.VALIDATION_ERROR, message)
+
+
 def encode_reply(reply: Reply) -> bytes:
     """Encode a handler's return value as a reply body."""
     if reply is None:
@@ -149,10 +158,7 @@ class ServiceApp:
             await _safe_respond_error(request, code, description, encode_error_body(error))
         except ValidationError as error:
             outcome = ErrorCode.VALIDATION_ERROR.value
-            details = validation_details(error)
-            first = details[0] if details else {"loc": [], "msg": "invalid"}
-            message = f"{'.'.join(first['loc']) or 'body'}: {first['msg']}"
-            code, description = encode_service_error(ProtocolError(ErrorCode.VALIDATION_ERROR, message))
+            code, description = encode_service_error(validation_error(error))
             await _safe_respond_error(request, code, description)
         except asyncio.CancelledError:
             raise
