@@ -2,7 +2,7 @@
 acks, history and what every client iterated are compared (tests/faults/workload.py defines the
 numbers; each fault's row goes to the results table printed at the end of the run).
 
-- kill -9 one of two chat replicas;
+- kill -9 one of two chat replicas (clients sending one at a time, and three at a time);
 - kill -9 one of two gateways (clients know both URLs);
 - nats-server stopped for 5 s, then started again (one node);
 - kill -9 the node leading ``CHAT_MESSAGES`` in a 3-node cluster with replicas 3;
@@ -26,7 +26,7 @@ import nats
 from shared import room_shards
 from tests.faults.conftest import FaultResults, Topology, TopologyFactory
 from tests.faults.workload import Workload
-from tests.support import connect, join, register, unique_name
+from tests.support import connect, join, register, service_instances, unique_name
 
 #: Seconds of load before the fault and after it (the fault's own duration comes on top).
 BEFORE = 1.0
@@ -44,11 +44,13 @@ async def load_through(
     name: str,
     results: FaultResults,
     after: float = AFTER,
+    interval: float = INTERVAL,
+    burst: int = 1,
 ) -> tuple[dict[str, Any], list[str]]:
-    """Send throughout ``fault()``; returns the results row (recorded) and the clients that did
-    not catch up with history."""
+    """Send throughout ``fault()`` (each client ``burst`` sends every ``interval`` s); returns
+    the results row (recorded) and the clients that did not catch up with history."""
     stop = asyncio.Event()
-    load = asyncio.create_task(work.run(stop=stop, interval=INTERVAL))
+    load = asyncio.create_task(work.run(stop=stop, interval=interval, burst=burst))
     try:
         await asyncio.sleep(BEFORE)
         work.fault_at = time.monotonic()
@@ -132,6 +134,47 @@ async def test_kill_9_one_of_two_chat_replicas(
     # ...and the surviving replica kept serving: sends started after the kill were acked.
     assert acks_received_after(work, (work.fault_at or 0) + 0.5) >= 8 * 2, row
     assert row["recovery_s"] < 8.0, row
+
+
+async def test_kill_9_chat_replica_while_sockets_pipeline_their_sends(
+    topology: TopologyFactory, fault_results: FaultResults
+) -> None:
+    """The same fault with every client sending 3 messages at once (docs/protocol.md "Pipelined
+    sends"): the gateway carries them to chat as one ``chat.send.batch``, so a batch stuck at the
+    frozen replica fails whole (``unavailable`` for each of its sends) and each is resent with
+    its id, possibly inside another batch with sends that were not stuck. Still exactly once."""
+    topo = await asyncio.to_thread(topology, chat=2)
+    work = await workload(topo, 6)
+    victim = topo.stack.services["chat-1"]
+
+    async def freeze_then_kill() -> None:
+        victim.signal_group(signal.SIGSTOP)
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(victim.kill)
+
+    try:
+        row, behind = await load_through(
+            work,
+            freeze_then_kill,
+            name="kill -9 chat replica (1 of 2), 3 sends at a time",
+            results=fault_results,
+            after=6.0,
+            interval=0.3,  # 10 messages/s per socket, and their follow-ups: under the rate limit
+            burst=3,
+        )
+    finally:
+        await work.close()
+    assert not victim.alive()
+    assert_exactly_once(row, behind)
+    assert row["error_answers"].get("unavailable", 0) > 0, row
+    assert acks_received_after(work, (work.fault_at or 0) + 0.5) >= 6 * 3, row
+    assert row["recovery_s"] < 8.0, row
+    # The bursts did go as batches (the surviving replica served some).
+    stats = await service_instances(topo.stack.nats.url, "chat", "STATS")
+    batches = sum(
+        e["num_requests"] for reply in stats for e in reply["endpoints"] if e["subject"] == "chat.send.batch"
+    )
+    assert batches > 0, stats
 
 
 async def test_kill_9_one_of_two_gateways(topology: TopologyFactory, fault_results: FaultResults) -> None:

@@ -273,19 +273,28 @@ class Workload:
                 record.error = type(error).__name__
             record.finished = time.monotonic()
 
-    async def send_loop(self, member: Member, *, stop: asyncio.Event, interval: float, limit: int) -> None:
-        """Send round-robin over the rooms every ``interval`` s until ``stop`` or ``limit`` sends."""
-        for number in range(limit):
+    async def send_loop(
+        self, member: Member, *, stop: asyncio.Event, interval: float, limit: int, burst: int = 1
+    ) -> None:
+        """Send round-robin over the rooms every ``interval`` s until ``stop`` or ``limit`` sends;
+        ``burst`` > 1 sends that many at once each time, without waiting for each other's acks
+        (the gateway pipelines them: docs/protocol.md "Pipelined sends")."""
+        for first in range(0, limit, burst):
             if stop.is_set():
                 return
             started = time.monotonic()
-            await self.send_one(member, self.rooms[number % len(self.rooms)], number)
+            numbers = range(first, min(first + burst, limit))
+            await asyncio.gather(
+                *(self.send_one(member, self.rooms[number % len(self.rooms)], number) for number in numbers)
+            )
             await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
 
-    async def run(self, *, stop: asyncio.Event, interval: float = 0.1, limit: int = 10_000) -> None:
+    async def run(
+        self, *, stop: asyncio.Event, interval: float = 0.1, limit: int = 10_000, burst: int = 1
+    ) -> None:
         """Every client's :meth:`send_loop` at once, until ``stop`` is set (or ``limit``)."""
         await asyncio.gather(
-            *(self.send_loop(m, stop=stop, interval=interval, limit=limit) for m in self.members)
+            *(self.send_loop(m, stop=stop, interval=interval, limit=limit, burst=burst) for m in self.members)
         )
 
     async def histories(self, http: NatterHTTP | None = None) -> dict[str, list[Frame]]:
