@@ -88,6 +88,7 @@ async def test_other_frames_wait_for_the_sends_before_them(stack: Stack) -> None
         {"type": "chat_message", "room": room, "message": "two", "id": "2"},
         {"type": "chat_message", "room": unique_name("elsewhere"), "message": "x", "id": "3"},
         {"type": "chat_message", "room": room, "message": "three", "id": "4"},
+        {"type": "chat_message", "room": room, "message": "re", "reply_to": 999, "id": "4b"},
         {"type": "ping", "id": "5"},
         {"type": "chat_message", "room": room, "message": "   ", "id": "6"},
         {"type": "chat_message", "room": room, "message": "four", "id": "7"},
@@ -102,6 +103,7 @@ async def test_other_frames_wait_for_the_sends_before_them(stack: Stack) -> None
         ("2", "ack", None),
         ("3", "error", ErrorCode.NOT_JOINED.value),
         ("4", "ack", None),
+        ("4b", "error", ErrorCode.MESSAGE_NOT_FOUND.value),  # chat's own refusal, in its place
         ("5", "pong", None),
         ("6", "error", ErrorCode.VALIDATION_ERROR.value),
         ("7", "ack", None),
