@@ -59,6 +59,10 @@ logger = logging.getLogger(__name__)
 
 RequestId = str | int | None
 
+#: Bytes of a NATS message's ``max_payload`` left for the request's headers: a
+#: ``chat.send.batch`` body holds as many sends as fit the rest.
+BATCH_SLACK: Final = 8192
+
 
 class Connection:
     """The protocol state of one WebSocket.
@@ -640,9 +644,10 @@ class Connection:
 
     async def _flush_sends(self, frames: list[ChatMessageFrame]) -> None:
         """Answer pipelined ``chat_message`` frames in order (:mod:`gateway.send_pipeline`): one
-        alone is ``chat.send``, several are one ``chat.send.batch`` whose lines are their
-        answers. Frames queued when the socket began closing (revoked, removed) are dropped,
-        as the reader drops frames read after that."""
+        alone is ``chat.send``, several are ``chat.send.batch`` requests (as many as fit one NATS
+        message each, ``max_payload``) whose lines are their answers. Frames queued when the
+        socket began closing (revoked, removed) are dropped, as the reader drops frames read
+        after that."""
         if self.closing:
             return
         if len(frames) == 1:
@@ -659,25 +664,18 @@ class Connection:
                 continue
             answers.append(b"")
             sent.append(index)
-        if bodies:
-            try:
-                reply = await self.node.request(
-                    subjects.CHAT_SEND_BATCH, b'{"sends":[' + b",".join(bodies) + b"]}"
-                )
-                lines = reply.split(b"\n")
-                if len(lines) != len(sent):
-                    logger.error("chat.send.batch answered %d lines for %d sends", len(lines), len(sent))
-                    raise ProtocolError(ErrorCode.INTERNAL)
-                for index, line in zip(sent, lines, strict=True):
-                    answers[index] = line
-            except ProtocolError as error:  # the whole request failed (unavailable): every send
-                if isinstance(error.__cause__, NoRespondersError):
-                    # only chat replicas older than chat.send.batch are up (a rolling upgrade)
-                    for frame in frames:
-                        await self._answer(frame, self.on_chat_message)
-                    return
-                for index in sent:
-                    answers[index] = error
+        assert self.node.nc is not None
+        budget = max(self.node.nc.max_payload - BATCH_SLACK, 1)
+        first = 0
+        while first < len(bodies):
+            last, size = first + 1, len(bodies[first])
+            while last < len(bodies) and size + len(bodies[last]) + 1 <= budget:
+                size += len(bodies[last]) + 1
+                last += 1
+            lines = await self._send_batch(bodies[first:last])
+            for index, line in zip(sent[first:last], lines, strict=True):
+                answers[index] = line
+            first = last
         for frame, answer in zip(frames, answers, strict=True):
             if isinstance(answer, ProtocolError):
                 self.send_error(answer, frame.id)
@@ -687,6 +685,30 @@ class Connection:
                 self._put(Outbound(with_request_id(answer, frame.id)))
             else:
                 self.send_reply("ack", answer, frame.id)
+
+    async def _send_batch(self, bodies: list[bytes]) -> list[bytes | ProtocolError]:
+        """One ``chat.send.batch``: an answer per body, its ack or error frame, or the error of
+        the whole request (``unavailable``) for each. When no chat replica serves the endpoint
+        (a rolling upgrade from a version without it) the bodies go one ``chat.send`` at a time."""
+        try:
+            reply = await self.node.request(
+                subjects.CHAT_SEND_BATCH, b'{"sends":[' + b",".join(bodies) + b"]}"
+            )
+        except ProtocolError as error:
+            if not isinstance(error.__cause__, NoRespondersError):
+                return [error] * len(bodies)
+            answers: list[bytes | ProtocolError] = []
+            for body in bodies:
+                try:
+                    answers.append(await self.node.request(subjects.CHAT_SEND, body))
+                except ProtocolError as refused:
+                    answers.append(refused)
+            return answers
+        lines = reply.split(b"\n")
+        if len(lines) != len(bodies):
+            logger.error("chat.send.batch answered %d lines for %d sends", len(lines), len(bodies))
+            return [ProtocolError(ErrorCode.INTERNAL)] * len(bodies)
+        return list(lines)
 
     async def _answer(self, frame: Any, handler: Callable[[Any], Awaitable[None]]) -> None:
         """Run one frame's handler, answering its failure with an ``error`` frame."""

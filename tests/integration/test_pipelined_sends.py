@@ -205,3 +205,24 @@ async def test_a_malformed_batch_is_refused_whole(nc: Client) -> None:
         with pytest.raises(ProtocolError) as refused:
             await request(nc, subjects.CHAT_SEND_BATCH, json.dumps(body).encode(), timeout=5)
         assert refused.value.code is ErrorCode.VALIDATION_ERROR, str(body)[:80]
+
+
+async def test_a_burst_larger_than_one_nats_message_is_split_and_still_in_order(stack_factory: Any) -> None:
+    """60 sends of 4,000 control characters (6 bytes each in JSON): ~1.4 MB of sends, more than
+    one NATS message holds (``max_payload``, 1 MiB); they go as several batches, in order."""
+    burst = 60
+    roomy: Stack = stack_factory(
+        {"NATTER_GATEWAY_RATE_BURST": "1000", "NATTER_GATEWAY_RATE_PER_SECOND": "1000"}
+    )
+    room = unique_name("big")
+    _, a, _, b = await two_members(roomy, room)
+    texts = [f"{n:03d}" + "\x01" * 3996 for n in range(burst)]
+    for n, text in enumerate(texts):
+        await a.send({"type": "chat_message", "room": room, "message": text, "id": n})
+    acks = await answers(a, list(range(burst)), timeout=20)
+    assert [(ack["type"], ack["seq"]) for ack in acks] == [("ack", n + 1) for n in range(burst)]
+    delivered = await messages(b, burst, timeout=20)
+    assert [m["message"] for m in delivered] == texts
+    assert await batches_served(roomy) >= 2
+    await a.close()
+    await b.close()
