@@ -30,7 +30,9 @@ a count.
 
 from __future__ import annotations
 
+import asyncio
 import math
+import random
 import re
 from dataclasses import dataclass
 from typing import Any, Final
@@ -42,6 +44,21 @@ from shared.errors import ErrorCode, ProtocolError
 
 _UNSAFE_RE: Final = re.compile(r"[^A-Za-z0-9_-]")
 CAS_ATTEMPTS: Final = 20
+#: Seconds per lost compare-and-set of the upper bound of the jittered pause before re-reading.
+LOST_RACE_PAUSE: Final = 0.005
+
+
+async def lost_race_pause(attempt: int) -> None:
+    """Pause before re-reading a counter whose compare-and-set lost (``attempt`` from 0): up to
+    :data:`LOST_RACE_PAUSE` x (attempt + 1) seconds, jittered. Concurrent writers (people
+    registering at once behind one address) spread out instead of colliding again, and on a
+    cluster a read answered by a replica that had not yet applied the winning write (KV gets are
+    direct gets, which any replica may answer) is not repeated at once. Without the pause a CI
+    run saw one of six registrations made at once on a 3-node cluster refused "Too many
+    registrations" (all 20 attempts lost) with the address's bucket nearly full."""
+    await asyncio.sleep(random.uniform(0, LOST_RACE_PAUSE * (attempt + 1)))
+
+
 #: The longest any single counter makes an attempt wait (seconds).
 MAX_DELAY_SECONDS: Final = 60
 
@@ -210,7 +227,7 @@ class LoginThrottle:
             await self._increment(key, now_ms=now_ms)
 
     async def _increment(self, key: str, *, now_ms: int) -> None:
-        for _ in range(CAS_ATTEMPTS):
+        for attempt in range(CAS_ATTEMPTS):
             stored = await get_json(self._kv, key)
             try:
                 if stored is None:
@@ -222,8 +239,8 @@ class LoginThrottle:
                     value = encode({"count": previous + 1, "last_ms": now_ms})
                     await self._kv.update(key, value, last=stored.revision)
                 return
-            except LOST_RACE:
-                continue  # another replica counted a failure in between: re-read and retry
+            except LOST_RACE:  # another replica counted a failure in between: re-read and retry
+                await lost_race_pause(attempt)
         raise ProtocolError(ErrorCode.UNAVAILABLE)
 
     async def record_success(self, username: str, client_ip: str | None, *, now_ms: int) -> None:
@@ -247,7 +264,7 @@ class LoginThrottle:
         if not client_ip:
             return
         key = register_key(client_ip)
-        for _ in range(CAS_ATTEMPTS):
+        for attempt in range(CAS_ATTEMPTS):
             stored = await get_json(self._kv, key)
             state = None
             if stored is not None:
@@ -264,6 +281,7 @@ class LoginThrottle:
                 else:
                     await self._kv.update(key, value, last=stored.revision)
             except LOST_RACE:
+                await lost_race_pause(attempt)
                 continue
             if wait > 0:
                 raise ProtocolError(
