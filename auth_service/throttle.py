@@ -45,7 +45,7 @@ from shared.errors import ErrorCode, ProtocolError
 _UNSAFE_RE: Final = re.compile(r"[^A-Za-z0-9_-]")
 CAS_ATTEMPTS: Final = 20
 #: Seconds per lost compare-and-set of the upper bound of the jittered pause before re-reading.
-LOST_RACE_PAUSE: Final = 0.005
+LOST_RACE_PAUSE: Final = 0.002
 
 
 async def lost_race_pause(attempt: int) -> None:
@@ -151,6 +151,10 @@ def take_token(stored: Bucket | None, *, now_ms: int, burst: int, per_second: fl
     tokens = float(burst) if stored is None else stored.tokens
     if stored is not None:
         tokens = min(float(burst), tokens + max(0, now_ms - stored.stamp_ms) / 1000 * per_second)
+        # Concurrent requests stamp the bucket with their own start times, not in order: a
+        # request that started earlier must not move the stamp back, or the next one would
+        # refill the same interval twice (over-admitting under exactly the flood it limits).
+        now_ms = max(now_ms, stored.stamp_ms)
     if tokens >= 1.0:
         return Bucket(tokens - 1.0, now_ms), 0.0
     return Bucket(tokens, now_ms), (1.0 - tokens) / per_second

@@ -8,6 +8,7 @@ import pytest
 
 from auth_service.throttle import (
     MAX_DELAY_SECONDS,
+    Bucket,
     FailureCount,
     delay_seconds,
     ip_key,
@@ -106,3 +107,16 @@ def test_pair_and_known_keys_are_single_safe_tokens() -> None:
     assert pair_key("Al.ice", "10.0.0.1") == "ua.al_ice.10_0_0_1"
     assert known_key("Alice", "::1") == "alice.__1"
     assert register_key("a.b") == "reg.a_b"
+
+
+def test_a_request_that_started_earlier_does_not_refill_an_interval_twice() -> None:
+    # Concurrent registrations stamp the bucket with their own start times, out of order.
+    empty = Bucket(0.0, 10_000)
+    late_stamp, wait = take_token(empty, now_ms=9_000, burst=100, per_second=2.0)
+    assert wait > 0 and late_stamp.stamp_ms == 10_000  # the stamp never moves back
+    # Half a second after the latest stamp: one token, not the 2.5 s since 9_000 again.
+    _, wait = take_token(late_stamp, now_ms=10_500, burst=100, per_second=2.0)
+    assert wait == 0.0
+    taken, _ = take_token(late_stamp, now_ms=10_500, burst=100, per_second=2.0)
+    _, wait = take_token(taken, now_ms=10_500, burst=100, per_second=2.0)
+    assert wait > 0
