@@ -185,3 +185,10 @@ async def service_instances(
         return replies
     finally:
         await nc.close()
+
+
+async def requests_served(nats_url: str, service: str, subject: str) -> int:
+    """Requests on ``subject`` that every running replica of ``service`` has answered (NATS
+    service API ``STATS``)."""
+    stats = await service_instances(nats_url, service, "STATS")
+    return sum(e["num_requests"] for reply in stats for e in reply["endpoints"] if e["subject"] == subject)

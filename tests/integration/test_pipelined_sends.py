@@ -20,7 +20,7 @@ from shared.errors import ErrorCode, ProtocolError
 from shared.internal import SEND_BATCH_MAX
 from shared.nats_client import request
 from tests.conftest import Stack
-from tests.support import WsClient, connect, join, register, service_instances, unique_name
+from tests.support import WsClient, connect, join, register, requests_served, unique_name
 
 
 async def two_members(stack: Stack, room: str) -> tuple[Any, WsClient, Any, WsClient]:
@@ -34,14 +34,8 @@ async def two_members(stack: Stack, room: str) -> tuple[Any, WsClient, Any, WsCl
 
 
 async def batches_served(stack: Stack) -> int:
-    """``chat.send.batch`` requests chat's replicas have answered (NATS service STATS)."""
-    stats = await service_instances(stack.nats.url, "chat", "STATS")
-    return sum(
-        endpoint["num_requests"]
-        for reply in stats
-        for endpoint in reply["endpoints"]
-        if endpoint["subject"] == subjects.CHAT_SEND_BATCH
-    )
+    """``chat.send.batch`` requests chat's replicas have answered."""
+    return await requests_served(stack.nats.url, "chat", subjects.CHAT_SEND_BATCH)
 
 
 async def answers(client: WsClient, ids: list[str], timeout: float = 10.0) -> list[dict[str, Any]]:
