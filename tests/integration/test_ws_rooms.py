@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import httpx
 from nats.aio.client import Client
+from nats.js.errors import NoKeysError
 
 from shared import subjects
 from tests.conftest import Stack
@@ -208,6 +210,21 @@ async def test_presence_typing_and_multi_socket_user(stack: Stack) -> None:
     await b.close()
 
 
+async def presence_keys(kv: Any, prefix: str, timeout: float = 2.0) -> list[str]:
+    """Keys of ``kv`` starting with ``prefix``. nats-py's ``keys()`` lists them with a watcher
+    that can report an empty bucket (NoKeysError) when its consumer starts a moment early: a CI
+    run saw it right after the join had been announced, so it is asked again, briefly."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            found = [k for k in await kv.keys() if k.startswith(prefix)]
+        except NoKeysError:
+            found = []
+        if found or asyncio.get_running_loop().time() > deadline:
+            return found
+        await asyncio.sleep(0.05)
+
+
 async def test_a_leave_removes_presence_rewritten_since_the_join(stack: Stack, nc: Client) -> None:
     """chat deletes a leaving user's presence key by the revision it wrote at the join; when the
     key was rewritten meanwhile (here by the operator, standing in for another replica), that
@@ -217,7 +234,7 @@ async def test_a_leave_removes_presence_rewritten_since_the_join(stack: Stack, n
     (bob, b), (alice, a) = await members(stack.base_url, stack.ws_url, room, 2)
     assert (await b.recv_type("user_joined"))["user_id"] == alice.user_id
     kv = await nc.jetstream().key_value(subjects.KV_PRESENCE)
-    keys = [k for k in await kv.keys() if k.startswith(f"{room}.{alice.user_id}.")]
+    keys = await presence_keys(kv, f"{room}.{alice.user_id}.")
     assert len(keys) == 1
     entry = await kv.get(keys[0])
     await kv.put(keys[0], entry.value or b"{}")  # the same value under a newer revision
