@@ -13,10 +13,12 @@ Two stages, so that a slow or failing receiver holds up only itself:
    ``WEBHOOK_LOG``) is written at most once a second. A replica killed in between leaves the
    checkpoint behind: the next holder (within the lease's 10 s) fans out again from there and
    the repeated jobs are dropped by their ids (``WEBHOOKS``' 10-minute duplicate window). Events
-   cost no request and no ack each: with no webhook registered an event costs one pushed
-   message and a dictionary lookup (it used to be a pull request and an ack per event on a
+   cost no request and no ack each (it used to be a pull request and an ack per event on a
    durable consumer, ``notify-webhooks``, which a replica of this version replaces, starting
-   after its ack floor).
+   after its ack floor). While no webhook is registered the holder reads nothing of ``EVENTS``:
+   once a second it looks at the stream's last sequence and then at the registrations, and
+   moves the checkpoint there (a deployment without webhooks pays nothing per event; 1,000
+   room events a second cost notify ~6% of a core and nats-server the pushes, docs/benchmarks.md).
 2. **Delivery** (:class:`Sender`): each webhook has its durable consumer ``hook-<id>`` on its
    subject, ``max_ack_pending`` 1: one delivery in flight per webhook across every replica, so a
    webhook receives its events in the order they were fanned out (room events in ``seq`` order
@@ -133,8 +135,52 @@ class Dispatcher:
             await asyncio.sleep(RETRY_EVERY)
 
     async def _follow(self) -> None:
-        """Fan out from the checkpoint while the lease holds."""
-        start = await self._checkpoint()
+        """Fan out from the checkpoint while the lease holds: read ``EVENTS`` while a webhook is
+        registered, only watch for one while none is (returns when the lease is lost)."""
+        start: int | None = await self._checkpoint()
+        while start is not None:
+            start = await self._wait_for_webhooks(start)
+            if start is not None:
+                start = await self._fan_out(start)
+
+    async def _wait_for_webhooks(self, start: int) -> int | None:
+        """While no webhook is registered, read nothing of ``EVENTS``: every second look at the
+        stream's last sequence, *then* at the registrations, and while there are none move the
+        checkpoint to that sequence (every event up to it was stored before the registrations
+        were seen empty, so no webhook can want it). Returns the checkpoint to fan out from once
+        a webhook is registered (events stored since the last empty look are fanned out: a new
+        webhook gets events from at most a second before its registration), or None when the
+        lease is lost.
+        """
+        loop = asyncio.get_running_loop()
+        renew_at = loop.time() + RENEW_EVERY
+        saved = start
+        save_at = loop.time() + CHECKPOINT_EVERY
+        announced = False
+        while True:
+            last = int((await self.js.stream_info(subjects.EVENTS_STREAM)).state.last_seq)
+            self._webhooks = (time.monotonic(), await self.store.all())
+            if self._webhooks[1]:
+                if announced:
+                    logger.info("webhooks: a webhook is registered")
+                return start
+            if not announced:
+                logger.info("webhooks: none registered: not reading EVENTS until one is")
+                announced = True
+            start = max(start, last)
+            now = loop.time()
+            if now >= save_at and start != saved:
+                await self._save_checkpoint(start)
+                saved, save_at = start, now + CHECKPOINT_EVERY
+            if now >= renew_at:
+                if not await self.lease.renew():
+                    return None
+                renew_at = now + RENEW_EVERY
+            await asyncio.sleep(REGISTRY_TTL)
+
+    async def _fan_out(self, start: int) -> int | None:
+        """Dispatch every event after ``start`` in order until no webhook is registered (returns
+        the last sequence dispatched, saved as the checkpoint) or the lease is lost (None)."""
         logger.info("webhooks: dispatching from EVENTS seq %d", start + 1)
         sub = await self.js.subscribe(
             "",
@@ -160,6 +206,12 @@ class Dispatcher:
                 if msg is not None:
                     await self._dispatch_until_stored(msg)
                     done = msg.metadata.sequence.stream
+                if not await self._registered():
+                    # Nobody listens (the last webhook was deleted): stop reading. Events after
+                    # ``done`` go, as every event does, to the webhooks registered when they are
+                    # looked at: none, unless one is registered before the next look.
+                    await self._save_checkpoint(done)
+                    return done
                 now = loop.time()
                 if now >= save_at:
                     if done != saved or now >= refresh_at:
@@ -168,7 +220,7 @@ class Dispatcher:
                     save_at = now + CHECKPOINT_EVERY
                 if now >= renew_at:
                     if not await self.lease.renew():
-                        return
+                        return None
                     renew_at = now + RENEW_EVERY
         finally:
             with contextlib.suppress(nats.errors.Error):

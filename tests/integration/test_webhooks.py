@@ -23,6 +23,7 @@ from notify_service.webhooks.dispatch import DISPATCH_DURABLE
 from notify_service.webhooks.registry import new_webhook
 from shared import subjects
 from shared.events import EVENT_TYPES, feed_subject
+from shared.stream_reader import direct_get
 from shared.webhook_signing import HDR_SIGNATURE, HDR_TIMESTAMP, HDR_WEBHOOK_ID, verify
 from tests.conftest import Stack
 from tests.support import User, WsClient, connect, join, register, service_token, unique_name
@@ -441,3 +442,68 @@ async def stream_seqs_of(js: Any, room: str, *, want: int) -> list[int]:
     finally:
         await sub.unsubscribe()
     return found
+
+
+async def dispatcher_consumers(js: Any) -> list[Any]:
+    """Consumers on ``EVENTS`` that read the feed's subjects, as the dispatcher's does."""
+    feed = {feed_subject(t) for t in EVENT_TYPES}
+    return [
+        info
+        for info in await js.consumers_info(subjects.EVENTS_STREAM)
+        if set(info.config.filter_subjects or []) == feed
+    ]
+
+
+async def test_without_webhooks_the_dispatcher_reads_nothing_of_the_feed(
+    stack_factory: Any, receiver: Receiver
+) -> None:
+    """While no webhook is registered the dispatcher holds no consumer on ``EVENTS`` (a stack
+    without webhooks pays nothing per event); a webhook registered then gets the events sent
+    after its registration and none from before; once it is deleted the consumer goes again."""
+    hooks_stack: Stack = stack_factory({"NATTER_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1"})
+    room = unique_name("idlehook")
+    operator = await nats.connect(hooks_stack.nats.url)
+    token = await service_token(hooks_stack.nats.url, name="ops", role="admin")
+    try:
+        js = operator.jetstream()
+        leases = await js.key_value(subjects.KV_LEASES)
+        async with (
+            httpx.AsyncClient(base_url=hooks_stack.base_url) as http,
+            httpx.AsyncClient(
+                base_url=hooks_stack.base_url, headers={"Authorization": f"Bearer {token}"}
+            ) as admin_http,
+        ):
+            _, ws = await chatter(hooks_stack, http, room)
+            for n in range(3):
+                await ws.request({"type": "chat_message", "room": room, "message": f"before-{n}"})
+            before = await stream_seqs_of(js, room, want=3)
+
+            async def checkpoint() -> int:
+                found = await direct_get(
+                    operator, subjects.WEBHOOK_LOG_STREAM, last_by_subject=subjects.WEBHOOK_CHECKPOINT
+                )
+                return int(found.data) if found is not None and found.data.isdigit() else 0
+
+            async with asyncio.timeout(20):  # the lease is held and the events looked at
+                while (await checkpoint()) < before[-1]:  # noqa: ASYNC110 - polls NATS
+                    await asyncio.sleep(0.1)
+            assert (await leases.get(subjects.LEASE_WEBHOOK_DISPATCH)).value
+            assert await dispatcher_consumers(js) == []
+
+            webhook = await register_webhook(
+                admin_http, receiver.url, events=["message.created"], rooms=[room]
+            )
+            for n in range(3):
+                await ws.request({"type": "chat_message", "room": room, "message": f"after-{n}"})
+            await wait_for(lambda: len(receiver.events(room)) >= 3)
+            assert len(await dispatcher_consumers(js)) == 1
+            await asyncio.sleep(1.0)  # nothing from before the registration comes after them
+            assert [e["data"]["message"] for e in receiver.events(room)] == ["after-0", "after-1", "after-2"]
+
+            assert (await admin_http.delete(f"/api/webhooks/{webhook['id']}")).status_code == 204
+            async with asyncio.timeout(10):
+                while await dispatcher_consumers(js):  # noqa: ASYNC110 - polls NATS
+                    await asyncio.sleep(0.2)
+            await ws.close()
+    finally:
+        await operator.close()
