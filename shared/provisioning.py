@@ -101,6 +101,14 @@ async def provision(
     await ensure_object_store(
         js, subjects.OBJ_ATTACHMENTS, replicas=replicas, max_bytes=attachments_max_bytes
     )
+    if attachments_max_bytes <= 0:
+        # docs/security.md: uploads share JetStream's storage with the room logs; unbounded, a
+        # flood of uploads that fills it stops every room's writes, not only uploads.
+        logger.warning(
+            "the attachments' Object Store has no size limit: uploads could fill the JetStream "
+            "storage the room logs need; set NATTER_CHAT_ATTACHMENTS_MAX_BYTES to well under "
+            "JetStream's max_file_store (a third, say)"
+        )
     names += [
         subjects.NOTIFICATIONS_STREAM,
         subjects.EVENTS_STREAM,

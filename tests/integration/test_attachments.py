@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import logging
 import uuid
 from typing import Any
 
@@ -358,6 +359,18 @@ async def test_uploads_no_message_took_are_swept_and_sent_ones_stay(stack_factor
         assert set(await kv.keys()) == {kept}
     finally:
         await operator.close()
+
+
+def test_provisioning_warns_that_an_unbounded_attachment_store_can_take_the_room_logs_storage(
+    nats_server: NatsServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``NATTER_CHAT_ATTACHMENTS_MAX_BYTES`` unset (0, the session stack's setting) leaves the
+    files bounded only by JetStream's own storage, which the room logs share: provisioning says
+    so (docs/security.md). Provisioning again with the same settings changes nothing."""
+    with caplog.at_level(logging.WARNING, logger="shared.provisioning"):
+        nats_server.provision()
+    warnings = [r.getMessage() for r in caplog.records if r.name == "shared.provisioning"]
+    assert any("NATTER_CHAT_ATTACHMENTS_MAX_BYTES" in message for message in warnings), warnings
 
 
 async def test_a_full_attachment_store_refuses_uploads_and_nothing_else(stack_factory: Any) -> None:
