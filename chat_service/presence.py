@@ -180,4 +180,4 @@ class Presence:
             frame,
             headers={subjects.HDR_ROOM: room, subjects.HDR_KIND: "presence"},
         )
-        logger.info("room=%s user=%s %s", room, user_id, kind)
+        logger.debug("room=%s user=%s %s", room, user_id, kind)  # per join: DEBUG, as connects are
