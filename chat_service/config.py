@@ -64,9 +64,11 @@ class Settings(ServiceSettings):
     attachments_max_bytes: int = Field(
         default=0,
         ge=0,
-        description="Bytes the attachments' Object Store may hold in all (0: no limit of its own, "
-        "only JetStream's); set by `natter provision`. A full store refuses uploads with 507 and "
-        "leaves the room logs, which share JetStream's storage, their room.",
+        description="Bytes the attachments' Object Store may hold in all; set by `natter provision`. "
+        "A full store refuses uploads with 507 and leaves the room logs, which share JetStream's "
+        "storage, their room. 0: no limit of its own, only JetStream's (provisioning warns), except "
+        "under `natter up` with its own NATS, which then allows a quarter of the disk under its "
+        "data directory.",
     )
     unclaimed_upload_hours: float = Field(
         default=24.0,

@@ -14,6 +14,7 @@ import asyncio
 import base64
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -26,6 +27,7 @@ from pathlib import Path
 import httpx
 import nats
 import pytest
+from nats.js.api import StreamConfig
 
 from natter.credentials import CREDENTIALS_FILE, NatsCredentials
 from natter.launcher import free_port, nats_server_process, service_process, wait_for_port
@@ -249,6 +251,12 @@ def test_up_serves_mints_a_service_token_and_stops_cleanly_on_ctrl_c(natter_up: 
         run.nats_url, "ci4", data_dir=None, env=credentials_env(run, "gateway"), timeout=60
     )
     assert as_gateway.returncode == 1 and as_gateway.stdout == "", as_gateway.stderr
+    # No NATTER_CHAT_ATTACHMENTS_MAX_BYTES: natter up caps the attachments at a quarter of the
+    # disk under its data dir (docs/security.md), so uploads cannot take the room logs' storage.
+    attachments = asyncio.run(_stream_config(run.operator_url(), subjects.OBJ_ATTACHMENTS_STREAM))
+    free = shutil.disk_usage(run.data_dir).free
+    assert attachments.max_bytes is not None and 0.2 * free < attachments.max_bytes < 0.3 * free
+    assert "attachments may hold" in run.stderr() + run.stdout()
     provisioned = service_token(run.nats_url, data_dir=run.data_dir, command="provision")
     assert provisioned.returncode == 0 and "ROOMS_0" in provisioned.stdout, provisioned.stderr
 
@@ -300,14 +308,16 @@ def test_up_restarts_a_service_killed_with_sigkill(natter_up: StartUp) -> None:
     run.assert_nothing_left({**before, **after})
 
 
-async def _stream_replicas(nats_url: str, stream: str) -> int:
+async def _stream_config(nats_url: str, stream: str) -> StreamConfig:
     nc = await nats.connect(nats_url, connect_timeout=5, allow_reconnect=False)
     try:
-        info = await nc.jetstream(timeout=5).stream_info(stream)
-        assert info.config.num_replicas is not None
-        return info.config.num_replicas
+        return (await nc.jetstream(timeout=5).stream_info(stream)).config
     finally:
         await nc.close()
+
+
+def _stream_replicas(nats_url: str, stream: str) -> int | None:
+    return asyncio.run(_stream_config(nats_url, stream)).num_replicas
 
 
 async def _shard_leaders(nats_url: str) -> list[str]:
@@ -337,11 +347,9 @@ def test_up_nats_cluster_runs_three_nodes_with_replicated_streams(natter_up: Sta
         assert (run.data_dir / "nats-cluster" / f"node-{index}" / "jetstream").is_dir()
     # every node accepts clients; the services' streams are replicated on three of them
     for port in (run.nats_port, run.nats_port + 1, run.nats_port + 2):
-        assert asyncio.run(_stream_replicas(run.operator_url(port), stream_name(0))) == 3
+        assert _stream_replicas(run.operator_url(port), stream_name(0)) == 3
     # attachments are replicated like the room logs (issue 13 item 1)
-    assert (
-        asyncio.run(_stream_replicas(run.operator_url(run.nats_port), subjects.OBJ_ATTACHMENTS_STREAM)) == 3
-    )
+    assert _stream_replicas(run.operator_url(run.nats_port), subjects.OBJ_ATTACHMENTS_STREAM) == 3
     # the room log shards are led by different nodes (4 shards on 3 nodes: every node leads one)
     leaders = asyncio.run(_shard_leaders(run.operator_url(run.nats_port)))
     assert len(leaders) == 4 and len(set(leaders)) == 3, leaders
