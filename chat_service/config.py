@@ -66,9 +66,9 @@ class Settings(ServiceSettings):
         ge=0,
         description="Bytes the attachments' Object Store may hold in all; set by `natter provision`. "
         "A full store refuses uploads with 507 and leaves the room logs, which share JetStream's "
-        "storage, their room. 0: no limit of its own, only JetStream's (provisioning warns), except "
-        "under `natter up` with its own NATS, which then allows a quarter of the disk under its "
-        "data directory.",
+        "storage, their room. 0: a quarter of the disk under the NATS store where provisioning "
+        "can see it (`natter up` with its own NATS; compose, which mounts the store read-only: "
+        "NATTER_NATS_STORE_DIR), else no limit of its own, only JetStream's (provisioning warns).",
     )
     unclaimed_upload_hours: float = Field(
         default=24.0,

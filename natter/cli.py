@@ -282,8 +282,32 @@ def rotate_keys(data_dir: Path | None = DATA_DIR_OPTION) -> None:
     )
 
 
+NATS_STORE_DIR_OPTION = typer.Option(
+    None,
+    "--nats-store-dir",
+    envvar="NATTER_NATS_STORE_DIR",
+    exists=True,
+    file_okay=False,
+    help="The NATS server's JetStream store directory, when this machine or container can see "
+    "it (compose mounts it read-only): without NATTER_CHAT_ATTACHMENTS_MAX_BYTES, attachments "
+    "may then hold a quarter of the disk under it.",
+)
+
+NATS_STORE_NODES_OPTION = typer.Option(
+    1,
+    "--nats-store-nodes",
+    envvar="NATTER_NATS_STORE_NODES",
+    min=1,
+    help="NATS nodes keeping their store on that same disk (three containers on one host: 3).",
+)
+
+
 @app.command()
-def provision(data_dir: Path | None = DATA_DIR_OPTION) -> None:
+def provision(
+    data_dir: Path | None = DATA_DIR_OPTION,
+    nats_store_dir: Path | None = NATS_STORE_DIR_OPTION,
+    nats_store_nodes: int = NATS_STORE_NODES_OPTION,
+) -> None:
     """Create or update every stream and KV bucket, as the operator (idempotent).
 
     Services may not create streams (docs/security.md), so this runs before them: `natter up`
@@ -291,12 +315,22 @@ def provision(data_dir: Path | None = DATA_DIR_OPTION) -> None:
     NATTER_CHAT_RETENTION_DAYS, NATTER_CHAT_ROOM_SHARDS and NATTER_CHAT_ATTACHMENTS_MAX_BYTES; the
     login as for `natter service-token`.
     """
+    import shutil
+
     from chat_service.config import Settings as ChatSettings
     from natter.launcher import provision as run_provision
+    from shared.logs import configure_logging
+    from shared.provisioning import StoreDisk
 
     settings = ChatSettings()
+    configure_logging(settings.log_level)  # what provisioning decided (the attachments' cap) on stderr
     try:
         login, source = operator_login(data_dir)
+        disk = (
+            StoreDisk(shutil.disk_usage(nats_store_dir).free, nats_store_nodes)
+            if nats_store_dir is not None
+            else None
+        )
         names = run_provision(
             settings.nats_url,
             login=login,
@@ -304,6 +338,7 @@ def provision(data_dir: Path | None = DATA_DIR_OPTION) -> None:
             retention_days=settings.retention_days,
             room_shards=settings.room_shards,
             attachments_max_bytes=settings.attachments_max_bytes,
+            disk=disk,
         )
     except CredentialsError as error:
         typer.echo(f"natter provision: {error}", err=True)

@@ -34,6 +34,7 @@ from shared.config import NatsLogin
 
 if TYPE_CHECKING:
     from natter.credentials import NatsCredentials
+    from shared.provisioning import StoreDisk
 
 logger = logging.getLogger(__name__)
 
@@ -112,9 +113,11 @@ def provision(
     retention_days: float = 0.0,
     room_shards: int = 4,
     attachments_max_bytes: int = 0,
+    disk: StoreDisk | None = None,
 ) -> list[str]:
     """Create or update every stream and bucket (:func:`shared.provisioning.provision`) as
-    ``login`` (the operator), from synchronous code; returns their names.
+    ``login`` (the operator), from synchronous code; returns their names. ``disk``: the disk
+    under the NATS store, when this process can see it (it sizes the attachments' default cap).
 
     Raises:
         TimeoutError: JetStream did not accept it within a minute.
@@ -130,6 +133,7 @@ def provision(
         retention_days=retention_days,
         room_shards_wanted=room_shards,
         attachments_max_bytes=attachments_max_bytes,
+        disk=disk,
     )
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         return pool.submit(asyncio.run, work).result()

@@ -51,7 +51,7 @@ from natter.launcher import (
     provision,
     service_process,
 )
-from shared import __version__, subjects
+from shared import __version__
 from shared.logs import configure_logging
 from shared.nats_auth import OPERATOR
 
@@ -67,39 +67,6 @@ CLUSTER_NODES = 3
 READY_TIMEOUT = 90.0
 PIDS_FILE = "pids.json"
 _POLL = 0.2
-#: With ``NATTER_CHAT_ATTACHMENTS_MAX_BYTES`` unset, attachments may hold this share of the disk
-#: under the NATS store ``natter up`` runs (docs/security.md: the rest stays for the room logs).
-ATTACHMENTS_DISK_SHARE = 0.25
-#: ... but never less than this many bytes (a nearly full disk still takes small files).
-ATTACHMENTS_MIN_CAP = 64 * 1024 * 1024
-
-
-def attachments_cap(free_bytes: int, stored_bytes: int, *, replicas: int = 1) -> int:
-    """Bytes the attachments' Object Store may hold when the operator set no cap.
-
-    Args:
-        free_bytes: free bytes of the disk holding the NATS store(s) (``shutil.disk_usage``).
-        stored_bytes: bytes the store's files hold on that disk now, every replica counted (so
-            restarting with a fuller store does not lower the cap below what it holds).
-        replicas: copies of each file on that disk (a ``--nats-cluster`` runs its 3 nodes on one).
-
-    Returns:
-        :data:`ATTACHMENTS_DISK_SHARE` of ``free_bytes + stored_bytes`` per replica, at least
-        :data:`ATTACHMENTS_MIN_CAP`.
-    """
-    usable = int((free_bytes + stored_bytes) * ATTACHMENTS_DISK_SHARE) // max(1, replicas)
-    return max(ATTACHMENTS_MIN_CAP, usable)
-
-
-def stored_attachment_bytes(data_dir: Path) -> int:
-    """Bytes of the attachments' stream files (``OBJ_natter_attachments``) under ``data_dir``,
-    every NATS node's store counted."""
-    return sum(
-        path.stat().st_size
-        for stream_dir in data_dir.glob(f"**/streams/{subjects.OBJ_ATTACHMENTS_STREAM}")
-        for path in stream_dir.rglob("*")
-        if path.is_file()
-    )
 
 
 class UpError(Exception):
@@ -581,29 +548,19 @@ class Runner:
         """Create or update every stream and bucket as the operator before any service starts
         (:mod:`shared.provisioning`); the services only open them."""
         from chat_service.config import Settings as ChatSettings
+        from shared.provisioning import StoreDisk
 
         chat = ChatSettings()
         replicas = CLUSTER_NODES if len(plan.nats) > 1 else chat.stream_replicas
-        attachments = chat.attachments_max_bytes
-        if not attachments and plan.nats:  # our own NATS store: the disk is here to look at
-            attachments = attachments_cap(
-                shutil.disk_usage(self.data_dir).free,
-                stored_attachment_bytes(self.data_dir),
-                replicas=len(plan.nats),
-            )
-            logger.info(
-                "attachments may hold %.1f GiB (a quarter of the disk under %s; "
-                "NATTER_CHAT_ATTACHMENTS_MAX_BYTES sets it)",
-                attachments / 2**30,
-                self.data_dir,
-            )
         try:
             names = provision(
                 operator_url,
                 replicas=replicas,
                 retention_days=chat.retention_days,
                 room_shards=chat.room_shards,
-                attachments_max_bytes=attachments,
+                attachments_max_bytes=chat.attachments_max_bytes,
+                # our own NATS store: the disk is here to size the attachments' default cap
+                disk=StoreDisk(shutil.disk_usage(self.data_dir).free, len(plan.nats)) if plan.nats else None,
             )
         except Exception as error:  # refused login, JetStream not answering
             raise UpError(f"provisioning streams failed: {error!r}") from error

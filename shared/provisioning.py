@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from dataclasses import dataclass
+from typing import Final
 
 import nats
 from nats.aio.client import Client
@@ -40,6 +42,66 @@ from shared.streams import (
 
 logger = logging.getLogger(__name__)
 
+#: With no ``NATTER_CHAT_ATTACHMENTS_MAX_BYTES`` but the disk under the NATS store known
+#: (``natter up``, compose's provision job), attachments may take this share of it and the room
+#: logs keep the rest (docs/security.md).
+ATTACHMENTS_DISK_SHARE: Final = 0.25
+#: ... but never less than this many bytes (a nearly full disk still takes small files).
+ATTACHMENTS_MIN_CAP: Final = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class StoreDisk:
+    """The disk under the NATS store: its free bytes (``shutil.disk_usage``) and how many NATS
+    nodes keep their store on it (``natter up --nats-cluster 3`` runs three on one disk)."""
+
+    free_bytes: int
+    nodes: int = 1
+
+
+def attachments_cap(free_bytes: int, stored_bytes: int, *, nodes: int = 1) -> int:
+    """Bytes the attachments' Object Store may hold when the operator set no cap.
+
+    Args:
+        free_bytes: free bytes of the disk under the NATS store(s).
+        stored_bytes: what the attachments hold on that disk now, every node's copy counted (so
+            a restart with a fuller store does not lower the cap below it).
+        nodes: NATS nodes keeping a copy on that disk (the cap is per copy).
+
+    Returns:
+        :data:`ATTACHMENTS_DISK_SHARE` of ``free_bytes + stored_bytes`` per node, at least
+        :data:`ATTACHMENTS_MIN_CAP`.
+    """
+    usable = int((free_bytes + stored_bytes) * ATTACHMENTS_DISK_SHARE) // max(1, nodes)
+    return max(ATTACHMENTS_MIN_CAP, usable)
+
+
+async def attachments_limit(js: JetStreamContext, configured: int, disk: StoreDisk | None) -> int:
+    """The attachments' byte limit to provision: ``configured`` if set (> 0), else the
+    :func:`attachments_cap` of ``disk`` when known, else 0 (no limit of its own, with a warning:
+    uploads share JetStream's storage with the room logs, and a flood of them that fills it
+    stops every room's writes, docs/security.md)."""
+    if configured > 0:
+        return configured
+    if disk is None:
+        logger.warning(
+            "the attachments' Object Store has no size limit: uploads could fill the JetStream "
+            "storage the room logs need; set NATTER_CHAT_ATTACHMENTS_MAX_BYTES to well under "
+            "JetStream's max_file_store (a third, say)"
+        )
+        return 0
+    try:
+        stored = int((await js.stream_info(subjects.OBJ_ATTACHMENTS_STREAM)).state.bytes or 0)
+    except NotFoundError:
+        stored = 0
+    cap = attachments_cap(disk.free_bytes, stored * disk.nodes, nodes=disk.nodes)
+    logger.info(
+        "attachments may hold %.1f GiB: a quarter of the disk under the NATS store "
+        "(NATTER_CHAT_ATTACHMENTS_MAX_BYTES sets it)",
+        cap / 2**30,
+    )
+    return cap
+
 
 async def room_shard_count(js: JetStreamContext) -> int | None:
     """The shard count recorded on ``ROOMS_0`` (:mod:`shared.room_shards`), ``None`` before
@@ -59,6 +121,7 @@ async def provision(
     retention_days: float,
     room_shards_wanted: int = 4,
     attachments_max_bytes: int = 0,
+    disk: StoreDisk | None = None,
 ) -> list[str]:
     """Create or update every stream and KV bucket natter uses, then move a v1
     ``CHAT_MESSAGES`` stream's messages into the room logs (:mod:`shared.room_migration`).
@@ -71,8 +134,9 @@ async def provision(
             an existing deployment keeps the count it was provisioned with (changing it moves
             rooms between streams, docs/scaling.md), and a different wish is logged.
         attachments_max_bytes: bytes the attachments' Object Store may hold
-            (``NATTER_CHAT_ATTACHMENTS_MAX_BYTES``; 0: no limit of its own), applied to an
-            existing bucket too.
+            (``NATTER_CHAT_ATTACHMENTS_MAX_BYTES``; 0: :func:`attachments_limit` decides),
+            applied to an existing bucket too.
+        disk: the disk under the NATS store, when the caller can see it.
 
     Returns:
         The names of the streams (buckets as ``KV_<bucket>``) that now exist.
@@ -99,16 +163,11 @@ async def provision(
     await ensure_room_access_stream(js, replicas=replicas)
     await ensure_webhook_streams(js, replicas=replicas)
     await ensure_object_store(
-        js, subjects.OBJ_ATTACHMENTS, replicas=replicas, max_bytes=attachments_max_bytes
+        js,
+        subjects.OBJ_ATTACHMENTS,
+        replicas=replicas,
+        max_bytes=await attachments_limit(js, attachments_max_bytes, disk),
     )
-    if attachments_max_bytes <= 0:
-        # docs/security.md: uploads share JetStream's storage with the room logs; unbounded, a
-        # flood of uploads that fills it stops every room's writes, not only uploads.
-        logger.warning(
-            "the attachments' Object Store has no size limit: uploads could fill the JetStream "
-            "storage the room logs need; set NATTER_CHAT_ATTACHMENTS_MAX_BYTES to well under "
-            "JetStream's max_file_store (a third, say)"
-        )
     names += [
         subjects.NOTIFICATIONS_STREAM,
         subjects.EVENTS_STREAM,
@@ -187,6 +246,7 @@ async def provision_servers(
     retention_days: float,
     room_shards_wanted: int = 4,
     attachments_max_bytes: int = 0,
+    disk: StoreDisk | None = None,
     timeout: float = 60.0,
 ) -> list[str]:
     """Connect as ``login`` (the operator), :func:`provision`, disconnect; retries while
@@ -210,6 +270,7 @@ async def provision_servers(
                     retention_days=retention_days,
                     room_shards_wanted=room_shards_wanted,
                     attachments_max_bytes=attachments_max_bytes,
+                    disk=disk,
                 )
             except (nats.errors.Error, TimeoutError) as error:
                 if asyncio.get_running_loop().time() > deadline:

@@ -259,6 +259,14 @@ def test_up_serves_mints_a_service_token_and_stops_cleanly_on_ctrl_c(natter_up: 
     assert "attachments may hold" in run.stderr() + run.stdout()
     provisioned = service_token(run.nats_url, data_dir=run.data_dir, command="provision")
     assert provisioned.returncode == 0 and "ROOMS_0" in provisioned.stdout, provisioned.stderr
+    # `natter provision` where it cannot see the NATS store leaves the files unbounded, and says
+    # so; shown the store (compose mounts it read-only) it caps them as natter up does.
+    assert "NATTER_CHAT_ATTACHMENTS_MAX_BYTES" in provisioned.stderr, provisioned.stderr
+    store = str(run.data_dir / "nats")
+    shown = service_token(run.nats_url, "--nats-store-dir", store, data_dir=run.data_dir, command="provision")
+    assert shown.returncode == 0 and "attachments may hold" in shown.stderr, shown.stderr
+    attachments = asyncio.run(_stream_config(run.operator_url(), subjects.OBJ_ATTACHMENTS_STREAM))
+    assert attachments.max_bytes is not None and 0.2 * free < attachments.max_bytes < 0.3 * free
 
     assert run.stop(signal.SIGINT) == 0
     run.assert_nothing_left(children)

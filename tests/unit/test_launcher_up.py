@@ -10,12 +10,10 @@ import pytest
 
 from natter.launcher import backoff_delay, describe_exit
 from natter.up import (
-    ATTACHMENTS_MIN_CAP,
     CLUSTER_NODES,
     UpError,
     UpOptions,
     UsageError,
-    attachments_cap,
     build_plan,
     check_ports_free,
     gateway_ports,
@@ -25,7 +23,6 @@ from natter.up import (
     nats_servers,
     pick_cluster_ports,
     read_pid_file,
-    stored_attachment_bytes,
     validate_options,
 )
 
@@ -200,22 +197,3 @@ def test_read_pid_file(tmp_path: Path) -> None:
     assert read_pid_file(path) is None
     path.write_text('{"natter_up": 12, "processes": {"nats": 13}}')
     assert read_pid_file(path) == {"natter_up": 12, "processes": {"nats": 13}}
-
-
-def test_attachments_cap_is_a_quarter_of_the_disk_per_replica() -> None:
-    gib = 2**30
-    assert attachments_cap(100 * gib, 0) == 25 * gib
-    # what the store holds counts as usable: a restart with a fuller store keeps the cap
-    assert attachments_cap(80 * gib, 20 * gib) == 25 * gib
-    assert attachments_cap(90 * gib, 30 * gib, replicas=3) == 10 * gib
-    assert attachments_cap(10 * 2**20, 0) == ATTACHMENTS_MIN_CAP
-
-
-def test_stored_attachment_bytes_counts_every_node_and_only_the_attachments(tmp_path: Path) -> None:
-    for node in ("node-0", "node-1"):
-        streams = tmp_path / "nats-cluster" / node / "jetstream" / "NATTER" / "streams"
-        (streams / "OBJ_natter_attachments" / "msgs").mkdir(parents=True)
-        (streams / "OBJ_natter_attachments" / "msgs" / "1.blk").write_bytes(b"x" * 1000)
-        (streams / "ROOMS_0" / "msgs").mkdir(parents=True)
-        (streams / "ROOMS_0" / "msgs" / "1.blk").write_bytes(b"y" * 5000)
-    assert stored_attachment_bytes(tmp_path) == 2000
