@@ -315,8 +315,6 @@ def provision(
     NATTER_CHAT_RETENTION_DAYS, NATTER_CHAT_ROOM_SHARDS and NATTER_CHAT_ATTACHMENTS_MAX_BYTES; the
     login as for `natter service-token`.
     """
-    import shutil
-
     from chat_service.config import Settings as ChatSettings
     from natter.launcher import provision as run_provision
     from shared.logs import configure_logging
@@ -326,11 +324,7 @@ def provision(
     configure_logging(settings.log_level)  # what provisioning decided (the attachments' cap) on stderr
     try:
         login, source = operator_login(data_dir)
-        disk = (
-            StoreDisk(shutil.disk_usage(nats_store_dir).free, nats_store_nodes)
-            if nats_store_dir is not None
-            else None
-        )
+        disk = StoreDisk.of(nats_store_dir, nats_store_nodes) if nats_store_dir is not None else None
         names = run_provision(
             settings.nats_url,
             login=login,

@@ -25,7 +25,6 @@ import functools
 import json
 import logging
 import os
-import shutil
 import socket
 import time
 from collections.abc import Callable
@@ -560,7 +559,7 @@ class Runner:
                 room_shards=chat.room_shards,
                 attachments_max_bytes=chat.attachments_max_bytes,
                 # our own NATS store: the disk is here to size the attachments' default cap
-                disk=StoreDisk(shutil.disk_usage(self.data_dir).free, len(plan.nats)) if plan.nats else None,
+                disk=StoreDisk.of(self.data_dir, len(plan.nats)) if plan.nats else None,
             )
         except Exception as error:  # refused login, JetStream not answering
             raise UpError(f"provisioning streams failed: {error!r}") from error

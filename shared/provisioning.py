@@ -17,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final
 
 import nats
@@ -57,6 +59,15 @@ class StoreDisk:
 
     free_bytes: int
     nodes: int = 1
+
+    @classmethod
+    def of(cls, store_dir: Path, nodes: int = 1) -> StoreDisk:
+        """The disk holding ``store_dir`` as it is now.
+
+        Raises:
+            OSError: ``store_dir`` cannot be looked at.
+        """
+        return cls(shutil.disk_usage(store_dir).free, nodes)
 
 
 def attachments_cap(free_bytes: int, stored_bytes: int, *, nodes: int = 1) -> int:
