@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import nats.js.errors
 import websockets
 from websockets.asyncio.client import ClientConnection
 
@@ -185,6 +186,15 @@ async def service_instances(
         return replies
     finally:
         await nc.close()
+
+
+async def kv_keys(kv: Any) -> list[str]:
+    """The keys of KV bucket ``kv``; nats-py's ``keys()`` raises ``NoKeysError`` for an empty
+    bucket (and, its watcher starting a moment early, sometimes for one just written)."""
+    try:
+        return list(await kv.keys())
+    except nats.js.errors.NoKeysError:
+        return []
 
 
 async def requests_served(nats_url: str, service: str, subject: str) -> int:

@@ -22,7 +22,7 @@ import nats
 
 from shared import subjects
 from tests.conftest import Stack
-from tests.support import register, unique_name
+from tests.support import kv_keys, register, unique_name
 
 _octets = itertools.count(10)
 
@@ -50,10 +50,7 @@ async def failure_keys(stack: Stack) -> set[str]:
     nc = await nats.connect(stack.nats.url)
     try:
         kv = await nc.jetstream().key_value(subjects.KV_LOGIN_FAILURES)
-        try:
-            return set(await kv.keys())
-        except nats.js.errors.NoKeysError:
-            return set()
+        return set(await kv_keys(kv))
     finally:
         await nc.close()
 

@@ -8,11 +8,10 @@ from typing import Any
 
 import httpx
 from nats.aio.client import Client
-from nats.js.errors import NoKeysError
 
 from shared import subjects
 from tests.conftest import Stack
-from tests.support import WsClient, connect, join, members, register, unique_name
+from tests.support import WsClient, connect, join, kv_keys, members, register, unique_name
 
 
 async def users_and_sockets(stack: Stack, count: int) -> tuple[list, list[WsClient]]:  # type: ignore[type-arg]
@@ -216,10 +215,7 @@ async def presence_keys(kv: Any, prefix: str, timeout: float = 2.0) -> list[str]
     run saw it right after the join had been announced, so it is asked again, briefly."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
-        try:
-            found = [k for k in await kv.keys() if k.startswith(prefix)]
-        except NoKeysError:
-            found = []
+        found = [k for k in await kv_keys(kv) if k.startswith(prefix)]
         if found or asyncio.get_running_loop().time() > deadline:
             return found
         await asyncio.sleep(0.05)
