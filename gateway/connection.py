@@ -39,6 +39,7 @@ from shared.internal import (
     with_request_id,
 )
 from shared.protocol import (
+    PROTOCOL_VERSION,
     AuthFrame,
     ChatMessageFrame,
     JoinFrame,
@@ -461,6 +462,7 @@ class Connection:
             username=self.username,
             session_id=self.session_id,
             expires_at=self.expires_at,
+            protocol=PROTOCOL_VERSION,
         )
 
     async def _send_summary(self) -> None:

@@ -1,4 +1,4 @@
-"""Client wire protocol v1 (PROTOCOL.md): client frames as one discriminated union, and the
+"""Client wire protocol v2 (PROTOCOL.md): client frames as one discriminated union, and the
 encoders for server frames.
 
 Client frames are validated at the edge (DESIGN.md rule 8) in two steps, so each failure gets the
@@ -31,6 +31,9 @@ from pydantic import ValidationError as PydanticValidationError
 
 from shared.errors import ErrorCode, ProtocolError
 
+#: The protocol version ``auth_success`` carries as ``"protocol"`` (PROTOCOL.md, its preamble: v2
+#: counts every room event in ``seq``, section 8). A client written for v1 can tell from it.
+PROTOCOL_VERSION = 2
 #: ``id`` of a client request: a string of at most 64 characters or an integer (PROTOCOL.md s1).
 RequestId = Annotated[StrictStr, Field(max_length=64)] | StrictInt
 #: Chat message text limits after trimming (PROTOCOL.md section 1).

@@ -25,6 +25,7 @@ async def test_query_token_auth_success_then_summary(stack: Stack) -> None:
     assert success["user_id"] == user.user_id and success["username"] == user.username
     assert isinstance(success["session_id"], str) and success["session_id"]
     assert success["expires_at"] > time.time() + 600
+    assert success["protocol"] == 2  # PROTOCOL.md's preamble: v2 counts every room event in seq
     summary = await client.recv()
     assert summary["type"] == "notifications"
     assert isinstance(summary["unread"], int) and isinstance(summary["items"], list)
@@ -52,6 +53,7 @@ async def test_first_message_auth_with_ping_before(stack: Stack) -> None:
     assert pong["type"] == "pong"
     answer = await client.request({"type": "auth", "token": user.access_token})
     assert answer["type"] == "auth_success" and answer["user_id"] == user.user_id
+    assert answer["protocol"] == 2
     assert (await client.recv())["type"] == "notifications"
     await client.close()
 
