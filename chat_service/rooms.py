@@ -4,8 +4,8 @@
 :mod:`chat_service.floors`; v2: ``dm`` ``{user_id: username}`` for a direct message,
 ``moderators`` [user ids], ``bans`` / ``mutes`` ``{user_id: until_ms}``, 0 = no end).
 
-Rules (PROTOCOL.md section 3): a public room is created on first join (owner ``null``) or over
-HTTP (owner = the creator); anyone may join it. A private room is created over HTTP; only its
+Rules (PROTOCOL.md sections 3 and 10): a public room is created on first join or over HTTP, has
+no owner (``null``) and anyone may join it. A private room is created over HTTP; only its
 owner and members may join it, read its history or send to it. ``general`` always exists.
 Creation uses KV ``create`` (atomic across replicas); membership changes use ``update`` with the
 revision read (compare-and-set), retried on conflict.
@@ -165,10 +165,13 @@ class Room:
             )
 
         moderators = raw.get("moderators") or []
+        private = bool(raw.get("private", False))
         return cls(
             name=str(raw.get("name") or name or ""),
-            private=bool(raw.get("private", False)),
-            owner=owner if isinstance(owner, str) else None,
+            private=private,
+            # Public rooms have no owner (PROTOCOL.md section 10); one created over HTTP before
+            # 2026-12-08 stored its creator, who now has no more say in it than anyone.
+            owner=owner if isinstance(owner, str) and private else None,
             members=tuple(m for m in members if isinstance(m, str)),
             created_at=str(raw.get("created_at") or ""),
             seq_floor=floor if isinstance(floor, int) and not isinstance(floor, bool) and floor > 0 else 0,
@@ -245,7 +248,8 @@ class RoomRegistry:
         await self.get_or_create_public(GENERAL)
 
     async def create(self, name: object, *, owner: str, private: bool) -> Room:
-        """Create a room owned by ``owner``; a private room starts with members ``[owner]``.
+        """Create a room; a private room is owned by ``owner`` and starts with members
+        ``[owner]``; a public one has no owner (PROTOCOL.md section 10).
 
         Raises:
             ProtocolError: ``invalid_room`` for a bad name; ``conflict`` if it exists.
@@ -256,7 +260,7 @@ class RoomRegistry:
         room = Room(
             name=room_name,
             private=private,
-            owner=owner,
+            owner=owner if private else None,
             members=(owner,) if private else (),
             created_at=utc_timestamp(),
         )
@@ -264,7 +268,7 @@ class RoomRegistry:
             revision = await self._kv.create(room_name, room.encode())
         except KeyWrongLastSequenceError as error:
             raise ProtocolError(ErrorCode.CONFLICT, "Room already exists") from error
-        logger.info("room=%s created private=%s owner=%s", room_name, private, owner)
+        logger.info("room=%s created private=%s owner=%s", room_name, private, room.owner)
         return replace(room, revision=revision)
 
     async def raise_floor(self, name: str, seq: int) -> bool:

@@ -315,7 +315,7 @@ async def download(
 ) -> Response:
     """The file, for whoever may read its room now (module docstring)."""
     node = node_of(request)
-    ask = AttachmentGetRequest(attachment_id=attachment_id, user_id=_caller(claims), role=token_role(claims))
+    ask = AttachmentGetRequest(attachment_id=attachment_id, user_id=claims.actor_id, role=token_role(claims))
     record = await node.request_json(subjects.CHAT_ATTACHMENTS_GET, ask.model_dump())
     if thumb and not record.get("thumbnail"):
         raise ProtocolError(ErrorCode.NOT_FOUND, "This attachment has no thumbnail")
@@ -392,10 +392,3 @@ async def object_chunks(nc: Client, info: Any, *, per_read: int = CHUNKS_PER_REA
         raise ProtocolError(ErrorCode.UNAVAILABLE, "attachment corrupt in storage")
     if held is not None:
         yield held
-
-
-def _caller(claims: Any) -> str:
-    """The user id chat checks room access for (a service token's ``svc:<name>``)."""
-    if claims.role in ("service", "admin"):
-        return f"svc:{claims.user_id.removeprefix('svc-')}"
-    return str(claims.user_id)

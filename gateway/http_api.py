@@ -265,26 +265,15 @@ async def post_message(
     (``user_id`` ``svc:<name>``, ``"bot": true``) to any room that exists (404 otherwise).
     201 with the ``ack``; a repeated ``client_msg_id`` (10 minutes) is 200 with the original's."""
     subjects.check_room(room)
-    if claims.role in ("service", "admin"):
-        name = claims.user_id.removeprefix("svc-")
-        send = SendRequest(
-            user_id=f"svc:{name}",
-            username=name,
-            room=room,
-            message=body.message,
-            client_msg_id=body.client_msg_id,
-            reply_to=body.reply_to,
-            bot=True,
-        )
-    else:
-        send = SendRequest(
-            user_id=claims.user_id,
-            username=claims.username,
-            room=room,
-            message=body.message,
-            client_msg_id=body.client_msg_id,
-            reply_to=body.reply_to,
-        )
+    send = SendRequest(
+        user_id=claims.actor_id,
+        username=claims.username,
+        room=room,
+        message=body.message,
+        client_msg_id=body.client_msg_id,
+        reply_to=body.reply_to,
+        bot=claims.role in ("service", "admin"),
+    )
     answer = await node_of(request).request_msg(
         subjects.CHAT_SEND, send.model_dump_json(exclude_none=True).encode()
     )
@@ -307,7 +296,7 @@ async def delete_message(
     subjects.check_room(room)
     body = DeleteRequest(
         room=room,
-        user_id=claims.user_id,
+        user_id=claims.actor_id,
         username=claims.username,
         target=seq,
         role=token_role(claims),
@@ -326,7 +315,7 @@ async def add_member(room: RoomPath, body: MemberBody, claims: UserClaims, reque
     """Add a member to a private room (owner only); 404 for an unknown room or user."""
     subjects.check_room(room)
     member = RoomMemberRequest(
-        user_id=claims.user_id,
+        user_id=claims.actor_id,
         username=claims.username,
         room=room,
         member=body.username,
@@ -349,7 +338,7 @@ async def remove_member(
     live sockets get ``removed`` within 2 s (PROTOCOL.md section 10)."""
     subjects.check_room(room)
     member = RoomMemberRequest(
-        user_id=claims.user_id, username=claims.username, room=room, member=username, role=token_role(claims)
+        user_id=claims.actor_id, username=claims.username, room=room, member=username, role=token_role(claims)
     )
     reply = await node_of(request).request(
         subjects.CHAT_ROOMS_REMOVE_MEMBER, member.model_dump_json().encode()
@@ -369,7 +358,7 @@ async def set_member_role(
     """Make a member a moderator, or a member again (the owner, or a service/admin token)."""
     subjects.check_room(room)
     change = RoomRoleRequest(
-        user_id=claims.user_id,
+        user_id=claims.actor_id,
         username=claims.username,
         room=room,
         member=username,
@@ -385,7 +374,7 @@ async def _sanction(
 ) -> Response:
     subjects.check_room(room)
     sanction = RoomSanctionRequest(
-        user_id=claims.user_id,
+        user_id=claims.actor_id,
         username=claims.username,
         room=room,
         member=username,

@@ -50,6 +50,16 @@ class Claims:
     issued_ms: int
     jti: str | None = None
 
+    @property
+    def actor_id(self) -> str:
+        """The ``user_id`` this token acts as in a room: the user's own id, or ``svc:<name>`` for
+        a service or admin token (whose ``sub`` is ``svc-<name>``). PROTOCOL.md section 12 names
+        a service's posts ``svc:<name>``; its deletes, member changes and sanctions carry the
+        same id, so one service is one identity in a room's events."""
+        if self.role in ("service", "admin"):
+            return f"svc:{self.user_id.removeprefix('svc-')}"
+        return self.user_id
+
 
 class TokenVerifier:
     """Verifies RS256 access tokens against the auth service's JWKS, and revocations.

@@ -13,7 +13,7 @@ Replies: auth, notify and room-management endpoints answer JSON objects; ``chat.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     AfterValidator,
@@ -60,6 +60,10 @@ Username = Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_]{3,32}$")]
 Password = Annotated[Text, Field(min_length=8, max_length=128)]
 RoomName = Annotated[StrictStr, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
 UserId = Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+#: A service's name as it posts (PROTOCOL.md section 12): the name of its service token.
+ServiceName = Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_-]{1,48}$")]
+#: ``svc:<name>``: the ``user_id`` of a service in a room (its posts, deletes and moderation).
+BotId = Annotated[StrictStr, Field(pattern=r"^svc:[A-Za-z0-9_-]{1,48}$")]
 NotificationType = Literal["info", "warning", "error", "success"]
 
 
@@ -139,6 +143,26 @@ class Actor(_Body):
     username: StrictStr
 
 
+#: The caller's token role: a service or admin token acts as the owner of any room (PROTOCOL.md
+#: section 10).
+TokenRole = Literal["user", "service", "admin"]
+
+
+class ServiceActor(Actor):
+    """An actor that may be a service: with a ``service`` or ``admin`` token ``role`` it acts as
+    ``svc:<name>``, the id its posts carry (PROTOCOL.md section 12), so everything one service
+    does in a room has one identity; a ``user`` token acts as the user."""
+
+    user_id: UserId | BotId
+    role: TokenRole = "user"
+
+    @model_validator(mode="after")
+    def _service_ids(self) -> Self:
+        if self.user_id.startswith("svc:") and self.role == "user":
+            raise ValueError("user_id: svc:<name> only with a service or admin token")
+        return self
+
+
 class JoinRequest(Actor):
     """``chat.join``: answers the ``joined`` frame (``last_seq`` also in header ``Natter-Seq``).
 
@@ -166,12 +190,6 @@ ClientMsgId = Annotated[Text, Field(min_length=1, max_length=64)]
 #: A reaction: 1..32 characters, no whitespace or control characters (PROTOCOL.md section 8).
 Emoji = Annotated[Text, Field(min_length=1, max_length=32, pattern=r"^[^\s\x00-\x1f\x7f-\x9f]+$")]
 Seq = Annotated[StrictInt, Field(ge=1)]
-
-
-#: A service's name as it posts (PROTOCOL.md section 12): the name of its service token.
-ServiceName = Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_-]{1,48}$")]
-#: ``svc:<name>``: the ``user_id`` of a service posting as a bot.
-BotId = Annotated[StrictStr, Field(pattern=r"^svc:[A-Za-z0-9_-]{1,48}$")]
 
 
 #: An attachment's id (PROTOCOL.md section 11): 32 hex digits.
@@ -271,7 +289,7 @@ class AttachmentGetRequest(_Body):
 
     attachment_id: AttachmentId
     user_id: UserId | BotId
-    role: Literal["user", "service", "admin"] = "user"
+    role: TokenRole = "user"
 
 
 class ApiPostRequest(_Body):
@@ -286,7 +304,7 @@ class ApiPostRequest(_Body):
     service: ServiceName = "backend"
 
 
-class EventRequest(Actor):
+class EventRequest(ServiceActor):
     """What ``chat.edit``, ``chat.delete`` and ``chat.react`` share: the message ``target``
     of ``room``, the idempotency key, and the caller's token ``role`` (``user``, ``service``,
     ``admin``; a service or admin acts as the room's owner, PROTOCOL.md section 10)."""
@@ -294,7 +312,6 @@ class EventRequest(Actor):
     room: RoomName
     target: Seq
     client_msg_id: ClientMsgId | None = None
-    role: Literal["user", "service", "admin"] = "user"
 
 
 class EditRequest(EventRequest):
@@ -351,17 +368,13 @@ class RoomCreateRequest(Actor):
     private: StrictBool = False
 
 
-TokenRole = Literal["user", "service", "admin"]
-
-
-class RoomMemberRequest(Actor):
+class RoomMemberRequest(ServiceActor):
     """``chat.rooms.add_member`` (owner, moderator) / ``chat.rooms.remove_member`` (owner,
     moderator, or the member themselves): answers the room. ``role`` is the caller's token
     role: a service or admin token acts as the room's owner (PROTOCOL.md section 10)."""
 
     room: RoomName
     member: Username
-    role: TokenRole = "user"
 
 
 class RoomRoleRequest(RoomMemberRequest):

@@ -601,13 +601,13 @@ async def test_create_refuses_invalid_room_names(nc: Client, name: object) -> No
     assert error.code is ErrorCode.INVALID_ROOM if isinstance(name, str) else ErrorCode.VALIDATION_ERROR
 
 
-async def test_create_public_room_with_owner(nc: Client) -> None:
-    owner, room = new_actor(), new_room()
-    created = await call(nc, subjects.CHAT_ROOMS_CREATE, {**owner.body, "name": room})
-    assert created == {
+async def test_create_public_room_without_owner(nc: Client) -> None:
+    creator, room = new_actor(), new_room()
+    created = await call(nc, subjects.CHAT_ROOMS_CREATE, {**creator.body, "name": room})
+    assert created == {  # public rooms have no owner (PROTOCOL.md section 10)
         "name": room,
         "private": False,
-        "owner": owner.user_id,
+        "owner": None,
         "members": [],
         "dm": False,
         "moderators": [],

@@ -323,3 +323,57 @@ async def test_a_timed_ban_on_a_public_room_ends_by_itself(stack: Stack) -> None
         await asyncio.sleep(1.2)
         assert (await s.request({"type": "join", "room": room}))["type"] == "joined"
         await s.close()
+
+
+async def test_a_public_room_has_no_owner_and_a_service_acts_in_it_as_one_identity(stack: Stack) -> None:
+    """PROTOCOL.md section 10: public rooms have no owner, so creating one over HTTP gives its
+    creator no say over others; a service token acts as owner, and every event it causes
+    carries the ``svc:<name>`` id its posts carry (section 12)."""
+    async with httpx.AsyncClient(base_url=stack.base_url) as http:
+        creator, other = await register(http), await register(http)
+        room = unique_name("pub")
+        created = await http.post("/api/rooms", json={"name": room}, headers=bearer(creator))
+        assert created.status_code == 201, created.text
+        assert created.json()["owner"] is None
+        c = await connect(stack.ws_url, creator.access_token)
+        o = await connect(stack.ws_url, other.access_token)
+        await join(c, room)
+        await join(o, room)
+        posted = await o.request({"type": "chat_message", "room": room, "message": "mine"})
+        assert (await c.request({"type": "delete", "room": room, "target": posted["seq"]}))[
+            "code"
+        ] == "forbidden"
+        for refused in (
+            http.post(f"/api/rooms/{room}/bans", json={"username": other.username}, headers=bearer(creator)),
+            http.post(f"/api/rooms/{room}/mutes", json={"username": other.username}, headers=bearer(creator)),
+            http.put(
+                f"/api/rooms/{room}/members/{other.username}",
+                json={"role": "moderator"},
+                headers=bearer(creator),
+            ),
+        ):
+            assert (await refused).status_code == 403
+        mine = await http.get("/api/me/rooms", headers=bearer(creator))
+        assert {row["name"]: row["role"] for row in mine.json()["rooms"]}[room] == "member"
+
+        token = await service_token(stack.nats.url, "room-bot")
+        service = {"Authorization": f"Bearer {token}"}
+        promoted = await http.put(
+            f"/api/rooms/{room}/members/{creator.username}", json={"role": "moderator"}, headers=service
+        )
+        assert promoted.status_code == 200, promoted.text
+        role = (await room_frames(o, room, "member"))[0]["data"]
+        assert (role["action"], role["user_id"], role["username"]) == ("role", "svc:room-bot", "room-bot")
+        bot_post = await http.post(f"/api/rooms/{room}/messages", json={"message": "hello"}, headers=service)
+        assert bot_post.status_code == 201, bot_post.text
+        deleted = await http.delete(f"/api/rooms/{room}/messages/{posted['seq']}", headers=service)
+        assert deleted.status_code == 204, deleted.text
+        frames = await room_frames(o, room, "message") + await room_frames(o, room, "message_deleted")
+        assert [frame["data"]["user_id"] for frame in frames] == ["svc:room-bot", "svc:room-bot"]
+        # Now a moderator, the creator may moderate like any other moderator.
+        ban = await http.post(
+            f"/api/rooms/{room}/bans", json={"username": other.username}, headers=bearer(creator)
+        )
+        assert ban.status_code == 200, ban.text
+        for client in (c, o):
+            await client.close()
