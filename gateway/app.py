@@ -29,7 +29,7 @@ from gateway.attachments import router as attachments_router
 from gateway.attachments import upload_limit
 from gateway.config import Settings
 from gateway.connection import Connection
-from gateway.edge import BodyLimit
+from gateway.edge import BodyLimit, lingers
 from gateway.http_api import router
 from gateway.node import Node
 from gateway.wire import RAW_SEND_KEY
@@ -101,6 +101,7 @@ class GatewayApp:
             timeout=settings.body_timeout,
             # uploads are read as they arrive, refused as soon as they pass their limit
             streamed=lambda path: upload_limit(path, settings.attachment_max_bytes),
+            linger=lingers(),
         )
         self.node = node
 

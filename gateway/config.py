@@ -66,7 +66,10 @@ class Settings(CommonSettings):
         default=64 * 1024, ge=1024, description="Largest HTTP request body (JSON routes); larger: 413."
     )
     body_timeout: float = Field(
-        default=30.0, gt=0, description="Seconds an HTTP request body may take to arrive; slower: 408."
+        default=30.0,
+        gt=0,
+        description="Seconds an HTTP request body may take to arrive; slower: 408. A body refused "
+        "with 413 is read and discarded for at most this long, so the client sees the 413.",
     )
     attachment_max_bytes: int = Field(
         default=10 * 1024 * 1024,

@@ -6,9 +6,15 @@ of Service Cheat Sheet).
   within ``header_timeout`` seconds of connecting or of the request's first byte, else it is
   closed. uvicorn itself only times out idle keep-alive connections, so a client trickling a
   handshake one byte at a time ("slowloris") held a connection forever.
+  The same protocol **lingers** after a response that went out before its request's body was
+  read (a 413): it reads and discards the rest of the body, for up to ``linger_seconds`` (then
+  it closes), and keeps the connection for the next request. Closing at once would make the
+  kernel answer the unread bytes with a reset, and a client that sends its whole body before
+  reading (httpx, browsers' ``fetch``) would see a broken connection instead of the 413
+  (nginx's ``lingering_close``, RFC 9112 section 9.6).
 * :class:`BodyLimit`: an ASGI middleware that reads each HTTP request body before the route
   does, at most ``max_bytes`` (413 as soon as more arrive or ``Content-Length`` announces more,
-  without reading the rest) and within ``timeout`` seconds (408), then hands the route the
+  without keeping the rest) and within ``timeout`` seconds (408), then hands the route the
   buffered body. Routes listed in ``limits`` get their own maximum.
 * :class:`PendingSockets`: how many sockets are connected but not yet authenticated, in all and
   per client address; a gateway refuses a new one beyond either cap, so unauthenticated
@@ -31,31 +37,79 @@ logger = logging.getLogger(__name__)
 
 #: ``http=`` value for uvicorn when the deadline protocol cannot be built.
 STOCK_HTTP: Final = "httptools"
+#: The uvicorn ``HttpToolsProtocol`` methods the edge protocol extends.
+_HOOKS: Final = (
+    "connection_made",
+    "on_message_begin",
+    "on_headers_complete",
+    "on_message_complete",
+    "on_response_complete",
+    "connection_lost",
+)
 
 
-def http_protocol_class(header_timeout: float) -> type[Any] | str:
-    """uvicorn's ``HttpToolsProtocol`` with the header deadline, or ``"httptools"`` (logged)
-    when the installed uvicorn lacks the hooks it relies on (``connection_made``,
-    ``on_message_begin``, ``on_headers_complete``, ``connection_lost``)."""
+def _httptools_protocol() -> type[Any] | None:
+    """uvicorn's ``HttpToolsProtocol`` if it has every hook the edge protocol extends."""
     try:
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
     except ImportError:  # pragma: no cover - uvicorn without httptools
-        logger.warning("uvicorn's httptools protocol is missing: no header deadline")
-        return STOCK_HTTP
-    hooks = ("connection_made", "on_message_begin", "on_headers_complete", "connection_lost")
-    if not all(callable(getattr(HttpToolsProtocol, hook, None)) for hook in hooks):
-        logger.warning("uvicorn's httptools protocol changed: no header deadline")
+        return None
+    if not all(callable(getattr(HttpToolsProtocol, hook, None)) for hook in _HOOKS):
+        return None
+    return HttpToolsProtocol
+
+
+def lingers() -> bool:
+    """True when :func:`http_protocol_class` builds the lingering protocol, so a refusal may
+    leave the connection open for it (else the refusal closes the connection at once)."""
+    return _httptools_protocol() is not None
+
+
+def http_protocol_class(header_timeout: float, linger_seconds: float) -> type[Any] | str:
+    """uvicorn's ``HttpToolsProtocol`` with the header deadline and the linger after an early
+    answer (module docstring; both in seconds; the gateway lingers for its body timeout, 30 s
+    by default like nginx's ``lingering_time``), or ``"httptools"`` (logged) when the installed
+    uvicorn lacks the hooks they rely on (:data:`_HOOKS`)."""
+    base = _httptools_protocol()
+    if base is None:
+        logger.warning("uvicorn's httptools protocol is missing or changed: no header deadline, no linger")
         return STOCK_HTTP
 
-    class HeaderDeadlineProtocol(HttpToolsProtocol):  # type: ignore[misc]
-        """Closes the connection when a request's headers are not complete in time."""
+    class HeaderDeadlineProtocol(base):  # type: ignore[misc,valid-type]
+        """Closes the connection when a request's headers are not complete in time, and
+        drains a refused request's body before closing."""
 
         deadline_seconds = header_timeout
+        linger_for = linger_seconds
 
         def connection_made(self, transport: Any) -> None:
             self._natter_deadline: asyncio.TimerHandle | None = None
+            self._natter_linger: asyncio.TimerHandle | None = None
             super().connection_made(transport)
             self._natter_arm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            cycle = getattr(self, "cycle", None)
+            if getattr(cycle, "more_body", False) and not self.transport.is_closing():
+                # answered before the body was read: uvicorn discards the rest as it arrives
+                self._natter_linger = self.loop.call_later(self.linger_for, self._natter_end_linger)
+
+        def on_message_complete(self) -> None:
+            super().on_message_complete()
+            if self._natter_linger is not None:
+                # The refused body is all read, so the connection is as good as any kept-alive
+                # one (the answer did not say ``Connection: close``): the next request's headers
+                # get the usual deadline, which also ends the connection if none comes.
+                self._natter_linger.cancel()
+                self._natter_linger = None
+                self._natter_arm()
+
+        def _natter_end_linger(self) -> None:
+            self._natter_linger = None
+            if not self.transport.is_closing():
+                logger.info("closing a connection whose refused body went on past %.0fs", self.linger_for)
+                self.transport.close()
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
@@ -67,6 +121,9 @@ def http_protocol_class(header_timeout: float) -> type[Any] | str:
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._natter_disarm()
+            if self._natter_linger is not None:
+                self._natter_linger.cancel()
+                self._natter_linger = None
             super().connection_lost(exc)
 
         def _natter_arm(self) -> None:
@@ -97,9 +154,12 @@ class BodyLimit:
         max_bytes: largest body for routes not in ``limits`` (bytes).
         timeout: seconds the whole body may take to arrive.
         limits: path prefix -> its own maximum (e.g. uploads), checked in order.
+        linger: the server's protocol lingers after an early answer (:func:`lingers`): a 413
+            then leaves closing to it, so the client reads the answer, not a reset.
 
-    Answers ``413`` ``{"detail","code":"payload_too_large"}`` (with ``Connection: close``) or
-    ``408`` ``{"detail","code":"request_timeout"}``; never calls the route then.
+    Answers ``413`` ``{"detail","code":"payload_too_large"}`` (with ``Connection: close``
+    unless ``linger``) or ``408`` ``{"detail","code":"request_timeout"}`` (with
+    ``Connection: close``); never calls the route then.
     """
 
     def __init__(
@@ -110,8 +170,10 @@ class BodyLimit:
         timeout: float,
         limits: Mapping[str, int] | None = None,
         streamed: Callable[[str], int | None] | None = None,
+        linger: bool = False,
     ) -> None:
         self.app = app
+        self.linger = linger
         self.max_bytes = max_bytes
         self.timeout = timeout
         self.limits = dict(limits or {})
@@ -133,7 +195,8 @@ class BodyLimit:
         limit = stream_limit if stream_limit is not None else self.limit_for(scope.get("path", ""))
         announced = _content_length(scope)
         if announced is not None and announced > limit:
-            await _refuse(send, ErrorCode.PAYLOAD_TOO_LARGE, f"Request body larger than {limit} bytes")
+            too_large = f"Request body larger than {limit} bytes"
+            await _refuse(send, ErrorCode.PAYLOAD_TOO_LARGE, too_large, close=not self.linger)
             return
         if stream_limit is not None:
             await self._streamed(scope, receive, send, stream_limit)
@@ -149,9 +212,8 @@ class BodyLimit:
                     chunk = message.get("body", b"")
                     size += len(chunk)
                     if size > limit:
-                        await _refuse(
-                            send, ErrorCode.PAYLOAD_TOO_LARGE, f"Request body larger than {limit} bytes"
-                        )
+                        too_large = f"Request body larger than {limit} bytes"
+                        await _refuse(send, ErrorCode.PAYLOAD_TOO_LARGE, too_large, close=not self.linger)
                         return
                     chunks.append(chunk)
                     if not message.get("more_body", False):
@@ -208,19 +270,12 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-async def _refuse(send: Send, code: ErrorCode, detail: str) -> None:
+async def _refuse(send: Send, code: ErrorCode, detail: str, *, close: bool = True) -> None:
     body = json.dumps({"detail": detail, "code": code.value}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": HTTP_STATUS[code],
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": HTTP_STATUS[code], "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 

@@ -26,7 +26,7 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, settings: Settings | Non
         host=host,
         port=port,
         loop="uvloop",
-        http=http_protocol_class(settings.header_timeout),
+        http=http_protocol_class(settings.header_timeout, settings.body_timeout),
         ws=protocol_class(),
         ws_max_size=settings.max_frame_bytes,
         ws_ping_interval=settings.ping_interval,

@@ -17,7 +17,7 @@ import websockets
 from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import Stack, isolated_stack
-from tests.support import WsClient, connect, expect_close, register
+from tests.support import WsClient, connect, expect_close, register, unique_name
 
 EDGE_ENV = {
     "NATTER_GATEWAY_HEADER_TIMEOUT": "2",
@@ -97,9 +97,15 @@ async def test_an_oversized_body_is_refused_without_being_read(edge: Stack) -> N
         b'Content-Length: 52428800\r\n\r\n{"username":'
     )
     await writer.drain()
-    answer = await asyncio.wait_for(reader.read(), 5)  # the answer, then the server closes
-    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
-    assert b"payload_too_large" in answer
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 413"), head[:200]
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    assert b"payload_too_large" in await asyncio.wait_for(reader.readexactly(length), 5)
+    # the gateway then reads and drops the announced body, but not for longer than a body may
+    # take (NATTER_GATEWAY_BODY_TIMEOUT, 2 s here), however slowly it comes
+    answered = time.monotonic()
+    took = await closed_by_server(reader, writer, b"x" * 40)
+    assert 1.5 < time.monotonic() - answered < 2 + 1.5, took
     writer.close()
     # a chunked body with no length is cut off as soon as it passes 64 KiB
     reader, writer = await open_raw(edge)
@@ -127,6 +133,40 @@ async def test_an_oversized_body_is_refused_without_being_read(edge: Stack) -> N
     async with httpx.AsyncClient(base_url=edge.base_url) as http:  # small bodies are fine
         response = await http.post("/api/auth/login", json={"username": "nobody_here", "password": "x" * 10})
         assert response.status_code == 401
+
+
+async def test_a_client_that_sends_its_whole_body_before_reading_gets_the_413(edge: Stack) -> None:
+    """httpx, like browsers' ``fetch``, writes a whole body before reading the answer: the
+    gateway answers 413 early, then reads and drops the rest instead of closing on unread bytes
+    (which would reset the connection and lose the answer), and the connection stays usable."""
+    connects = 0
+
+    async def count(request: httpx.Request) -> None:
+        nonlocal connects
+        if request.extensions.get("trace") is None:
+            request.extensions["trace"] = on_trace
+
+    async def on_trace(event: str, info: dict[str, object]) -> None:
+        nonlocal connects
+        connects += event == "connection.connect_tcp.complete"
+
+    hooks = {"request": [count]}
+    async with httpx.AsyncClient(base_url=edge.base_url, timeout=30, event_hooks=hooks) as http:
+        user = await register(http)
+        room = unique_name("big")
+        auth = {"Authorization": f"Bearer {user.access_token}"}
+        assert (await http.post("/api/rooms", json={"name": room}, headers=auth)).status_code == 201
+        assert connects == 1
+        json_type = {"content-type": "application/json"}
+        for size in (70_000, 8 * 1024 * 1024):  # JSON routes take 64 KiB
+            body = b"{" + b" " * size + b"}"
+            refused = await http.post("/api/auth/login", content=body, headers=json_type)
+            assert refused.status_code == 413 and refused.json()["code"] == "payload_too_large"
+        upload = {"file": ("big.txt", b"a" * (11 * 1024 * 1024), "text/plain")}  # uploads take 10 MiB
+        refused = await http.post(f"/api/rooms/{room}/attachments", files=upload, headers=auth)
+        assert refused.status_code == 413 and refused.json()["code"] == "payload_too_large"
+        assert (await http.get("/health")).status_code == 200
+        assert connects == 1  # every refusal left the connection usable for the next request
 
 
 async def test_a_slow_body_is_refused_with_408(edge: Stack) -> None:

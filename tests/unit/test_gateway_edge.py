@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from gateway.config import Settings
-from gateway.edge import BodyLimit, PendingSockets, http_protocol_class
+from gateway.edge import BodyLimit, PendingSockets, http_protocol_class, lingers
 
 
 def test_defaults_bound_every_edge_resource(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -43,9 +43,10 @@ def test_pending_sockets_cap_per_address_and_in_all() -> None:
 
 
 def test_the_header_deadline_protocol_is_built_on_this_uvicorn() -> None:
-    protocol = http_protocol_class(3.0)
+    protocol = http_protocol_class(3.0, 5.0)
     assert not isinstance(protocol, str), "uvicorn's httptools protocol lost a hook natter relies on"
-    assert protocol.deadline_seconds == 3.0
+    assert protocol.deadline_seconds == 3.0 and protocol.linger_for == 5.0
+    assert lingers()
 
 
 async def _call(
