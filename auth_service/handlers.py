@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from nats.js import JetStreamContext
-from nats.js.errors import NoKeysError
 from nats.js.kv import KeyValue
 
 from auth_service import events
@@ -36,6 +35,7 @@ from shared.internal import (
     ServiceTokenRequest,
     ServiceTokenRevokeRequest,
 )
+from shared.kv_keys import kv_keys
 from shared.service_runner import Handler
 
 logger = logging.getLogger(__name__)
@@ -311,10 +311,7 @@ class AuthHandlers:
     async def service_token_list(self, body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
         """``{"tokens":[{"jti","name","role","kid","issued_ms","expires_ms","revoked_ms"}]}``,
         newest first (operator only)."""
-        try:
-            jtis = await self.service_tokens.keys()
-        except NoKeysError:
-            jtis = []
+        jtis = await kv_keys(self.js, subjects.KV_SERVICE_TOKENS)  # not kv.keys(): shared.kv_keys
         tokens = [found.value for jti in jtis if (found := await get_json(self.service_tokens, jti))]
         tokens.sort(key=lambda t: -int(t.get("issued_ms") or 0))
         return {"tokens": tokens}

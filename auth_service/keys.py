@@ -21,10 +21,13 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from nats.js.errors import KeyNotFoundError, NoKeysError
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from auth_service.kv_json import LOST_RACE
+from shared import subjects
+from shared.kv_keys import kv_keys
 
 logger = logging.getLogger(__name__)
 
@@ -176,8 +179,9 @@ class KeyRing:
     The one-key layout (``signing``) is adopted as the first ring key on first use.
     """
 
-    def __init__(self, kv: KeyValue) -> None:
+    def __init__(self, kv: KeyValue, js: JetStreamContext) -> None:
         self._kv = kv
+        self._js = js
         self._current: tuple[float, RingKey] | None = None
 
     async def _get(self, key: str) -> tuple[bytes, int] | None:
@@ -228,11 +232,8 @@ class KeyRing:
     async def keys(self) -> list[RingKey]:
         """Every key of the ring, current first, then newest first."""
         found: list[RingKey] = []
-        try:
-            names = await self._kv.keys()
-        except NoKeysError:
-            return found
-        for name in names:
+        # not kv.keys(), which can answer "no keys" for a bucket that has some (shared.kv_keys)
+        for name in await kv_keys(self._js, subjects.KV_AUTH_KEYS, "k.>"):
             if name.startswith("k."):
                 ring = await self._ring_key(name[2:])
                 if ring is not None:

@@ -58,7 +58,7 @@ async def serve(settings: Settings | None = None, stop: asyncio.Event | None = N
         js = nc.jetstream()
         kv = {name: await open_bucket(js, name) for name in BUCKETS}
         await require_stream(js, subjects.EVENTS_STREAM)
-        keys = KeyRing(kv[subjects.KV_AUTH_KEYS])
+        keys = KeyRing(kv[subjects.KV_AUTH_KEYS], js)
         key = await keys.start(now_ms=now_ms())
         handlers = AuthHandlers(
             settings=settings,

@@ -29,6 +29,7 @@ from shared import subjects
 from shared.errors import ErrorCode, ProtocolError
 from shared.events import EVENT_TYPES
 from shared.internal import RoomName
+from shared.kv_keys import kv_keys
 from shared.protocol import utc_timestamp
 from shared.stream_reader import direct_batch
 
@@ -106,12 +107,7 @@ class WebhookStore:
 
     async def all(self) -> list[Webhook]:
         """Every registered webhook, oldest first."""
-        try:
-            keys = await self.kv.keys()
-        except Exception as error:  # nats-py raises NoKeysError for an empty bucket
-            if type(error).__name__ == "NoKeysError":
-                return []
-            raise
+        keys = await kv_keys(self.js, subjects.KV_WEBHOOKS)  # not kv.keys(): see shared.kv_keys
         found = []
         for key in keys:
             webhook = await self.get(key)

@@ -495,7 +495,20 @@ async def test_without_webhooks_the_dispatcher_reads_nothing_of_the_feed(
             )
             for n in range(3):
                 await ws.request({"type": "chat_message", "room": room, "message": f"after-{n}"})
-            await wait_for(lambda: len(receiver.events(room)) >= 3)
+            try:
+                await wait_for(lambda: len(receiver.events(room)) >= 3)
+            except TimeoutError:  # say where the events stopped (one CI run on a slow VM)
+                consumers = [
+                    (c.name, c.config.opt_start_seq, c.delivered.stream_seq, c.num_pending)
+                    for c in await js.consumers_info(subjects.EVENTS_STREAM)
+                ]
+                deliveries = await admin_http.get(f"/api/webhooks/{webhook['id']}/deliveries")
+                raise AssertionError(
+                    f"got {receiver.events(room)}; EVENTS last seq "
+                    f"{(await js.stream_info(subjects.EVENTS_STREAM)).state.last_seq}, "
+                    f"checkpoint {await checkpoint()}, before {before}, consumers {consumers}, "
+                    f"deliveries {deliveries.text[:2000]}"
+                ) from None
             assert len(await dispatcher_consumers(js)) == 1
             await asyncio.sleep(1.0)  # nothing from before the registration comes after them
             assert [e["data"]["message"] for e in receiver.events(room)] == ["after-0", "after-1", "after-2"]
