@@ -24,8 +24,8 @@ async def test_every_stored_key_is_listed_even_while_the_client_is_busy(nc: Clie
         await kv.put("a.2", b"y")
         await kv.put("b.1", b"z")
 
-        async def busy() -> None:  # a loop that keeps the client's event loop full
-            while True:
+        async def busy() -> None:  # keeps the client's event loop full: it waits for nothing
+            while True:  # noqa: ASYNC110
                 await asyncio.sleep(0)
 
         spinner = asyncio.create_task(busy())
