@@ -234,10 +234,9 @@ class KeyRing:
         found: list[RingKey] = []
         # not kv.keys(), which can answer "no keys" for a bucket that has some (shared.kv_keys)
         for name in await kv_keys(self._js, subjects.KV_AUTH_KEYS, "k.>"):
-            if name.startswith("k."):
-                ring = await self._ring_key(name[2:])
-                if ring is not None:
-                    found.append(ring[0])
+            ring = await self._ring_key(name.removeprefix("k."))
+            if ring is not None:
+                found.append(ring[0])
         return sorted(found, key=lambda k: (k.retired_ms is not None, -k.created_ms))
 
     async def public_jwks(self, *, now_ms: int) -> list[dict[str, str]]:

@@ -195,8 +195,7 @@ class BodyLimit:
         limit = stream_limit if stream_limit is not None else self.limit_for(scope.get("path", ""))
         announced = _content_length(scope)
         if announced is not None and announced > limit:
-            too_large = f"Request body larger than {limit} bytes"
-            await _refuse(send, ErrorCode.PAYLOAD_TOO_LARGE, too_large, close=not self.linger)
+            await self._too_large(send, limit)
             return
         if stream_limit is not None:
             await self._streamed(scope, receive, send, stream_limit)
@@ -212,8 +211,7 @@ class BodyLimit:
                     chunk = message.get("body", b"")
                     size += len(chunk)
                     if size > limit:
-                        too_large = f"Request body larger than {limit} bytes"
-                        await _refuse(send, ErrorCode.PAYLOAD_TOO_LARGE, too_large, close=not self.linger)
+                        await self._too_large(send, limit)
                         return
                     chunks.append(chunk)
                     if not message.get("more_body", False):
@@ -234,6 +232,11 @@ class BodyLimit:
             return await receive()
 
         await self.app(scope, replay, send)
+
+    async def _too_large(self, send: Send, limit: int) -> None:
+        """413; the connection stays open for the protocol's linger when it has one."""
+        too_large = f"Request body larger than {limit} bytes"
+        await _refuse(send, ErrorCode.PAYLOAD_TOO_LARGE, too_large, close=not self.linger)
 
     async def _streamed(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         """Hand the route its body as it arrives, counting: past ``limit`` bytes (or after the

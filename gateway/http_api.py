@@ -272,7 +272,7 @@ async def post_message(
         message=body.message,
         client_msg_id=body.client_msg_id,
         reply_to=body.reply_to,
-        bot=claims.role in ("service", "admin"),
+        bot=claims.is_service,
     )
     answer = await node_of(request).request_msg(
         subjects.CHAT_SEND, send.model_dump_json(exclude_none=True).encode()

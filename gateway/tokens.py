@@ -51,12 +51,17 @@ class Claims:
     jti: str | None = None
 
     @property
+    def is_service(self) -> bool:
+        """A service or admin token (``natter service-token``), not a user's."""
+        return self.role in ("service", "admin")
+
+    @property
     def actor_id(self) -> str:
         """The ``user_id`` this token acts as in a room: the user's own id, or ``svc:<name>`` for
         a service or admin token (whose ``sub`` is ``svc-<name>``). PROTOCOL.md section 12 names
         a service's posts ``svc:<name>``; its deletes, member changes and sanctions carry the
         same id, so one service is one identity in a room's events."""
-        if self.role in ("service", "admin"):
+        if self.is_service:
             return f"svc:{self.user_id.removeprefix('svc-')}"
         return self.user_id
 
